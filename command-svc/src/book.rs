@@ -1,0 +1,568 @@
+//! The write model: the matching book. [`Book::decide`] turns a command into the one
+//! event it causes (or a rejection) without changing anything; [`Book::apply`] folds
+//! an event into the book. Both are pure: no I/O, no clock, no randomness. Replay at
+//! startup is `apply` over the log; live commands are `decide` then `apply`.
+
+use crate::command::{Command, Rejection};
+use shared_events::{BookState, Event, Fill, Order, Side};
+use std::collections::{BTreeMap, HashMap};
+
+/// Most fills one order may produce. Bounds the size of one event (one log line);
+/// an order that would match more resting orders is rejected and writes nothing.
+pub const FILLS_PER_EVENT_MAX: usize = 1_000;
+
+/// One resting order, as far as matching needs it. Its id is the key of its level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resting {
+    user: String,
+    /// Quantity still resting (> 0).
+    qty: u64,
+}
+
+/// Orders at one price, keyed by id. Ids increase with arrival, so id order is time
+/// priority, and a cancel is a keyed removal instead of a scan.
+type Level = BTreeMap<u64, Resting>;
+
+/// The resting orders of both sides plus the id counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Book {
+    /// Bids by price; the best bid is the highest key.
+    bids: BTreeMap<u64, Level>,
+    /// Asks by price; the best ask is the lowest key.
+    asks: BTreeMap<u64, Level>,
+    /// Where each resting order is, for cancels.
+    index: HashMap<u64, (Side, u64)>,
+    /// The id the next placed order gets.
+    next_order_id: u64,
+}
+
+/// An event that does not fit the book it is applied to: the log and the state
+/// disagree, which replay must never paper over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event does not fit the book: {0}")]
+pub struct FoldError(pub String);
+
+impl Book {
+    /// The book described by a genesis or snapshot state (already validated).
+    pub fn from_state(state: &BookState) -> Self {
+        let mut book = Book {
+            bids: BTreeMap::new(),
+            asks: BTreeMap::new(),
+            index: HashMap::with_capacity(state.orders.len()),
+            next_order_id: state.next_order_id,
+        };
+        for o in &state.orders {
+            book.rest(o.id, &o.user, o.side, o.price, o.qty);
+        }
+        book
+    }
+
+    /// The resting orders in time-priority order, and the id counter.
+    pub fn to_state(&self) -> BookState {
+        let mut orders: Vec<Order> = self
+            .side_levels(Side::Buy)
+            .chain(self.side_levels(Side::Sell))
+            .flat_map(|(side, price, level)| {
+                level.iter().map(move |(&id, r)| Order {
+                    id,
+                    user: r.user.clone(),
+                    side,
+                    price,
+                    qty: r.qty,
+                })
+            })
+            .collect();
+        orders.sort_unstable_by_key(|o| o.id);
+        BookState {
+            next_order_id: self.next_order_id,
+            orders,
+        }
+    }
+
+    fn side_levels(&self, side: Side) -> impl Iterator<Item = (Side, u64, &Level)> {
+        let levels = match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        };
+        levels
+            .iter()
+            .map(move |(&price, level)| (side, price, level))
+    }
+
+    pub fn next_order_id(&self) -> u64 {
+        self.next_order_id
+    }
+
+    /// Number of resting orders.
+    pub fn resting_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Resting quantity of order `id`, if it rests.
+    pub fn resting_qty(&self, id: u64) -> Option<u64> {
+        let (side, price) = *self.index.get(&id)?;
+        Some(self.levels(side).get(&price)?.get(&id)?.qty)
+    }
+
+    fn levels(&self, side: Side) -> &BTreeMap<u64, Level> {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn levels_mut(&mut self, side: Side) -> &mut BTreeMap<u64, Level> {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+
+    /// The resting orders an incoming order on `taker_side` at `limit` may trade with,
+    /// best price first, oldest first within a price.
+    fn matchable(
+        &self,
+        taker_side: Side,
+        limit: u64,
+    ) -> Box<dyn Iterator<Item = (u64, u64, &Resting)> + '_> {
+        fn flatten<'a>(
+            (&price, level): (&'a u64, &'a Level),
+        ) -> impl Iterator<Item = (u64, u64, &'a Resting)> {
+            level.iter().map(move |(&id, r)| (id, price, r))
+        }
+        match taker_side {
+            Side::Buy => Box::new(self.asks.range(..=limit).flat_map(flatten)),
+            Side::Sell => Box::new(self.bids.range(limit..).rev().flat_map(flatten)),
+        }
+    }
+
+    /// Decides what `cmd` does to this book, without changing it.
+    pub fn decide(&self, cmd: &Command) -> Result<Event, Rejection> {
+        match cmd {
+            Command::Place {
+                user,
+                side,
+                price,
+                qty,
+                idempotency_key,
+            } => {
+                let mut remaining = *qty;
+                let mut fills = Vec::new();
+                for (maker_id, maker_price, maker) in self.matchable(*side, *price) {
+                    if remaining == 0 {
+                        break;
+                    }
+                    if fills.len() == FILLS_PER_EVENT_MAX {
+                        return Err(Rejection::TooManyFills);
+                    }
+                    let traded = remaining.min(maker.qty);
+                    fills.push(Fill {
+                        maker_id,
+                        maker_user: maker.user.clone(),
+                        price: maker_price,
+                        qty: traded,
+                    });
+                    remaining -= traded;
+                }
+                let order = Order {
+                    id: self.next_order_id,
+                    user: user.clone(),
+                    side: *side,
+                    price: *price,
+                    qty: *qty,
+                };
+                Ok(Event::OrderPlaced {
+                    order,
+                    fills,
+                    resting_qty: remaining,
+                    idempotency_key: idempotency_key.clone(),
+                })
+            }
+            Command::Cancel { user, order_id } => {
+                let (side, price) = *self
+                    .index
+                    .get(order_id)
+                    .ok_or(Rejection::NotResting(*order_id))?;
+                let resting = &self.levels(side)[&price][order_id];
+                if resting.user != *user {
+                    return Err(Rejection::NotOwner(*order_id));
+                }
+                Ok(Event::OrderCancelled {
+                    order_id: *order_id,
+                    user: user.clone(),
+                    cancelled_qty: resting.qty,
+                })
+            }
+        }
+    }
+
+    /// Folds one event into the book. Every fact is checked before anything changes,
+    /// so a misfit event leaves the book as it was.
+    pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
+        match event {
+            Event::OrderPlaced {
+                order,
+                fills,
+                resting_qty,
+                ..
+            } => {
+                if order.id < self.next_order_id {
+                    return Err(FoldError(format!(
+                        "order id {} was already used (next is {})",
+                        order.id, self.next_order_id
+                    )));
+                }
+                let filled: u64 = fills.iter().map(|f| f.qty).sum();
+                if filled + resting_qty != order.qty {
+                    return Err(FoldError(format!(
+                        "order {}: fills {filled} + resting {resting_qty} != qty {}",
+                        order.id, order.qty
+                    )));
+                }
+                let maker_side = order.side.opposite();
+                for f in fills {
+                    let resting = self.resting_qty(f.maker_id);
+                    let at = self
+                        .index
+                        .get(&f.maker_id)
+                        .map(|&(side, price)| (side, price));
+                    if at != Some((maker_side, f.price)) || resting < Some(f.qty) {
+                        return Err(FoldError(format!(
+                            "order {} fills {} of maker {} at {}, which is not resting like that",
+                            order.id, f.qty, f.maker_id, f.price
+                        )));
+                    }
+                }
+                for f in fills {
+                    self.take(f.maker_id, maker_side, f.price, f.qty);
+                }
+                if *resting_qty > 0 {
+                    self.rest(order.id, &order.user, order.side, order.price, *resting_qty);
+                }
+                self.next_order_id = order.id + 1;
+            }
+            Event::OrderCancelled {
+                order_id,
+                user,
+                cancelled_qty,
+            } => {
+                let Some(&(side, price)) = self.index.get(order_id) else {
+                    return Err(FoldError(format!(
+                        "cancel of order {order_id}, which is not resting"
+                    )));
+                };
+                let resting = &self.levels(side)[&price][order_id];
+                if resting.user != *user || resting.qty != *cancelled_qty {
+                    return Err(FoldError(format!(
+                        "cancel of order {order_id} does not match its owner or quantity"
+                    )));
+                }
+                self.take(*order_id, side, price, *cancelled_qty);
+            }
+        }
+        Ok(())
+    }
+
+    fn rest(&mut self, id: u64, user: &str, side: Side, price: u64, qty: u64) {
+        debug_assert!(qty > 0);
+        self.levels_mut(side).entry(price).or_default().insert(
+            id,
+            Resting {
+                user: user.to_owned(),
+                qty,
+            },
+        );
+        self.index.insert(id, (side, price));
+    }
+
+    /// Removes `qty` from a resting order known to hold at least that much.
+    fn take(&mut self, id: u64, side: Side, price: u64, qty: u64) {
+        let levels = self.levels_mut(side);
+        let level = levels.get_mut(&price).expect("checked: the level exists");
+        let resting = level.get_mut(&id).expect("checked: the order rests here");
+        resting.qty -= qty;
+        if resting.qty == 0 {
+            level.remove(&id);
+            if level.is_empty() {
+                levels.remove(&price);
+            }
+            self.index.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Given (a book) / when (a command) / then (the event, or a rejection).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn order(id: u64, user: &str, side: Side, price: u64, qty: u64) -> Order {
+        Order {
+            id,
+            user: user.into(),
+            side,
+            price,
+            qty,
+        }
+    }
+
+    fn given(orders: Vec<Order>) -> Book {
+        let next_order_id = orders.iter().map(|o| o.id).max().unwrap_or(0) + 1;
+        let state = BookState {
+            next_order_id,
+            orders,
+        };
+        state.validate().unwrap();
+        Book::from_state(&state)
+    }
+
+    fn place(user: &str, side: Side, price: u64, qty: u64) -> Command {
+        Command::Place {
+            user: user.into(),
+            side,
+            price,
+            qty,
+            idempotency_key: None,
+        }
+    }
+
+    fn fill(maker_id: u64, maker_user: &str, price: u64, qty: u64) -> Fill {
+        Fill {
+            maker_id,
+            maker_user: maker_user.into(),
+            price,
+            qty,
+        }
+    }
+
+    /// when: decide + apply; then: the event.
+    fn when(book: &mut Book, cmd: Command) -> Result<Event, Rejection> {
+        let event = book.decide(&cmd)?;
+        book.apply(&event).unwrap();
+        Ok(event)
+    }
+
+    #[test]
+    fn buy_below_best_ask_rests() {
+        let mut book = given(vec![order(1, "s", Side::Sell, 101, 5)]);
+        let event = when(&mut book, place("b", Side::Buy, 100, 3)).unwrap();
+        assert_eq!(
+            event,
+            Event::OrderPlaced {
+                order: order(2, "b", Side::Buy, 100, 3),
+                fills: vec![],
+                resting_qty: 3,
+                idempotency_key: None
+            }
+        );
+        assert_eq!(book.resting_qty(2), Some(3));
+    }
+
+    #[test]
+    fn buy_sweeps_asks_best_price_then_oldest_at_maker_price() {
+        let mut book = given(vec![
+            order(1, "s1", Side::Sell, 102, 5),
+            order(2, "s2", Side::Sell, 101, 2),
+            order(3, "s3", Side::Sell, 101, 2),
+            order(4, "s4", Side::Sell, 103, 9),
+        ]);
+        let event = when(&mut book, place("b", Side::Buy, 102, 6)).unwrap();
+        let Event::OrderPlaced {
+            fills, resting_qty, ..
+        } = event
+        else {
+            panic!()
+        };
+        assert_eq!(
+            fills,
+            vec![
+                fill(2, "s2", 101, 2),
+                fill(3, "s3", 101, 2),
+                fill(1, "s1", 102, 2)
+            ]
+        );
+        assert_eq!(resting_qty, 0);
+        assert_eq!(book.resting_qty(1), Some(3));
+        assert_eq!(book.resting_qty(2), None);
+        assert_eq!(book.resting_qty(4), Some(9));
+    }
+
+    #[test]
+    fn sell_sweeps_bids_highest_first_and_remainder_rests() {
+        let mut book = given(vec![
+            order(1, "b1", Side::Buy, 99, 1),
+            order(2, "b2", Side::Buy, 100, 1),
+        ]);
+        let event = when(&mut book, place("s", Side::Sell, 99, 5)).unwrap();
+        let Event::OrderPlaced {
+            fills, resting_qty, ..
+        } = event
+        else {
+            panic!()
+        };
+        assert_eq!(fills, vec![fill(2, "b2", 100, 1), fill(1, "b1", 99, 1)]);
+        assert_eq!(resting_qty, 3);
+        assert_eq!(book.resting_qty(3), Some(3));
+    }
+
+    #[test]
+    fn remainder_queues_behind_existing_orders_at_its_price() {
+        let mut book = given(vec![
+            order(1, "a", Side::Buy, 100, 1),
+            order(2, "z", Side::Sell, 101, 1),
+        ]);
+        when(&mut book, place("b", Side::Buy, 101, 2)).unwrap(); // fills 1 at 101, rests 1 at 101
+        when(&mut book, place("c", Side::Buy, 101, 1)).unwrap();
+        let event = when(&mut book, place("s", Side::Sell, 101, 1)).unwrap();
+        let Event::OrderPlaced { fills, .. } = event else {
+            panic!()
+        };
+        assert_eq!(
+            fills,
+            vec![fill(3, "b", 101, 1)],
+            "the older order at 101 trades first"
+        );
+    }
+
+    #[test]
+    fn self_matching_is_allowed() {
+        let mut book = given(vec![order(1, "a", Side::Sell, 100, 1)]);
+        let event = when(&mut book, place("a", Side::Buy, 100, 1)).unwrap();
+        let Event::OrderPlaced { fills, .. } = event else {
+            panic!()
+        };
+        assert_eq!(fills, vec![fill(1, "a", 100, 1)]);
+    }
+
+    #[test]
+    fn cancel_rules() {
+        let mut book = given(vec![order(1, "a", Side::Buy, 100, 4)]);
+        assert_eq!(
+            when(
+                &mut book,
+                Command::Cancel {
+                    user: "b".into(),
+                    order_id: 1
+                }
+            ),
+            Err(Rejection::NotOwner(1))
+        );
+        assert_eq!(
+            when(
+                &mut book,
+                Command::Cancel {
+                    user: "a".into(),
+                    order_id: 9
+                }
+            ),
+            Err(Rejection::NotResting(9))
+        );
+        let event = when(
+            &mut book,
+            Command::Cancel {
+                user: "a".into(),
+                order_id: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            event,
+            Event::OrderCancelled {
+                order_id: 1,
+                user: "a".into(),
+                cancelled_qty: 4
+            }
+        );
+        assert_eq!(
+            when(
+                &mut book,
+                Command::Cancel {
+                    user: "a".into(),
+                    order_id: 1
+                }
+            ),
+            Err(Rejection::NotResting(1))
+        );
+    }
+
+    #[test]
+    fn too_many_fills_is_rejected_and_changes_nothing() {
+        let orders = (1..=FILLS_PER_EVENT_MAX as u64 + 1)
+            .map(|id| order(id, "s", Side::Sell, 100, 1))
+            .collect();
+        let mut book = given(orders);
+        let before = book.clone();
+        assert_eq!(
+            when(&mut book, place("b", Side::Buy, 100, 5_000)),
+            Err(Rejection::TooManyFills)
+        );
+        assert_eq!(book, before);
+        assert!(
+            when(
+                &mut book,
+                place("b", Side::Buy, 100, FILLS_PER_EVENT_MAX as u64)
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn apply_refuses_events_that_do_not_fit() {
+        let mut book = given(vec![order(1, "a", Side::Sell, 100, 1)]);
+        let before = book.clone();
+        let bad = Event::OrderPlaced {
+            order: order(2, "b", Side::Buy, 100, 2),
+            fills: vec![fill(1, "a", 100, 2)],
+            resting_qty: 0,
+            idempotency_key: None,
+        };
+        assert!(book.apply(&bad).is_err());
+        assert_eq!(book, before);
+    }
+
+    pub(crate) fn arb_command() -> impl Strategy<Value = Command> {
+        let user = prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(String::from);
+        let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+        prop_oneof![
+            4 => (user.clone(), side, 95u64..=105, 1u64..=10).prop_map(|(user, side, price, qty)| Command::Place {
+                user, side, price, qty, idempotency_key: None
+            }),
+            1 => (user, 1u64..=40).prop_map(|(user, order_id)| Command::Cancel { user, order_id }),
+        ]
+    }
+
+    proptest! {
+        /// The book never rests crossed, quantities are conserved, and the state
+        /// round-trips through the genesis schema.
+        #[test]
+        fn invariants_hold(cmds in proptest::collection::vec(arb_command(), 0..80)) {
+            let mut book = Book::from_state(&BookState::empty());
+            for cmd in cmds {
+                let before = book.clone();
+                match book.decide(&cmd) {
+                    Ok(event) => {
+                        book.apply(&event).unwrap();
+                        if let Event::OrderPlaced { order, fills, resting_qty, .. } = &event {
+                            prop_assert_eq!(fills.iter().map(|f| f.qty).sum::<u64>() + resting_qty, order.qty);
+                            for f in fills {
+                                let within_limit = match order.side {
+                                    Side::Buy => f.price <= order.price,
+                                    Side::Sell => f.price >= order.price,
+                                };
+                                prop_assert!(within_limit, "fill outside the limit price");
+                            }
+                        }
+                    }
+                    Err(_) => prop_assert_eq!(&book, &before),
+                }
+                let best_bid = book.bids.keys().next_back().copied().unwrap_or(0);
+                let best_ask = book.asks.keys().next().copied().unwrap_or(u64::MAX);
+                prop_assert!(best_bid < best_ask, "crossed book");
+                let state = book.to_state();
+                prop_assert_eq!(state.validate(), Ok(()));
+                prop_assert_eq!(Book::from_state(&state), book.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! HTTP routes of the write side: `/buy`, `/sell`, `/cancel`, `/health`. Handlers
+//! validate everything before the writer sees it, and answer every failure with a
+//! JSON `{"error": ...}` body; [`recover`] does the same for warp's own rejections.
+
+use crate::command::Command;
+use crate::writer::{CommandHandle, DispatchError};
+use serde::Serialize;
+use shared_events::{Side, domain};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+/// A JSON answer with a status.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// A JSON error answer: `{"error": message}`.
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    json(status, &serde_json::json!({ "error": message.to_string() }))
+}
+
+use warp::Reply as _;
+
+/// Turns warp's rejections (no route, wrong method, ...) into JSON errors.
+pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    let (status, message) = if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "no such route".to_owned())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed for this route".to_owned(),
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large".to_owned(),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("bad request: {rejection:?}"),
+        )
+    };
+    Ok(error(status, message))
+}
+
+/// The raw query string, empty when there is none.
+pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::BAD_REQUEST, e)
+}
+
+/// Validates a place request: `/{side}/{user}/{price}?qty=N`.
+pub fn parse_place(side: Side, user: &str, price: &str, query: &str) -> Result<Command, String> {
+    let params = domain::parse_query(query, &["qty"])?;
+    let user = domain::parse_user(user).map_err(|e| e.to_string())?;
+    let price = domain::parse_price(price).map_err(|e| e.to_string())?;
+    let qty = domain::query_value(&params, "qty", 1, |raw| {
+        domain::parse_qty(raw).map_err(|e| e.to_string())
+    })?;
+    Ok(Command::Place {
+        user,
+        side,
+        price,
+        qty,
+        idempotency_key: None,
+    })
+}
+
+/// Validates a cancel request: `/cancel/{user}/{order_id}`.
+pub fn parse_cancel(user: &str, order_id: &str, query: &str) -> Result<Command, String> {
+    domain::parse_query(query, &[])?;
+    let user = domain::parse_user(user).map_err(|e| e.to_string())?;
+    let order_id = domain::parse_order_id(order_id).map_err(|e| e.to_string())?;
+    Ok(Command::Cancel { user, order_id })
+}
+
+async fn dispatch(
+    handle: CommandHandle,
+    cmd: Result<Command, String>,
+) -> Result<Response, Infallible> {
+    let cmd = match cmd {
+        Ok(cmd) => cmd,
+        Err(message) => return Ok(bad_request(message)),
+    };
+    let created = matches!(cmd, Command::Place { .. });
+    Ok(match handle.dispatch(cmd).await {
+        Ok(outcome) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let mut response = json(status, &outcome);
+            response
+                .headers_mut()
+                .insert("x-event-seq", outcome.seq().into());
+            response
+        }
+        Err(DispatchError::Rejected(rejection)) => error(
+            StatusCode::from_u16(rejection.status()).expect("valid status"),
+            rejection,
+        ),
+        Err(e @ DispatchError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    })
+}
+
+/// The write routes: place and cancel.
+pub fn api(handle: CommandHandle) -> BoxedFilter<(Response,)> {
+    let with_handle = warp::any().map(move || handle.clone());
+    let place = |side: Side| {
+        warp::path(side.as_str())
+            .and(warp::path::param::<String>())
+            .and(warp::path::param::<String>())
+            .and(warp::path::end())
+            .and(warp::post().or(warp::get()).unify())
+            .and(raw_query())
+            .map(move |user: String, price: String, query: String| {
+                parse_place(side, &user, &price, &query)
+            })
+    };
+    let cancel = warp::path("cancel")
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(raw_query())
+        .map(|user: String, id: String, query: String| parse_cancel(&user, &id, &query));
+    with_handle
+        .and(
+            place(Side::Buy)
+                .or(place(Side::Sell))
+                .unify()
+                .or(cancel)
+                .unify(),
+        )
+        .and_then(dispatch)
+        .boxed()
+}
+
+/// The write side's health fields.
+pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_json::Value> {
+    let stats = &handle.stats;
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "head_seq".into(),
+        stats.head_seq.load(Ordering::Acquire).into(),
+    );
+    map.insert(
+        "durable_seq".into(),
+        stats.durable_seq.load(Ordering::Acquire).into(),
+    );
+    map.insert(
+        "events_appended".into(),
+        stats.events_appended.load(Ordering::Relaxed).into(),
+    );
+    map.insert(
+        "fsync_batches".into(),
+        stats.batches.load(Ordering::Relaxed).into(),
+    );
+    map
+}
+
+/// All routes of a stand-alone command-svc: the API plus `/health`, errors as JSON.
+pub fn routes(handle: CommandHandle) -> BoxedFilter<(Response,)> {
+    let health_handle = handle.clone();
+    let health = warp::path("health")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let mut fields = health_fields(&health_handle);
+            fields.insert("status".into(), "ok".into());
+            fields.insert("seq".into(), fields["durable_seq"].clone());
+            json(StatusCode::OK, &fields)
+        });
+    api(handle)
+        .or(health)
+        .unify()
+        .recover(recover)
+        .unify()
+        .boxed()
+}

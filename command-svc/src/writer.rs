@@ -1,0 +1,307 @@
+//! The single writer. One OS thread owns the write model (the [`Book`]) and the
+//! log; HTTP handlers send it `(command, reply)` over a bounded channel. It works in
+//! group commits: take what is queued (up to [`BATCH_EVENTS_MAX`]), decide and apply
+//! each command, encode every event into one buffer, one `write`, one `fdatasync`,
+//! then answer the whole batch. A failed write or sync is fatal: the batch gets 503,
+//! the writer stops, and the process is expected to exit non-zero. fsync is never
+//! retried: after a failed fsync the kernel may have dropped the dirty pages.
+
+use crate::book::Book;
+use crate::command::{Command, Rejection};
+use crate::log_file::Storage;
+use serde::Serialize;
+use shared_events::{Envelope, Event, Fill, Order, SCHEMA_VERSION};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Most commands decided and committed in one write + fdatasync.
+pub const BATCH_EVENTS_MAX: usize = 1024;
+/// Most commands waiting for the writer; senders wait when it is full.
+pub const QUEUE_COMMANDS_MAX: usize = 8192;
+
+/// Whether a 2xx waits for `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FsyncMode {
+    /// `fdatasync` after every batch, before answering (the default).
+    #[default]
+    Always,
+    /// Never sync: for throwaway runs and benchmarks; answers say `"durable": false`.
+    Never,
+}
+
+/// What a committed command did: the body of its 2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    Placed {
+        seq: u64,
+        order: Order,
+        fills: Vec<Fill>,
+        resting_qty: u64,
+        durable: bool,
+    },
+    Cancelled {
+        seq: u64,
+        order_id: u64,
+        cancelled_qty: u64,
+    },
+}
+
+impl Outcome {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Outcome::Placed { seq, .. } | Outcome::Cancelled { seq, .. } => *seq,
+        }
+    }
+
+    fn new(env: &Envelope, durable: bool) -> Outcome {
+        match &env.event {
+            Event::OrderPlaced {
+                order,
+                fills,
+                resting_qty,
+                ..
+            } => Outcome::Placed {
+                seq: env.seq,
+                order: order.clone(),
+                fills: fills.clone(),
+                resting_qty: *resting_qty,
+                durable,
+            },
+            Event::OrderCancelled {
+                order_id,
+                cancelled_qty,
+                ..
+            } => Outcome::Cancelled {
+                seq: env.seq,
+                order_id: *order_id,
+                cancelled_qty: *cancelled_qty,
+            },
+        }
+    }
+}
+
+/// Why a command got no 2xx.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// 4xx: the book refused it; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// 503: the writer is stopped or failed; the command may not have been written.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+type Reply = oneshot::Sender<Result<Outcome, DispatchError>>;
+
+/// What the writer's queue carries.
+#[derive(Debug)]
+enum Request {
+    Command(Command, Reply),
+    /// Finish what is queued before this, then stop.
+    Stop,
+}
+
+/// Counters the writer publishes, read by /health and /metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Seq of the last event decided (may not be durable yet).
+    pub head_seq: AtomicU64,
+    /// Seq of the last event made durable (or written, with `--fsync never`).
+    pub durable_seq: AtomicU64,
+    /// Events appended since start.
+    pub events_appended: AtomicU64,
+    /// Write + sync rounds since start.
+    pub batches: AtomicU64,
+}
+
+/// The cheap, clonable way to talk to the writer.
+#[derive(Debug, Clone)]
+pub struct CommandHandle {
+    tx: mpsc::Sender<Request>,
+    /// Shared counters.
+    pub stats: Arc<WriterStats>,
+    /// The durable seq, for tasks that want to wait for it.
+    pub durable: watch::Receiver<u64>,
+}
+
+impl CommandHandle {
+    /// Sends `cmd` to the writer and waits for its outcome: `Ok` only once the
+    /// event is in the log (and synced, in `FsyncMode::Always`).
+    pub async fn dispatch(&self, cmd: Command) -> Result<Outcome, DispatchError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Command(cmd, reply))
+            .await
+            .map_err(|_| DispatchError::Unavailable("the writer has stopped".to_owned()))?;
+        answer.await.unwrap_or_else(|_| {
+            Err(DispatchError::Unavailable(
+                "the writer stopped before answering".to_owned(),
+            ))
+        })
+    }
+}
+
+/// The running writer thread.
+#[derive(Debug)]
+pub struct WriterTask {
+    join: std::thread::JoinHandle<Result<(), String>>,
+    /// For the stop request.
+    tx: mpsc::Sender<Request>,
+    /// Becomes `Some(reason)` when the writer fails.
+    pub failure: watch::Receiver<Option<String>>,
+}
+
+impl WriterTask {
+    /// Lets the writer finish what is queued, stops it, and waits for it. The error is
+    /// the writer's failure, if it failed.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let _ = self.tx.send(Request::Stop).await;
+        tokio::task::spawn_blocking(move || self.join.join())
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|_| Err("the writer thread panicked".to_owned()))
+    }
+}
+
+/// Starts the writer on its own thread. `next_seq` is the seq the next event gets.
+pub fn spawn<S: Storage>(
+    book: Book,
+    storage: S,
+    next_seq: u64,
+    fsync: FsyncMode,
+) -> (CommandHandle, WriterTask) {
+    let (tx, rx) = mpsc::channel(QUEUE_COMMANDS_MAX);
+    let stats = Arc::new(WriterStats::default());
+    let last_seq = next_seq - 1;
+    stats.head_seq.store(last_seq, Ordering::Relaxed);
+    stats.durable_seq.store(last_seq, Ordering::Relaxed);
+    let (durable_tx, durable) = watch::channel(last_seq);
+    let (failure_tx, failure) = watch::channel(None);
+    let writer = Writer {
+        book,
+        storage,
+        next_seq,
+        fsync,
+        stats: stats.clone(),
+        durable: durable_tx,
+    };
+    let join = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            let result = writer.run(rx);
+            if let Err(reason) = &result {
+                tracing::error!(%reason, "writer failed; stopping");
+                failure_tx.send_replace(Some(reason.clone()));
+            }
+            result
+        })
+        .expect("spawning the writer thread");
+    (
+        CommandHandle {
+            tx: tx.clone(),
+            stats,
+            durable,
+        },
+        WriterTask { join, tx, failure },
+    )
+}
+
+struct Writer<S> {
+    book: Book,
+    storage: S,
+    next_seq: u64,
+    fsync: FsyncMode,
+    stats: Arc<WriterStats>,
+    durable: watch::Sender<u64>,
+}
+
+impl<S: Storage> Writer<S> {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), String> {
+        let mut batch: Vec<(Command, Reply)> = Vec::with_capacity(BATCH_EVENTS_MAX);
+        let mut answers: Vec<(Reply, Result<Envelope, Rejection>)> =
+            Vec::with_capacity(BATCH_EVENTS_MAX);
+        let mut buf: Vec<u8> = Vec::with_capacity(BATCH_EVENTS_MAX * 256);
+        let mut stopping = false;
+        while !stopping {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Command(cmd, reply) => batch.push((cmd, reply)),
+                    Request::Stop => {
+                        stopping = true;
+                        break;
+                    }
+                }
+                if batch.len() < BATCH_EVENTS_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let ts_us = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            buf.clear();
+            for (cmd, reply) in batch.drain(..) {
+                let decided = self.book.decide(&cmd).map(|event| {
+                    self.book
+                        .apply(&event)
+                        .expect("an event decided against this book fits it");
+                    let env = Envelope {
+                        seq: self.next_seq,
+                        ts_us,
+                        v: SCHEMA_VERSION,
+                        event,
+                    };
+                    self.next_seq += 1;
+                    shared_events::encode_into(&mut buf, &env);
+                    env
+                });
+                answers.push((reply, decided));
+            }
+            let head_seq = self.next_seq - 1;
+            self.stats.head_seq.store(head_seq, Ordering::Release);
+            if !buf.is_empty() {
+                if let Err(reason) = self.commit(&buf) {
+                    for (reply, _) in answers.drain(..) {
+                        let _ = reply.send(Err(DispatchError::Unavailable(format!(
+                            "log write failed: {reason}"
+                        ))));
+                    }
+                    return Err(reason);
+                }
+                let events = answers.iter().filter(|(_, d)| d.is_ok()).count() as u64;
+                self.stats
+                    .events_appended
+                    .fetch_add(events, Ordering::Relaxed);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.durable_seq.store(head_seq, Ordering::Release);
+                self.durable.send_replace(head_seq);
+            }
+            let durable = self.fsync == FsyncMode::Always;
+            for (reply, decided) in answers.drain(..) {
+                // A client that went away just does not read its answer.
+                let _ = reply.send(
+                    decided
+                        .map(|env| Outcome::new(&env, durable))
+                        .map_err(DispatchError::from),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, buf: &[u8]) -> Result<(), String> {
+        self.storage
+            .append(buf)
+            .map_err(|e| format!("write: {e}"))?;
+        if self.fsync == FsyncMode::Always {
+            self.storage.sync().map_err(|e| format!("fdatasync: {e}"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! The write side in process: log recovery, the writer's group commit and failure
+//! handling (with a storage a test can break), and the HTTP routes without a socket.
+
+use command_svc::book::Book;
+use command_svc::command::Command;
+use command_svc::log_file::{LogFile, OpenError, Storage};
+use command_svc::writer::{self, DispatchError, FsyncMode, Outcome};
+use command_svc::{Config, http};
+use shared_events::{BookState, LogCursor, ScanError, Side};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const INIT: &str = r#"{"next_order_id": 3, "orders": [
+  {"id": 1, "user": "alice", "side": "buy", "price": 99, "qty": 10},
+  {"id": 2, "user": "bob", "side": "sell", "price": 101, "qty": 5}
+]}"#;
+
+fn files() -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("init.txt"), INIT).unwrap();
+    let config = Config {
+        init: dir.path().join("init.txt"),
+        log: dir.path().join("log.txt"),
+        fsync: FsyncMode::Always,
+    };
+    (dir, config)
+}
+
+fn buy(user: &str, price: u64, qty: u64) -> Command {
+    Command::Place {
+        user: user.into(),
+        side: Side::Buy,
+        price,
+        qty,
+        idempotency_key: None,
+    }
+}
+
+/// Storage in memory that records each append and sync, and can be told to fail.
+#[derive(Clone, Default)]
+struct FakeDisk {
+    inner: Arc<Mutex<FakeDiskState>>,
+}
+
+#[derive(Default)]
+struct FakeDiskState {
+    appends: Vec<Vec<u8>>,
+    syncs: usize,
+    fail_sync: bool,
+    fail_write: bool,
+}
+
+impl Storage for FakeDisk {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        if s.fail_write {
+            return Err(io::Error::other("injected write failure"));
+        }
+        s.appends.push(bytes.to_vec());
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        s.syncs += 1;
+        if s.fail_sync {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        Ok(())
+    }
+}
+
+fn genesis_book() -> Book {
+    Book::from_state(&BookState::parse(INIT).unwrap())
+}
+
+#[tokio::test]
+async fn concurrent_commands_get_gapless_seqs_and_one_sync_per_write() {
+    let disk = FakeDisk::default();
+    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Always);
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let h = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            h.dispatch(buy("u", 90 + i % 5, 1)).await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            Outcome::Placed { seq, durable, .. } => {
+                assert!(durable);
+                seqs.push(seq);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<Vec<_>>(),
+        "every command got its own seq, no gaps"
+    );
+    let (syncs, appends, lines) = {
+        let s = disk.inner.lock().unwrap();
+        let lines: usize = s
+            .appends
+            .iter()
+            .map(|a| a.iter().filter(|&&b| b == b'\n').count())
+            .sum();
+        (s.syncs, s.appends.len(), lines)
+    };
+    assert_eq!(syncs, appends, "one fdatasync per write");
+    assert_eq!(lines, 200);
+    drop(handle);
+    task.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rejected_commands_write_nothing() {
+    let disk = FakeDisk::default();
+    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Always);
+    let err = handle
+        .dispatch(Command::Cancel {
+            user: "mallory".into(),
+            order_id: 1,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DispatchError::Rejected(ref r) if r.status() == 403),
+        "{err:?}"
+    );
+    let err = handle
+        .dispatch(Command::Cancel {
+            user: "alice".into(),
+            order_id: 77,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DispatchError::Rejected(ref r) if r.status() == 404),
+        "{err:?}"
+    );
+    assert!(disk.inner.lock().unwrap().appends.is_empty());
+    task.shutdown().await.unwrap();
+}
+
+async fn failing_storage_is_fail_stop(fail_sync: bool) {
+    let disk = FakeDisk::default();
+    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Always);
+    handle.dispatch(buy("u", 90, 1)).await.unwrap();
+    {
+        let mut s = disk.inner.lock().unwrap();
+        s.fail_sync = fail_sync;
+        s.fail_write = !fail_sync;
+    }
+    let err = handle.dispatch(buy("u", 90, 1)).await.unwrap_err();
+    assert!(
+        matches!(err, DispatchError::Unavailable(ref m) if m.contains("injected")),
+        "{err:?}"
+    );
+    let mut failure = task.failure.clone();
+    failure.wait_for(Option::is_some).await.unwrap();
+    let syncs_after_failure = disk.inner.lock().unwrap().syncs;
+    // Everything after the failure is refused; fsync is never retried.
+    let err = handle.dispatch(buy("u", 90, 1)).await.unwrap_err();
+    assert!(matches!(err, DispatchError::Unavailable(_)), "{err:?}");
+    assert_eq!(disk.inner.lock().unwrap().syncs, syncs_after_failure);
+    assert_eq!(
+        handle
+            .stats
+            .durable_seq
+            .load(std::sync::atomic::Ordering::Acquire),
+        1
+    );
+    assert!(task.shutdown().await.unwrap_err().contains("injected"));
+}
+
+#[tokio::test]
+async fn failed_fdatasync_answers_503_and_stops_the_writer() {
+    failing_storage_is_fail_stop(true).await;
+}
+
+#[tokio::test]
+async fn failed_write_answers_503_and_stops_the_writer() {
+    failing_storage_is_fail_stop(false).await;
+}
+
+#[tokio::test]
+async fn fsync_never_says_not_durable_and_never_syncs() {
+    let disk = FakeDisk::default();
+    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Never);
+    let Outcome::Placed { durable, .. } = handle.dispatch(buy("u", 90, 1)).await.unwrap() else {
+        panic!()
+    };
+    assert!(!durable);
+    assert_eq!(disk.inner.lock().unwrap().syncs, 0);
+    task.shutdown().await.unwrap();
+}
+
+fn scan_file(path: &Path) -> Result<shared_events::ScanReport, ScanError> {
+    shared_events::scan(
+        std::fs::File::open(path).unwrap(),
+        LogCursor::start(),
+        |_| {},
+    )
+}
+
+async fn place_some(config: &Config, n: u64) -> Vec<Outcome> {
+    let (handle, task) = command_svc::start(config).unwrap();
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(
+            handle
+                .dispatch(buy("carol", 95 + i % 3, 1 + i))
+                .await
+                .unwrap(),
+        );
+    }
+    drop(handle);
+    task.shutdown().await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn restart_replays_the_log_and_continues_the_sequence() {
+    let (_dir, config) = files();
+    place_some(&config, 3).await;
+    let again = place_some(&config, 2).await;
+    assert_eq!(again[0].seq(), 4);
+    let report = scan_file(&config.log).unwrap();
+    assert_eq!(report.cursor.next_seq, 6);
+    assert_eq!(report.torn, None);
+}
+
+#[tokio::test]
+async fn torn_tail_is_cut_off_and_the_next_write_gets_the_next_seq() {
+    let (_dir, config) = files();
+    place_some(&config, 2).await;
+    let whole = std::fs::metadata(&config.log).unwrap().len();
+    let mut bytes = std::fs::read(&config.log).unwrap();
+    bytes.extend_from_slice(br#"{"seq":3,"ts_us":1,"v":1,"event":{"ty"#);
+    std::fs::write(&config.log, &bytes).unwrap();
+    let again = place_some(&config, 1).await;
+    assert_eq!(again[0].seq(), 3);
+    let report = scan_file(&config.log).unwrap();
+    assert_eq!((report.cursor.next_seq, report.torn), (4, None));
+    assert!(std::fs::metadata(&config.log).unwrap().len() > whole);
+}
+
+#[tokio::test]
+async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
+    let (_dir, config) = files();
+    place_some(&config, 3).await;
+    let mut bytes = std::fs::read(&config.log).unwrap();
+    let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    bytes[second_line + 20] ^= 0x20;
+    std::fs::write(&config.log, &bytes).unwrap();
+    let err = command_svc::start(&config).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("seq 2"), "{err}");
+    assert_eq!(
+        std::fs::read(&config.log).unwrap(),
+        bytes,
+        "a refused log is left untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_second_writer_on_the_same_log_is_refused() {
+    let (_dir, config) = files();
+    let (handle, task) = command_svc::start(&config).unwrap();
+    match LogFile::open(&config.log) {
+        Err(OpenError::Locked { .. }) => {}
+        other => panic!("expected the lock to be held, got {other:?}"),
+    }
+    let err = command_svc::start(&config).unwrap_err().to_string();
+    assert!(err.contains("locked by another writer"), "{err}");
+    drop(handle);
+    task.shutdown().await.unwrap();
+    LogFile::open(&config.log).expect("the lock is released when the writer stops");
+}
+
+#[tokio::test]
+async fn bad_init_file_is_named_in_the_error() {
+    let (_dir, config) = files();
+    std::fs::write(&config.init, r#"{"next_order_id": 1, "orders": [{"id": 1, "user": "a", "side": "buy", "price": 1, "qty": 1}]}"#)
+        .unwrap();
+    let err = command_svc::start(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("init.txt") && err.contains("next_order_id"),
+        "{err}"
+    );
+    let missing = Config {
+        init: PathBuf::from("/nonexistent/init.txt"),
+        ..config
+    };
+    assert!(
+        command_svc::start(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/init.txt")
+    );
+}
+
+mod routes {
+    use super::*;
+    use warp::http::StatusCode;
+
+    async fn request(
+        routes: &warp::filters::BoxedFilter<(warp::reply::Response,)>,
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, serde_json::Value, Option<String>) {
+        let res = warp::test::request()
+            .method(method)
+            .path(path)
+            .reply(routes)
+            .await;
+        let seq = res
+            .headers()
+            .get("x-event-seq")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(res.headers()["content-type"], "application/json", "{path}");
+        let body = serde_json::from_slice(res.body())
+            .unwrap_or_else(|e| panic!("{path}: {e}: {:?}", res.body()));
+        (res.status(), body, seq)
+    }
+
+    #[tokio::test]
+    async fn place_cancel_and_errors() {
+        let (_dir, config) = files();
+        let (handle, task) = command_svc::start(&config).unwrap();
+        let routes = http::routes(handle.clone());
+
+        let (status, body, seq) = request(&routes, "POST", "/buy/dave/101?qty=7").await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(seq.as_deref(), Some("1"));
+        assert_eq!(
+            body["order"],
+            serde_json::json!({"id": 3, "user": "dave", "side": "buy", "price": 101, "qty": 7})
+        );
+        assert_eq!(
+            body["fills"],
+            serde_json::json!([{"maker_id": 2, "maker_user": "bob", "price": 101, "qty": 5}])
+        );
+        assert_eq!(
+            (body["resting_qty"].as_u64(), body["durable"].as_bool()),
+            (Some(2), Some(true))
+        );
+
+        let (status, body, _) = request(&routes, "GET", "/sell/erin/200").await;
+        assert_eq!(
+            (status, body["order"]["qty"].as_u64()),
+            (StatusCode::CREATED, Some(1)),
+            "GET works, qty defaults to 1"
+        );
+
+        let (status, body, seq) = request(&routes, "POST", "/cancel/dave/3").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"seq": 3, "order_id": 3, "cancelled_qty": 2})
+        );
+        assert_eq!(seq.as_deref(), Some("3"));
+        assert_eq!(
+            request(&routes, "POST", "/cancel/dave/3").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            request(&routes, "POST", "/cancel/dave/1").await.0,
+            StatusCode::FORBIDDEN
+        );
+
+        for bad in [
+            "/buy/dave/0",
+            "/buy/dave/1000000001",
+            "/buy/dave/abc",
+            "/buy/dave/-5",
+            "/buy/dave/1.5",
+            "/buy/dave/100?qty=0",
+            "/buy/dave/100?qty=1000001",
+            "/buy/dave/100?qty=x",
+            "/buy/dave/100?qty=1&qty=2",
+            "/buy/dave/100?qyt=3",
+            "/buy/da%20ve/100",
+            "/cancel/dave/zero",
+            "/cancel/dave/0",
+        ] {
+            let (status, body, seq) = request(&routes, "POST", bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+            assert!(
+                body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{bad}: {body}"
+            );
+            assert_eq!(seq, None);
+        }
+        let long_user = format!("/buy/{}/100", "u".repeat(65));
+        assert_eq!(
+            request(&routes, "POST", &long_user).await.0,
+            StatusCode::BAD_REQUEST
+        );
+
+        assert_eq!(
+            request(&routes, "GET", "/cancel/dave/1").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            request(&routes, "DELETE", "/buy/dave/100").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            request(&routes, "GET", "/nope").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            request(&routes, "POST", "/buy/dave").await.0,
+            StatusCode::NOT_FOUND
+        );
+
+        let (status, health, _) = request(&routes, "GET", "/health").await;
+        assert_eq!(
+            (status, health["status"].as_str(), health["seq"].as_u64()),
+            (StatusCode::OK, Some("ok"), Some(3))
+        );
+        assert_eq!(
+            handle
+                .stats
+                .head_seq
+                .load(std::sync::atomic::Ordering::Acquire),
+            3,
+            "rejections wrote nothing"
+        );
+
+        drop((routes, handle));
+        task.shutdown().await.unwrap();
+    }
+}

@@ -1,0 +1,64 @@
+//! # gateway
+//!
+//! One listener for the whole API. In combined mode (the default) it runs the write
+//! side and the read side in this process: command-svc's writer appends to the log,
+//! query-svc's tailer follows the same file exactly as it would from another process,
+//! and their routes share one warp server. `/health` merges both sides' fields.
+
+use command_svc::CommandHandle;
+use query_svc::QueryState;
+use std::sync::Arc;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+/// What `GET /` answers until the web UI exists: where to go next.
+const INDEX: &str = "foldbook: an event-sourced order book\n\
+\n\
+  POST /buy/{user}/{price}[?qty=N]     place a buy order (GET works too)\n\
+  POST /sell/{user}/{price}[?qty=N]    place a sell order (GET works too)\n\
+  POST /cancel/{user}/{order_id}       cancel a resting order\n\
+  GET  /orderbook                      bids and asks\n\
+  GET  /orders/{id}                    one order\n\
+  GET  /users/{user}/orders[?limit=N]  a user's orders, newest first\n\
+  GET  /trades[?limit=N]               recent trades, newest first\n\
+  GET  /health                         sequence numbers and status\n";
+
+/// Every route of the combined gateway, errors as JSON.
+pub fn combined_routes(command: CommandHandle, query: Arc<QueryState>) -> BoxedFilter<(Response,)> {
+    let index = warp::path::end().and(warp::get()).map(|| {
+        warp::http::Response::builder()
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(INDEX.into())
+            .expect("valid response")
+    });
+    let health_command = command.clone();
+    let health_query = query.clone();
+    let health = warp::path("health")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let mut fields = command_svc::http::health_fields(&health_command);
+            fields.extend(query_svc::http::health_fields(&health_query));
+            let ok = !fields.contains_key("read_error");
+            fields.insert("status".into(), if ok { "ok" } else { "error" }.into());
+            fields.insert("seq".into(), fields["applied_seq"].clone());
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            command_svc::http::json(status, &fields)
+        });
+    command_svc::http::api(command)
+        .or(query_svc::http::api(query))
+        .unify()
+        .or(health)
+        .unify()
+        .or(index)
+        .unify()
+        .recover(command_svc::http::recover)
+        .unify()
+        .boxed()
+}

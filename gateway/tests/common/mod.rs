@@ -1,0 +1,185 @@
+//! Shared helpers for the black-box tests: start the real binaries on free ports,
+//! wait (bounded) for conditions, stop them gently or with SIGKILL.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a binary gets to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const INIT: &str = r#"{"next_order_id": 5, "orders": [
+  {"id": 1, "user": "alice", "side": "buy", "price": 99, "qty": 10},
+  {"id": 2, "user": "bob", "side": "buy", "price": 98, "qty": 5},
+  {"id": 3, "user": "erin", "side": "sell", "price": 101, "qty": 7},
+  {"id": 4, "user": "frank", "side": "sell", "price": 102, "qty": 12}
+]}"#;
+
+/// A directory with an init.txt; the log goes beside it.
+pub fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("init.txt"), INIT).unwrap();
+    dir
+}
+
+/// Path of one of the workspace's binaries. The gateway's is known to cargo; the
+/// services' are built beside it (`cargo build --workspace --bins`, as scripts/test.sh does).
+pub fn binary(name: &str) -> PathBuf {
+    let gateway = PathBuf::from(env!("CARGO_BIN_EXE_gateway"));
+    let path = gateway.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A running binary with its captured log lines.
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `bin` with `args` plus `--listen 127.0.0.1:0`, and waits for its
+    /// "listening on http://..." line.
+    pub fn start(bin: &str, dir: &Path, args: &[&str]) -> Proc {
+        let mut child = Command::new(binary(bin))
+            .current_dir(dir)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on http://") {
+                    let url = line[at + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_owned();
+                    let _ = tx.send(url);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let url = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                panic!(
+                    "{bin} did not start listening within {START_TIMEOUT:?} ({status}); log:\n{}",
+                    lines.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Proc { child, url, lines }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        wait_exit(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let res = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    res.json().await.unwrap()
+}
+
+/// Polls `url` until `done(json)` holds, at most `timeout`; panics with the last answer.
+pub async fn wait_until(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = get_json(client, url).await;
+        if done(&last) {
+            return last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition on {url} not reached in {timeout:?}; last answer: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the read side has applied everything the write side committed.
+pub async fn caught_up(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    wait_until(
+        client,
+        &format!("{base}/health"),
+        Duration::from_secs(10),
+        |h| h["applied_seq"] == h["durable_seq"],
+    )
+    .await
+}

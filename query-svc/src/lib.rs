@@ -1,0 +1,129 @@
+//! # query-svc: the read side
+//!
+//! Tails the log written by command-svc, folds it into read models, and serves them.
+//! It never decides anything: it applies the facts the log records.
+//!
+//! ## Layout
+//!
+//! - [`projection`]: the read model and its pure fold; the immutable book snapshot.
+//! - [`tailer`]: follows the log file (notify + poll), verifies and applies lines.
+//! - [`http`]: warp routes for `/orderbook`, `/orders`, `/users`, `/trades`, `/health`.
+//!
+//! [`start`] loads `init.txt`, publishes the genesis snapshot and starts the tailer.
+//! Handlers read a [`QueryState`]: the current snapshot plus the concurrent indexes.
+
+pub mod http;
+pub mod projection;
+pub mod tailer;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use projection::{BookSnapshot, OrderView, ReadModel, TradeView};
+use shared_events::{BookState, LogCursor, StateError};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Where the read side finds its files.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub init: PathBuf,
+    pub log: PathBuf,
+}
+
+/// What the read handlers see. Written only by the tailer.
+pub struct QueryState {
+    /// The book as of the last applied batch.
+    snapshot: ArcSwap<BookSnapshot>,
+    /// Every order by id.
+    pub orders: Arc<DashMap<u64, OrderView>>,
+    /// Each user's order ids, oldest first.
+    pub user_orders: Arc<DashMap<String, Vec<u64>>>,
+    /// Recent trades, oldest first.
+    pub trades: Arc<RwLock<VecDeque<TradeView>>>,
+    /// Why applying stopped, while it is stopped.
+    error: Mutex<Option<String>>,
+    /// Applied seq, for tasks that wait for it.
+    applied: watch::Sender<u64>,
+    /// When this read side started.
+    started: Instant,
+}
+
+impl QueryState {
+    fn new(model: &ReadModel) -> Self {
+        QueryState {
+            snapshot: ArcSwap::from_pointee(BookSnapshot {
+                seq: model.seq,
+                book_json: model.book_json().into(),
+            }),
+            orders: model.orders.clone(),
+            user_orders: model.user_orders.clone(),
+            trades: model.trades.clone(),
+            error: Mutex::new(None),
+            applied: watch::channel(model.seq).0,
+            started: Instant::now(),
+        }
+    }
+
+    /// The current immutable view.
+    pub fn snapshot(&self) -> Arc<BookSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Last applied seq.
+    pub fn applied_seq(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A receiver that sees every newly applied seq.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn publish(&self, snapshot: BookSnapshot) {
+        let seq = snapshot.seq;
+        self.snapshot.store(Arc::new(snapshot));
+        self.applied.send_replace(seq);
+    }
+
+    /// Sets or clears the error; true when it changed.
+    fn set_error(&self, error: Option<String>) -> bool {
+        let mut slot = self.error.lock().expect("error lock");
+        let changed = *slot != error;
+        *slot = error;
+        changed
+    }
+
+    /// Why applying is stopped, if it is.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().expect("error lock").clone()
+    }
+
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// A running read side: its state and the tailer that feeds it.
+pub struct QueryService {
+    pub state: Arc<QueryState>,
+    tailer: tailer::TailerTask,
+}
+
+impl QueryService {
+    /// Stops the tailer.
+    pub fn stop(self) {
+        self.tailer.stop();
+    }
+}
+
+/// Loads the genesis state and starts tailing the log (waiting for it if missing).
+pub fn start(config: &Config) -> Result<QueryService, StateError> {
+    let genesis = BookState::load(&config.init)?;
+    let model = ReadModel::from_state(&genesis, 0);
+    let state = Arc::new(QueryState::new(&model));
+    let tailer = tailer::spawn(config.log.clone(), model, LogCursor::start(), state.clone());
+    Ok(QueryService { state, tailer })
+}

@@ -1,0 +1,49 @@
+//! `query-svc`: the read side on its own (default `127.0.0.1:8082`).
+
+use anyhow::Context;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+// The process glue (tracing, signals, bounded graceful shutdown) is the same file the
+// other binaries use. It is included by path rather than depended on, because
+// query-svc must not depend on command-svc.
+#[path = "../../command-svc/src/runtime.rs"]
+mod runtime;
+
+/// The foldbook read side: tails the log and serves the order book.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "QUERY_LISTEN", default_value = "127.0.0.1:8082")]
+    listen: SocketAddr,
+    /// Genesis state file (the same one command-svc uses).
+    #[arg(long, env = "FOLDBOOK_INIT", default_value = "init.txt")]
+    init: PathBuf,
+    /// Event log to follow (waited for if missing).
+    #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
+    log: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let args = Args::parse();
+    let config = query_svc::Config {
+        init: args.init,
+        log: args.log,
+    };
+    let service = query_svc::start(&config).context("starting query-svc")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    runtime::serve(
+        listener,
+        query_svc::http::routes(service.state.clone()),
+        std::future::pending(),
+    )
+    .await?;
+    service.stop();
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! The read model and its fold. [`ReadModel::apply`] folds one recorded event into
+//! the projections the read routes serve: the book, an order index, per-user order
+//! lists and recent trades. It is pure (no I/O, no clock): it applies facts from
+//! the log and never re-runs matching. The order index, user lists and trades are
+//! concurrent maps the HTTP handlers read directly; the book is serialized into an
+//! immutable [`BookSnapshot`] after each applied batch.
+
+use dashmap::DashMap;
+use serde::Serialize;
+use serde::ser::{SerializeSeq, SerializeStruct};
+use shared_events::{BookState, Envelope, Event, Side};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+/// Most recent trades kept for `/trades` (also its largest `limit`).
+pub const TRADES_KEPT: usize = 1_000;
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Resting,
+    Filled,
+    Cancelled,
+}
+
+/// One order as `/orders/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderView {
+    pub id: u64,
+    pub user: String,
+    pub side: Side,
+    pub price: u64,
+    /// Quantity ordered (for init.txt orders: the quantity resting at genesis).
+    pub qty: u64,
+    pub filled_qty: u64,
+    pub status: Status,
+    /// The event that last changed this order (0: init.txt).
+    pub seq: u64,
+}
+
+/// One trade as `/trades` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TradeView {
+    /// The event that recorded it.
+    pub seq: u64,
+    pub taker_id: u64,
+    pub maker_id: u64,
+    pub buyer: String,
+    pub seller: String,
+    pub price: u64,
+    pub qty: u64,
+}
+
+/// One resting order inside a price level (its id is the level's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LevelEntry {
+    user: String,
+    qty: u64,
+}
+
+/// Orders at one price by id: id order is time priority.
+type Level = BTreeMap<u64, LevelEntry>;
+
+/// The read side's state at one seq.
+#[derive(Debug, Clone, Default)]
+pub struct ReadModel {
+    /// Last applied event (0: only init.txt).
+    pub seq: u64,
+    bids: BTreeMap<u64, Level>,
+    asks: BTreeMap<u64, Level>,
+    /// Every order ever seen, by id.
+    pub orders: Arc<DashMap<u64, OrderView>>,
+    /// Each user's order ids, oldest first.
+    pub user_orders: Arc<DashMap<String, Vec<u64>>>,
+    /// The most recent trades, oldest first, at most [`TRADES_KEPT`].
+    pub trades: Arc<RwLock<VecDeque<TradeView>>>,
+}
+
+/// An event that does not fit the read model: the log contradicts itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event seq {seq} does not fit the read model: {message}")]
+pub struct FoldError {
+    pub seq: u64,
+    pub message: String,
+}
+
+impl ReadModel {
+    /// The read model of a genesis (or snapshot) book state at `seq`.
+    pub fn from_state(state: &BookState, seq: u64) -> Self {
+        let mut model = ReadModel {
+            seq,
+            ..ReadModel::default()
+        };
+        for o in &state.orders {
+            model.insert_order(OrderView {
+                id: o.id,
+                user: o.user.clone(),
+                side: o.side,
+                price: o.price,
+                qty: o.qty,
+                filled_qty: 0,
+                status: Status::Resting,
+                seq,
+            });
+            model.levels_mut(o.side).entry(o.price).or_default().insert(
+                o.id,
+                LevelEntry {
+                    user: o.user.clone(),
+                    qty: o.qty,
+                },
+            );
+        }
+        model
+    }
+
+    fn levels_mut(&mut self, side: Side) -> &mut BTreeMap<u64, Level> {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+
+    fn insert_order(&mut self, view: OrderView) {
+        let (id, user) = (view.id, view.user.clone());
+        // The order first, then the user's list, so a reader of the list always finds it.
+        self.orders.insert(id, view);
+        self.user_orders.entry(user).or_default().push(id);
+    }
+
+    fn resting_qty(&self, id: u64, side: Side, price: u64) -> Option<u64> {
+        let levels = match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        };
+        Some(levels.get(&price)?.get(&id)?.qty)
+    }
+
+    /// Folds one event in. Checks every fact first, so a misfit leaves the model as it was.
+    pub fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        let seq = env.seq;
+        let misfit = |message: String| FoldError { seq, message };
+        if seq != self.seq + 1 {
+            return Err(misfit(format!("expected seq {}", self.seq + 1)));
+        }
+        match &env.event {
+            Event::OrderPlaced {
+                order,
+                fills,
+                resting_qty,
+                ..
+            } => {
+                if self.orders.contains_key(&order.id) {
+                    return Err(misfit(format!("order id {} already exists", order.id)));
+                }
+                let filled: u64 = fills.iter().map(|f| f.qty).sum();
+                if filled + resting_qty != order.qty {
+                    return Err(misfit(format!(
+                        "fills {filled} + resting {resting_qty} != qty {}",
+                        order.qty
+                    )));
+                }
+                let maker_side = order.side.opposite();
+                for f in fills {
+                    if self.resting_qty(f.maker_id, maker_side, f.price) < Some(f.qty) {
+                        return Err(misfit(format!(
+                            "maker {} is not resting {} at {}",
+                            f.maker_id, f.qty, f.price
+                        )));
+                    }
+                }
+                let mut trades = Vec::with_capacity(fills.len());
+                for f in fills {
+                    self.take(f.maker_id, maker_side, f.price, f.qty, seq, Status::Filled);
+                    let (buyer, seller) = match order.side {
+                        Side::Buy => (order.user.clone(), f.maker_user.clone()),
+                        Side::Sell => (f.maker_user.clone(), order.user.clone()),
+                    };
+                    trades.push(TradeView {
+                        seq,
+                        taker_id: order.id,
+                        maker_id: f.maker_id,
+                        buyer,
+                        seller,
+                        price: f.price,
+                        qty: f.qty,
+                    });
+                }
+                if !trades.is_empty() {
+                    let mut kept = self.trades.write().expect("trades lock");
+                    kept.extend(trades);
+                    let excess = kept.len().saturating_sub(TRADES_KEPT);
+                    kept.drain(..excess);
+                }
+                if *resting_qty > 0 {
+                    self.levels_mut(order.side)
+                        .entry(order.price)
+                        .or_default()
+                        .insert(
+                            order.id,
+                            LevelEntry {
+                                user: order.user.clone(),
+                                qty: *resting_qty,
+                            },
+                        );
+                }
+                self.insert_order(OrderView {
+                    id: order.id,
+                    user: order.user.clone(),
+                    side: order.side,
+                    price: order.price,
+                    qty: order.qty,
+                    filled_qty: filled,
+                    status: if *resting_qty > 0 {
+                        Status::Resting
+                    } else {
+                        Status::Filled
+                    },
+                    seq,
+                });
+            }
+            Event::OrderCancelled {
+                order_id,
+                user,
+                cancelled_qty,
+            } => {
+                let Some((side, price, owner)) = self
+                    .orders
+                    .get(order_id)
+                    .map(|o| (o.side, o.price, o.user.clone()))
+                else {
+                    return Err(misfit(format!("cancel of unknown order {order_id}")));
+                };
+                if owner != *user
+                    || self.resting_qty(*order_id, side, price) != Some(*cancelled_qty)
+                {
+                    return Err(misfit(format!(
+                        "cancel of order {order_id} does not match its owner or resting qty"
+                    )));
+                }
+                self.take(
+                    *order_id,
+                    side,
+                    price,
+                    *cancelled_qty,
+                    seq,
+                    Status::Cancelled,
+                );
+            }
+        }
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Removes `qty` from a resting order (checked to hold it); at zero it leaves the
+    /// book with `gone` as its status.
+    fn take(&mut self, id: u64, side: Side, price: u64, qty: u64, seq: u64, gone: Status) {
+        let levels = self.levels_mut(side);
+        let level = levels.get_mut(&price).expect("checked: level exists");
+        let entry = level.get_mut(&id).expect("checked: order rests");
+        entry.qty -= qty;
+        let left = entry.qty;
+        if left == 0 {
+            level.remove(&id);
+            if level.is_empty() {
+                levels.remove(&price);
+            }
+        }
+        let mut order = self
+            .orders
+            .get_mut(&id)
+            .expect("a resting order is indexed");
+        if gone == Status::Filled {
+            order.filled_qty += qty;
+        }
+        if left == 0 {
+            order.status = gone;
+        }
+        order.seq = seq;
+    }
+
+    /// The resting orders in time-priority order, as a book state (for comparing
+    /// with the write side and for snapshots).
+    pub fn to_state(&self, next_order_id: u64) -> BookState {
+        let mut orders: Vec<_> = [(Side::Buy, &self.bids), (Side::Sell, &self.asks)]
+            .into_iter()
+            .flat_map(|(side, levels)| {
+                levels.iter().flat_map(move |(&price, level)| {
+                    level.iter().map(move |(&id, e)| shared_events::Order {
+                        id,
+                        user: e.user.clone(),
+                        side,
+                        price,
+                        qty: e.qty,
+                    })
+                })
+            })
+            .collect();
+        orders.sort_unstable_by_key(|o| o.id);
+        BookState {
+            next_order_id,
+            orders,
+        }
+    }
+
+    /// The `/orderbook` answer at this seq, serialized once.
+    pub fn book_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&BookJson(self)).expect("serializing the book to memory cannot fail")
+    }
+}
+
+/// Serializes `{"seq","bids","asks"}` straight from the levels, without copying them.
+struct BookJson<'a>(&'a ReadModel);
+
+struct LevelsJson<'a, I>(std::cell::Cell<Option<I>>, std::marker::PhantomData<&'a ()>);
+
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    id: u64,
+    user: &'a str,
+    price: u64,
+    qty: u64,
+}
+
+impl<'a, I: Iterator<Item = (&'a u64, &'a Level)>> Serialize for LevelsJson<'a, I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for (&price, level) in self.0.take().expect("serialized once") {
+            for (&id, e) in level {
+                seq.serialize_element(&EntryJson {
+                    id,
+                    user: &e.user,
+                    price,
+                    qty: e.qty,
+                })?;
+            }
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for BookJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.0;
+        let mut st = s.serialize_struct("Book", 3)?;
+        st.serialize_field("seq", &m.seq)?;
+        st.serialize_field(
+            "bids",
+            &LevelsJson(Some(m.bids.iter().rev()).into(), Default::default()),
+        )?;
+        st.serialize_field(
+            "asks",
+            &LevelsJson(Some(m.asks.iter()).into(), Default::default()),
+        )?;
+        st.end()
+    }
+}
+
+/// An immutable view published after each applied batch.
+#[derive(Debug, Clone)]
+pub struct BookSnapshot {
+    /// Last applied event.
+    pub seq: u64,
+    /// The `/orderbook` body at `seq`.
+    pub book_json: bytes::Bytes,
+}

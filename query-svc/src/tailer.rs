@@ -1,0 +1,291 @@
+//! Follows the log file and folds it into the read model. One thread reads only
+//! complete lines past its cursor, checks crc and seq continuity, applies each event,
+//! and then publishes a new immutable [`BookSnapshot`]. It wakes on inotify events
+//! (the `notify` crate) and also polls every [`POLL_INTERVAL`], because inotify can
+//! drop or coalesce events. On a bad line or a misfit event it stops applying, says
+//! so in `/health` and the log, and retries at each poll: it never skips an event.
+
+use crate::QueryState;
+use crate::projection::{BookSnapshot, ReadModel};
+use notify::Watcher;
+use shared_events::{Envelope, LogCursor};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest wait between two looks at the log when no change notification arrives.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Most bytes read from the log per batch: bounds memory and the time between snapshots.
+pub const READ_BYTES_MAX: usize = 4 << 20;
+/// How often the lag summary is logged at info level while events flow.
+pub const LAG_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Most lag samples kept per summary interval (enough for exact percentiles at 100k/s).
+const LAG_SAMPLES_MAX: usize = 100_000;
+
+/// The running tailer thread.
+pub struct TailerTask {
+    stop: Arc<AtomicBool>,
+    wake: SyncSender<()>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TailerTask {
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.wake.try_send(());
+        if let Some(join) = self.join.take() {
+            let _ = join.join();
+        }
+    }
+}
+
+impl Drop for TailerTask {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Starts following `path`, continuing from `model` (at `cursor`).
+pub fn spawn(
+    path: PathBuf,
+    model: ReadModel,
+    cursor: LogCursor,
+    state: Arc<QueryState>,
+) -> TailerTask {
+    let (wake, woken) = sync_channel(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tailer = Tailer {
+        path,
+        model,
+        cursor,
+        state,
+        file: None,
+        buf: Vec::new(),
+        lag: LagWindow::default(),
+    };
+    let (stop2, wake2) = (stop.clone(), wake.clone());
+    let join = std::thread::Builder::new()
+        .name("tailer".into())
+        .spawn(move || tailer.run(stop2, wake2, woken))
+        .expect("spawning the tailer thread");
+    TailerTask {
+        stop,
+        wake,
+        join: Some(join),
+    }
+}
+
+struct Tailer {
+    path: PathBuf,
+    model: ReadModel,
+    cursor: LogCursor,
+    state: Arc<QueryState>,
+    file: Option<File>,
+    buf: Vec<u8>,
+    lag: LagWindow,
+}
+
+/// Watches the log's directory (the file may not exist yet, or be recreated) and
+/// turns every notification into a wake-up token.
+fn watch_dir(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        // A full channel already holds a wake-up: coalesce.
+        let _ = wake.try_send(());
+    })
+    .map_err(|e| tracing::warn!(error = %e, "no change notifications; polling only"))
+    .ok()?;
+    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the log directory; polling only");
+            None
+        }
+    }
+}
+
+impl Tailer {
+    fn run(mut self, stop: Arc<AtomicBool>, wake: SyncSender<()>, woken: Receiver<()>) {
+        let _watcher = watch_dir(&self.path, wake);
+        let mut waiting_logged = false;
+        while !stop.load(Ordering::Acquire) {
+            match self.step() {
+                Ok(true) => continue, // more may be buffered: read again before sleeping
+                Ok(false) => {
+                    self.state.set_error(None);
+                }
+                Err(StepError::Missing) => {
+                    if !waiting_logged {
+                        tracing::info!(path = %self.path.display(), "waiting for the log to appear");
+                        waiting_logged = true;
+                    }
+                }
+                Err(StepError::Stuck(message)) => {
+                    if self.state.set_error(Some(message.clone())) {
+                        tracing::error!(path = %self.path.display(), error = %message, "read side stopped applying the log");
+                    }
+                }
+            }
+            self.lag.maybe_log(self.model.seq);
+            match woken.recv_timeout(POLL_INTERVAL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// Reads and applies what is new. `Ok(true)` when it stopped at the read bound.
+    fn step(&mut self) -> Result<bool, StepError> {
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StepError::Missing);
+                }
+                Err(e) => {
+                    return Err(StepError::Stuck(format!(
+                        "opening {}: {e}",
+                        self.path.display()
+                    )));
+                }
+            }
+        }
+        let file = self.file.as_mut().expect("opened above");
+        let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
+        let len = file.metadata().map_err(io)?.len();
+        if len < self.cursor.offset {
+            return Err(StepError::Stuck(format!(
+                "the log shrank to {len} bytes, below the {} bytes already applied (seq {}): it was truncated or replaced",
+                self.cursor.offset, self.model.seq
+            )));
+        }
+        let want = ((len - self.cursor.offset) as usize).min(READ_BYTES_MAX);
+        if want == 0 {
+            return Ok(false);
+        }
+        self.buf.resize(want, 0);
+        file.seek(SeekFrom::Start(self.cursor.offset)).map_err(io)?;
+        let got = read_full(file, &mut self.buf).map_err(io)?;
+        self.buf.truncate(got);
+
+        let mut batch: Vec<(Envelope, u64)> = Vec::new();
+        let mut scan = self.cursor;
+        let decoded = scan.decode_lines(&self.buf, |env, raw| batch.push((env, raw.len() as u64)));
+        let applied_before = self.model.seq;
+        let now_us = now_us();
+        let mut misfit = None;
+        for (env, line_len) in &batch {
+            if let Err(e) = self.model.apply(env) {
+                misfit = Some(e.to_string());
+                break;
+            }
+            // The cursor moves event by event, so a stop leaves it right after the last applied one.
+            self.cursor.offset += line_len;
+            self.cursor.lines += 1;
+            self.cursor.next_seq += 1;
+            self.lag.record(now_us.saturating_sub(env.ts_us));
+        }
+        if self.model.seq != applied_before {
+            self.publish();
+            tracing::debug!(
+                seq = self.model.seq,
+                events = self.model.seq - applied_before,
+                "applied batch"
+            );
+        }
+        if let Some(message) = misfit {
+            return Err(StepError::Stuck(message));
+        }
+        match decoded {
+            Ok(_) => Ok(want == READ_BYTES_MAX),
+            Err(bad) => Err(StepError::Stuck(format!("bad line in the log: {bad}"))),
+        }
+    }
+
+    fn publish(&mut self) {
+        let snapshot = BookSnapshot {
+            seq: self.model.seq,
+            book_json: self.model.book_json().into(),
+        };
+        self.state.publish(snapshot);
+    }
+}
+
+enum StepError {
+    /// The log does not exist yet.
+    Missing,
+    /// Applying cannot go on until the log changes.
+    Stuck(String),
+}
+
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Append-to-visible lag samples over one logging interval.
+#[derive(Default)]
+struct LagWindow {
+    started: Option<Instant>,
+    samples_us: Vec<u64>,
+    events: u64,
+    max_us: u64,
+}
+
+impl LagWindow {
+    fn record(&mut self, lag_us: u64) {
+        self.started.get_or_insert_with(Instant::now);
+        self.events += 1;
+        self.max_us = self.max_us.max(lag_us);
+        if self.samples_us.len() < LAG_SAMPLES_MAX {
+            self.samples_us.push(lag_us);
+        }
+    }
+
+    fn maybe_log(&mut self, seq: u64) {
+        let Some(started) = self.started else { return };
+        if started.elapsed() < LAG_LOG_INTERVAL {
+            return;
+        }
+        self.samples_us.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((self.samples_us.len() as f64 - 1.0) * p).round() as usize;
+            self.samples_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        tracing::info!(
+            seq,
+            events = self.events,
+            lag_ms_p50 = pct(0.50),
+            lag_ms_p99 = pct(0.99),
+            lag_ms_max = self.max_us as f64 / 1000.0,
+            "read side caught up to seq {seq}"
+        );
+        *self = LagWindow::default();
+    }
+}

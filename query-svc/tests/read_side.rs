@@ -1,0 +1,278 @@
+//! The read side in process: the tailer following a log that grows under it, and the
+//! read routes without a socket.
+
+use query_svc::{Config, QueryService};
+use shared_events::{Envelope, Event, Fill, Order, SCHEMA_VERSION, Side};
+use std::io::Write;
+use std::time::Duration;
+use warp::http::StatusCode;
+
+const INIT: &str = r#"{"next_order_id": 3, "orders": [
+  {"id": 1, "user": "alice", "side": "buy", "price": 99, "qty": 10},
+  {"id": 2, "user": "bob", "side": "sell", "price": 101, "qty": 5}
+]}"#;
+
+/// Bounded wait for the read side to reach `seq`.
+async fn wait_applied(service: &QueryService, seq: u64) {
+    let mut rx = service.state.subscribe();
+    let reached = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|&s| s >= seq)).await;
+    assert!(
+        reached.is_ok(),
+        "read side did not reach seq {seq} in 10 s (at {}, error {:?})",
+        service.state.applied_seq(),
+        service.state.error()
+    );
+}
+
+fn env(seq: u64, event: Event) -> Envelope {
+    Envelope {
+        seq,
+        ts_us: 1_000_000 * seq,
+        v: SCHEMA_VERSION,
+        event,
+    }
+}
+
+fn events() -> Vec<Envelope> {
+    vec![
+        env(
+            1,
+            Event::OrderPlaced {
+                order: Order {
+                    id: 3,
+                    user: "carol".into(),
+                    side: Side::Buy,
+                    price: 101,
+                    qty: 7,
+                },
+                fills: vec![Fill {
+                    maker_id: 2,
+                    maker_user: "bob".into(),
+                    price: 101,
+                    qty: 5,
+                }],
+                resting_qty: 2,
+                idempotency_key: None,
+            },
+        ),
+        env(
+            2,
+            Event::OrderCancelled {
+                order_id: 1,
+                user: "alice".into(),
+                cancelled_qty: 10,
+            },
+        ),
+        env(
+            3,
+            Event::OrderPlaced {
+                order: Order {
+                    id: 4,
+                    user: "dave".into(),
+                    side: Side::Sell,
+                    price: 100,
+                    qty: 1,
+                },
+                fills: vec![Fill {
+                    maker_id: 3,
+                    maker_user: "carol".into(),
+                    price: 101,
+                    qty: 1,
+                }],
+                resting_qty: 0,
+                idempotency_key: None,
+            },
+        ),
+    ]
+}
+
+fn setup() -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("init.txt"), INIT).unwrap();
+    let config = Config {
+        init: dir.path().join("init.txt"),
+        log: dir.path().join("log.txt"),
+    };
+    (dir, config)
+}
+
+fn append(config: &Config, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.log)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+async fn get(service: &QueryService, path: &str) -> (StatusCode, serde_json::Value, u64) {
+    let routes = query_svc::http::routes(service.state.clone());
+    let res = warp::test::request()
+        .method("GET")
+        .path(path)
+        .reply(&routes)
+        .await;
+    let applied = res
+        .headers()
+        .get("x-applied-seq")
+        .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+    assert_eq!(res.headers()["content-type"], "application/json");
+    (
+        res.status(),
+        serde_json::from_slice(res.body()).unwrap(),
+        applied,
+    )
+}
+
+#[tokio::test]
+async fn follows_a_log_that_appears_and_grows() {
+    let (_dir, config) = setup();
+    let service = query_svc::start(&config).unwrap();
+    let (status, book, applied) = get(&service, "/orderbook").await;
+    assert_eq!(
+        (status, applied, book["seq"].as_u64()),
+        (StatusCode::OK, 0, Some(0))
+    );
+    assert_eq!(book["bids"][0]["id"], 1);
+
+    let lines: Vec<Vec<u8>> = events().iter().map(shared_events::encode).collect();
+    append(&config, &lines[0]);
+    wait_applied(&service, 1).await;
+    // Half a line is not applied until the rest arrives.
+    append(&config, &lines[1][..10]);
+    append(&config, &lines[2][..0]);
+    let (_, book, _) = get(&service, "/orderbook").await;
+    assert_eq!(book["seq"], 1);
+    append(&config, &lines[1][10..]);
+    append(&config, &lines[2]);
+    wait_applied(&service, 3).await;
+
+    let (_, book, applied) = get(&service, "/orderbook").await;
+    assert_eq!(applied, 3);
+    assert_eq!(
+        book,
+        serde_json::json!({"seq": 3, "bids": [{"id": 3, "user": "carol", "price": 101, "qty": 1}], "asks": []})
+    );
+
+    let (status, order, _) = get(&service, "/orders/3").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        order,
+        serde_json::json!({"id": 3, "user": "carol", "side": "buy", "price": 101, "qty": 7, "filled_qty": 6, "status": "resting", "seq": 3})
+    );
+    assert_eq!(get(&service, "/orders/2").await.1["status"], "filled");
+    assert_eq!(get(&service, "/orders/1").await.1["status"], "cancelled");
+    assert_eq!(get(&service, "/orders/99").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&service, "/orders/x").await.0, StatusCode::BAD_REQUEST);
+
+    let (_, trades, _) = get(&service, "/trades").await;
+    assert_eq!(
+        trades["trades"],
+        serde_json::json!([
+            {"seq": 3, "taker_id": 4, "maker_id": 3, "buyer": "carol", "seller": "dave", "price": 101, "qty": 1},
+            {"seq": 1, "taker_id": 3, "maker_id": 2, "buyer": "carol", "seller": "bob", "price": 101, "qty": 5},
+        ])
+    );
+    assert_eq!(
+        get(&service, "/trades?limit=1").await.1["trades"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    for bad in [
+        "/trades?limit=0",
+        "/trades?limit=1001",
+        "/trades?limit=x",
+        "/trades?lmit=1",
+        "/orderbook?x=1",
+    ] {
+        assert_eq!(get(&service, bad).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    let (_, mine, _) = get(&service, "/users/carol/orders").await;
+    assert_eq!(mine["orders"].as_array().unwrap().len(), 1);
+    let (_, none, _) = get(&service, "/users/nobody/orders").await;
+    assert_eq!(none["orders"], serde_json::json!([]));
+    assert_eq!(
+        get(&service, "/users/no%20body/orders").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (status, health, _) = get(&service, "/health").await;
+    assert_eq!(
+        (status, health["status"].as_str(), health["seq"].as_u64()),
+        (StatusCode::OK, Some("ok"), Some(3))
+    );
+    service.stop();
+}
+
+#[tokio::test]
+async fn user_orders_are_newest_first_and_limited() {
+    let (_dir, config) = setup();
+    let mut log = Vec::new();
+    for i in 0..5u64 {
+        shared_events::encode_into(
+            &mut log,
+            &env(
+                i + 1,
+                Event::OrderPlaced {
+                    order: Order {
+                        id: 3 + i,
+                        user: "erin".into(),
+                        side: Side::Buy,
+                        price: 90,
+                        qty: 1,
+                    },
+                    fills: vec![],
+                    resting_qty: 1,
+                    idempotency_key: None,
+                },
+            ),
+        );
+    }
+    append(&config, &log);
+    let service = query_svc::start(&config).unwrap();
+    wait_applied(&service, 5).await;
+    let (_, mine, _) = get(&service, "/users/erin/orders?limit=2").await;
+    let ids: Vec<u64> = mine["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![7, 6]);
+    service.stop();
+}
+
+#[tokio::test]
+async fn a_corrupt_line_stops_applying_and_health_says_so() {
+    let (_dir, config) = setup();
+    let lines: Vec<Vec<u8>> = events().iter().map(shared_events::encode).collect();
+    let mut bad = lines[1].clone();
+    bad[15] ^= 0x01;
+    append(&config, &lines[0]);
+    append(&config, &bad);
+    append(&config, &lines[2]);
+    let service = query_svc::start(&config).unwrap();
+    wait_applied(&service, 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while service.state.error().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no error reported for a corrupt line"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, health, _) = get(&service, "/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        health["read_error"].as_str().unwrap().contains("line 2"),
+        "{health}"
+    );
+    assert_eq!(
+        health["applied_seq"], 1,
+        "nothing past the bad line is applied"
+    );
+    service.stop();
+}

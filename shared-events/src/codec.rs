@@ -1,0 +1,501 @@
+//! The log line codec: encode an [`Envelope`] as one checksummed JSON line, decode and
+//! verify it, and walk a log telling a torn tail from corruption. The byte-level
+//! format is specified in the crate docs (`lib.rs`); the tests here keep it true.
+
+use crate::event::{Envelope, SCHEMA_VERSION};
+use std::io::{self, Read};
+
+/// Longest line a reader accepts, newline included. The writer never produces more:
+/// an event is bounded by `FILLS_PER_EVENT_MAX` fills of bounded size.
+pub const LINE_BYTES_MAX: usize = 1 << 20;
+
+/// The fixed tail of every line before the newline: `,"crc":"` + 8 lowercase hex + `"}`.
+const CRC_PREFIX: &[u8] = b",\"crc\":\"";
+const CRC_SUFFIX_LEN: usize = CRC_PREFIX.len() + 8 + 2;
+
+/// Bytes read per `read` call when scanning a whole log.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// Why one line is not a valid envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("line does not end with a \"crc\" member")]
+    NoChecksum,
+    #[error("checksum mismatch: line says {stored:08x}, bytes give {computed:08x}")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("line is not a valid envelope: {0}")]
+    Json(String),
+    #[error("schema version {found} is not supported (this build reads {SCHEMA_VERSION})")]
+    Version { found: u32 },
+    #[error("line is longer than {LINE_BYTES_MAX} bytes")]
+    TooLong,
+    #[error("seq {found} where seq {expected} was expected")]
+    Seq { expected: u64, found: u64 },
+}
+
+/// Appends `env` as one log line (terminated by `\n`) to `buf`.
+pub fn encode_into(buf: &mut Vec<u8>, env: &Envelope) {
+    let start = buf.len();
+    serde_json::to_writer(&mut *buf, env).expect("serializing an envelope to memory cannot fail");
+    let closing = buf.pop();
+    assert_eq!(
+        closing,
+        Some(b'}'),
+        "an envelope serializes as a JSON object"
+    );
+    let crc = crc32c::crc32c(&buf[start..]);
+    buf.extend_from_slice(CRC_PREFIX);
+    let mut hex = [0u8; 8];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((crc >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf.extend_from_slice(&hex);
+    buf.extend_from_slice(b"\"}\n");
+    debug_assert!(buf.len() - start <= LINE_BYTES_MAX);
+}
+
+/// Encodes one envelope as a line, `\n` included.
+pub fn encode(env: &Envelope) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    encode_into(&mut buf, env);
+    buf
+}
+
+fn parse_hex8(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, &d| {
+        let nibble = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u32::from(nibble))
+    })
+}
+
+/// Verifies and decodes one line, without its trailing `\n`.
+pub fn decode_line(line: &[u8]) -> Result<Envelope, LineError> {
+    if line.len() > LINE_BYTES_MAX {
+        return Err(LineError::TooLong);
+    }
+    if line.len() < CRC_SUFFIX_LEN + 2 {
+        return Err(LineError::NoChecksum);
+    }
+    let (body, suffix) = line.split_at(line.len() - CRC_SUFFIX_LEN);
+    if !suffix.starts_with(CRC_PREFIX) || !suffix.ends_with(b"\"}") {
+        return Err(LineError::NoChecksum);
+    }
+    let stored =
+        parse_hex8(&suffix[CRC_PREFIX.len()..CRC_PREFIX.len() + 8]).ok_or(LineError::NoChecksum)?;
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(LineError::Checksum { stored, computed });
+    }
+    let env: Envelope = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+    if env.v != SCHEMA_VERSION {
+        return Err(LineError::Version { found: env.v });
+    }
+    Ok(env)
+}
+
+/// A complete line that failed to decode, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line} (byte offset {offset}, expected seq {expected_seq}): {reason}")]
+pub struct BadLine {
+    /// 1-based line number.
+    pub line: u64,
+    /// Byte offset of the line's first byte.
+    pub offset: u64,
+    /// The seq this line should have carried.
+    pub expected_seq: u64,
+    /// Length of the line including its `\n` (or up to the end of the data).
+    pub len: u64,
+    pub reason: LineError,
+}
+
+/// Where a reader is in a log: everything before `offset` was decoded and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCursor {
+    /// Byte offset just past the last complete, valid line.
+    pub offset: u64,
+    /// Number of lines consumed so far.
+    pub lines: u64,
+    /// The seq the next line must carry.
+    pub next_seq: u64,
+}
+
+impl LogCursor {
+    /// A cursor at the start of a log whose first event is seq 1.
+    pub fn start() -> Self {
+        LogCursor {
+            offset: 0,
+            lines: 0,
+            next_seq: 1,
+        }
+    }
+
+    /// Decodes the complete lines at the front of `buf`, which holds the log's bytes
+    /// from `self.offset` on, passing each envelope and its raw line (with `\n`) to
+    /// `on_event`, and advancing the cursor past it. Stops before an incomplete final
+    /// line (returns the bytes consumed) or at the first bad line (returns it, cursor
+    /// left before it). Seq continuity is part of validity.
+    pub fn decode_lines(
+        &mut self,
+        buf: &[u8],
+        mut on_event: impl FnMut(Envelope, &[u8]),
+    ) -> Result<usize, BadLine> {
+        let mut pos = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
+            let raw = &buf[pos..pos + nl + 1];
+            let bad = |reason| BadLine {
+                line: self.lines + 1,
+                offset: self.offset,
+                expected_seq: self.next_seq,
+                len: raw.len() as u64,
+                reason,
+            };
+            let env = decode_line(&raw[..nl]).map_err(bad)?;
+            if env.seq != self.next_seq {
+                return Err(bad(LineError::Seq {
+                    expected: self.next_seq,
+                    found: env.seq,
+                }));
+            }
+            self.offset += raw.len() as u64;
+            self.lines += 1;
+            self.next_seq += 1;
+            on_event(env, raw);
+            pos += nl + 1;
+        }
+        if buf.len() - pos > LINE_BYTES_MAX {
+            return Err(BadLine {
+                line: self.lines + 1,
+                offset: self.offset,
+                expected_seq: self.next_seq,
+                len: (buf.len() - pos) as u64,
+                reason: LineError::TooLong,
+            });
+        }
+        Ok(pos)
+    }
+}
+
+/// What a full scan of a log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Where the valid log ends: the next line goes here.
+    pub cursor: LogCursor,
+    /// A torn write at the end: an incomplete last line, or a bad last line.
+    pub torn: Option<TornTail>,
+}
+
+/// Bytes at the end of a log that are not a complete valid line: what a crash in the
+/// middle of a write leaves. They were never acknowledged, so recovery cuts them off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where the torn bytes start (= where the log is cut).
+    pub offset: u64,
+    /// How many bytes would be dropped.
+    pub bytes: u64,
+    /// Why the tail is not a valid line.
+    pub reason: String,
+}
+
+/// Why a log cannot be used as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("log is corrupt at {0}; refusing to guess (see README, Durability)")]
+    Corrupt(BadLine),
+    #[error("reading the log: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads a whole log from `reader`, starting at `cursor` (the reader is positioned
+/// there), and calls `on_event` for every valid line in order. Recovery rules: an
+/// incomplete last line, or a bad line with nothing after it, is a torn tail (reported,
+/// not an error); a bad line with anything after it is corruption.
+pub fn scan<R: Read>(
+    mut reader: R,
+    mut cursor: LogCursor,
+    mut on_event: impl FnMut(Envelope),
+) -> Result<ScanReport, ScanError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK_BYTES);
+    let mut chunk = vec![0u8; SCAN_CHUNK_BYTES];
+    loop {
+        let n = read_some(&mut reader, &mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        let eof = n == 0;
+        let buf_start = cursor.offset;
+        match cursor.decode_lines(&buf, |env, _| on_event(env)) {
+            Ok(used) => {
+                buf.drain(..used);
+                if eof {
+                    let torn = (!buf.is_empty()).then(|| TornTail {
+                        offset: cursor.offset,
+                        bytes: buf.len() as u64,
+                        reason: "incomplete last line (no newline)".to_owned(),
+                    });
+                    return Ok(ScanReport { cursor, torn });
+                }
+            }
+            Err(bad) => {
+                debug_assert_eq!(
+                    bad.offset, cursor.offset,
+                    "the cursor stops before a bad line"
+                );
+                buf.drain(..(bad.offset - buf_start) as usize);
+                // A bad line is a torn tail only if nothing at all follows it.
+                let after_bad = buf.len() as u64 > bad.len;
+                if after_bad || read_some(&mut reader, &mut chunk)? > 0 {
+                    return Err(ScanError::Corrupt(bad));
+                }
+                return Ok(ScanReport {
+                    cursor,
+                    torn: Some(TornTail {
+                        offset: bad.offset,
+                        bytes: bad.len,
+                        reason: format!("bad last line: {}", bad.reason),
+                    }),
+                });
+            }
+        }
+    }
+}
+
+fn read_some<R: Read>(reader: &mut R, chunk: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Fill, Order, Side};
+    use crate::event::Event;
+    use proptest::prelude::*;
+
+    fn placed(seq: u64) -> Envelope {
+        Envelope {
+            seq,
+            ts_us: 1_700_000_000_000_000 + seq,
+            v: SCHEMA_VERSION,
+            event: Event::OrderPlaced {
+                order: Order {
+                    id: seq + 10,
+                    user: "alice".into(),
+                    side: Side::Buy,
+                    price: 100,
+                    qty: 5,
+                },
+                fills: vec![Fill {
+                    maker_id: 3,
+                    maker_user: "bob".into(),
+                    price: 99,
+                    qty: 2,
+                }],
+                resting_qty: 3,
+                idempotency_key: None,
+            },
+        }
+    }
+
+    fn log_of(n: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for seq in 1..=n {
+            encode_into(&mut buf, &placed(seq));
+        }
+        buf
+    }
+
+    #[test]
+    fn line_format_is_json_with_crc_last() {
+        let line = encode(&placed(1));
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(text.ends_with("\"}\n"));
+        assert!(text.starts_with("{\"seq\":1,\"ts_us\":"), "{text}");
+        let value: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(value["event"]["type"], "OrderPlaced");
+        assert_eq!(value["crc"].as_str().unwrap().len(), 8);
+        // The crc covers every byte before `,"crc":`.
+        let body = &line[..line.len() - 1 - CRC_SUFFIX_LEN];
+        let crc = format!("{:08x}", crc32c::crc32c(body));
+        assert_eq!(value["crc"], crc.as_str());
+    }
+
+    #[test]
+    fn uppercase_crc_is_rejected() {
+        let mut line = encode(&placed(1));
+        line.pop();
+        let crc_at = line.len() - 10;
+        line[crc_at..crc_at + 8].make_ascii_uppercase();
+        // Either the crc had no letters (then it still decodes) or it must fail.
+        let had_letters = encode(&placed(1))[crc_at..crc_at + 8]
+            .iter()
+            .any(u8::is_ascii_alphabetic);
+        assert_eq!(decode_line(&line).is_err(), had_letters);
+    }
+
+    #[test]
+    fn scan_clean_log() {
+        let log = log_of(5);
+        let mut seen = vec![];
+        let report = scan(&log[..], LogCursor::start(), |e| seen.push(e.seq)).unwrap();
+        assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+        assert_eq!(report.torn, None);
+        assert_eq!(report.cursor.offset, log.len() as u64);
+        assert_eq!(report.cursor.next_seq, 6);
+    }
+
+    #[test]
+    fn incomplete_last_line_is_torn() {
+        let mut log = log_of(3);
+        let whole = log.len();
+        log.extend_from_slice(&encode(&placed(4))[..40]);
+        let report = scan(&log[..], LogCursor::start(), |_| {}).unwrap();
+        let torn = report.torn.unwrap();
+        assert_eq!((torn.offset, torn.bytes), (whole as u64, 40));
+        assert_eq!(report.cursor.next_seq, 4);
+    }
+
+    #[test]
+    fn bad_last_line_is_torn_but_bad_middle_line_is_corrupt() {
+        let mut log = log_of(3);
+        let last_start = log.len() - encode(&placed(3)).len();
+        log[last_start + 5] ^= 0x01;
+        let report = scan(&log[..], LogCursor::start(), |_| {}).unwrap();
+        assert_eq!(report.torn.unwrap().offset, last_start as u64);
+        assert_eq!(report.cursor.next_seq, 3);
+
+        log.extend_from_slice(&encode(&placed(4)));
+        match scan(&log[..], LogCursor::start(), |_| {}) {
+            Err(ScanError::Corrupt(bad)) => {
+                assert_eq!((bad.line, bad.expected_seq), (3, 3));
+                assert!(matches!(bad.reason, LineError::Checksum { .. }));
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seq_gap_is_corruption() {
+        let mut log = log_of(2);
+        encode_into(&mut log, &placed(4));
+        encode_into(&mut log, &placed(5));
+        let err = scan(&log[..], LogCursor::start(), |_| {}).unwrap_err();
+        let ScanError::Corrupt(bad) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            bad.reason,
+            LineError::Seq {
+                expected: 3,
+                found: 4
+            }
+        );
+        assert_eq!(bad.line, 3);
+    }
+
+    #[test]
+    fn scan_across_chunk_boundaries() {
+        let log = log_of(20_000); // several MiB: lines straddle read chunks
+        assert!(log.len() > 2 * SCAN_CHUNK_BYTES);
+        let mut count = 0;
+        let report = scan(&log[..], LogCursor::start(), |_| count += 1).unwrap();
+        assert_eq!(count, 20_000);
+        assert_eq!(report.cursor.offset, log.len() as u64);
+    }
+
+    fn arb_event() -> impl Strategy<Value = Event> {
+        let user = "[A-Za-z0-9_.-]{1,64}";
+        let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+        let order = (
+            1u64..u64::MAX,
+            user,
+            side,
+            1u64..=1_000_000_000,
+            1u64..=1_000_000,
+        )
+            .prop_map(|(id, user, side, price, qty)| Order {
+                id,
+                user,
+                side,
+                price,
+                qty,
+            });
+        let fill = (
+            1u64..u64::MAX,
+            "[a-z]{1,8}",
+            1u64..=1_000_000_000,
+            1u64..=1_000_000,
+        )
+            .prop_map(|(maker_id, maker_user, price, qty)| Fill {
+                maker_id,
+                maker_user,
+                price,
+                qty,
+            });
+        let key = proptest::option::of("[ -~]{1,32}");
+        prop_oneof![
+            (
+                order,
+                proptest::collection::vec(fill, 0..5),
+                0u64..1_000_000,
+                key
+            )
+                .prop_map(|(order, fills, resting_qty, idempotency_key)| {
+                    Event::OrderPlaced {
+                        order,
+                        fills,
+                        resting_qty,
+                        idempotency_key,
+                    }
+                }),
+            (1u64..u64::MAX, "[a-z]{1,8}", 1u64..1_000_000).prop_map(
+                |(order_id, user, cancelled_qty)| {
+                    Event::OrderCancelled {
+                        order_id,
+                        user,
+                        cancelled_qty,
+                    }
+                }
+            ),
+        ]
+    }
+
+    fn arb_envelope() -> impl Strategy<Value = Envelope> {
+        (1u64..u64::MAX, any::<u64>(), arb_event()).prop_map(|(seq, ts_us, event)| Envelope {
+            seq,
+            ts_us,
+            v: SCHEMA_VERSION,
+            event,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(env in arb_envelope()) {
+            let line = encode(&env);
+            prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            prop_assert_eq!(decode_line(&line[..line.len() - 1]), Ok(env));
+        }
+
+        #[test]
+        fn every_single_byte_change_is_detected(env in arb_envelope(), pos in any::<prop::sample::Index>(), new in any::<u8>()) {
+            let mut line = encode(&env);
+            line.pop();
+            let i = pos.index(line.len());
+            prop_assume!(line[i] != new);
+            line[i] = new;
+            prop_assert!(decode_line(&line).is_err(), "byte {} changed to {:#x} went unnoticed", i, new);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode_line(&bytes);
+            let _ = scan(&bytes[..], LogCursor::start(), |_| {});
+        }
+    }
+}
