@@ -8,6 +8,7 @@
 //!
 //! - [`command`]: commands and rejections (with their HTTP status).
 //! - [`book`]: the write model; pure `decide` and `apply`.
+//! - [`checkpoint`]: the write side's snapshots.
 //! - [`log_file`]: opening, locking, replaying and appending the file log.
 //! - [`writer`]: the single writer thread and its group commit.
 //! - [`http`]: warp routes, validation of path and query, JSON errors.
@@ -15,6 +16,8 @@
 //! [`start`] wires them: read `init.txt`, lock and replay the log, spawn the writer.
 
 pub mod book;
+pub mod checkpoint;
+pub mod cli;
 pub mod command;
 pub mod http;
 pub mod log_file;
@@ -22,11 +25,12 @@ pub mod runtime;
 pub mod writer;
 
 use book::Book;
+use checkpoint::SnapshotOptions;
 use log_file::{LogFile, OpenError};
-use shared_events::{BookState, StateError};
+use shared_events::{BookState, LogCursor, StateError};
 use std::path::PathBuf;
 use std::time::Instant;
-pub use writer::{CommandHandle, FsyncMode, WriterTask};
+pub use writer::{CommandHandle, FsyncMode, WriterOptions, WriterTask};
 
 /// Where the write side finds its files and how it commits.
 #[derive(Debug, Clone)]
@@ -36,6 +40,29 @@ pub struct Config {
     /// The event log (created if missing).
     pub log: PathBuf,
     pub fsync: FsyncMode,
+    /// Snapshot directory; `None`: `snapshots/` beside the log.
+    pub snapshots: Option<PathBuf>,
+    /// Events between snapshots (0: only at clean shutdown).
+    pub snapshot_every: u64,
+}
+
+impl Config {
+    /// A config with the defaults for everything but the two files.
+    pub fn new(init: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+        Config {
+            init: init.into(),
+            log: log.into(),
+            fsync: FsyncMode::Always,
+            snapshots: None,
+            snapshot_every: checkpoint::SNAPSHOT_EVERY_DEFAULT,
+        }
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snapshots
+            .clone()
+            .unwrap_or_else(|| shared_events::snapshot::default_dir(&self.log))
+    }
 }
 
 /// Why the write side cannot start.
@@ -47,20 +74,39 @@ pub enum StartError {
     Log(#[from] OpenError),
 }
 
-/// Loads the genesis state, locks and replays the log, and starts the writer.
+/// Loads the newest usable snapshot (else the genesis state), locks the log, replays
+/// what follows, and starts the writer.
 pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError> {
     let genesis = BookState::load(&config.init)?;
     let mut log = LogFile::open(&config.log)?;
     let started = Instant::now();
-    let mut book = Book::from_state(&genesis);
-    let recovery = log.recover(|env| book.apply(&env.event).map_err(|e| e.to_string()))?;
-    let next_seq = recovery.cursor.next_seq;
+    let snapshot_dir = config.snapshot_dir();
+    let (mut book, from) = match checkpoint::load(&snapshot_dir, &config.log) {
+        Some((book, cursor, path)) => {
+            tracing::info!(seq = cursor.next_seq - 1, path = %path.display(), "write side starts from a snapshot");
+            (book, cursor)
+        }
+        None => (Book::from_state(&genesis), LogCursor::start()),
+    };
+    let recovery = log.recover(from, |env| {
+        book.apply(&env.event).map_err(|e| e.to_string())
+    })?;
+    let elapsed = started.elapsed();
     tracing::info!(
         log = %config.log.display(),
-        events = next_seq - 1,
+        events = recovery.cursor.next_seq - 1,
+        replayed = recovery.replayed,
+        events_per_s = (recovery.replayed as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
         resting_orders = book.resting_count(),
-        replay_ms = started.elapsed().as_millis() as u64,
+        start_ms = elapsed.as_millis() as u64,
         "write side replayed the log"
     );
-    Ok(writer::spawn(book, log, next_seq, config.fsync))
+    let options = WriterOptions {
+        fsync: config.fsync,
+        snapshots: Some(SnapshotOptions {
+            dir: snapshot_dir,
+            every: config.snapshot_every,
+        }),
+    };
+    Ok(writer::spawn(book, log, recovery.cursor, options))
 }

@@ -1,7 +1,9 @@
-//! `command-svc`: the write side on its own (default `127.0.0.1:8081`).
+//! `command-svc`: the write side on its own (default `127.0.0.1:8081`), and
+//! `command-svc verify`, an offline check of a log file.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use command_svc::cli::WriteArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -9,30 +11,42 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// Genesis state file.
-    #[arg(long, env = "FOLDBOOK_INIT", default_value = "init.txt")]
-    init: PathBuf,
-    /// Event log file (created if missing; locked while running).
-    #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
-    log: PathBuf,
-    /// `always`: fdatasync before every answer; `never`: no durability (benchmarks).
-    #[arg(long, env = "FOLDBOOK_FSYNC", value_enum, default_value_t)]
-    fsync: command_svc::FsyncMode,
+    #[command(flatten)]
+    write: WriteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Check a log file offline: checksums, seq continuity, torn tail, and that every
+    /// event fits the book. Exit status 0 when usable, 1 when not.
+    Verify {
+        /// The log to check [default: --log].
+        log: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     command_svc::runtime::init_tracing();
     let args = Args::parse();
-    let config = command_svc::Config {
-        init: args.init,
-        log: args.log,
-        fsync: args.fsync,
-    };
-    let (handle, writer) = command_svc::start(&config).context("starting command-svc")?;
+    if let Some(Sub::Verify { log }) = &args.command {
+        let log = log.as_ref().unwrap_or(&args.write.log);
+        let init = args
+            .write
+            .init
+            .exists()
+            .then_some(args.write.init.as_path());
+        let ok = command_svc::cli::verify(log, init, &mut std::io::stdout())
+            .with_context(|| format!("reading {}", log.display()))?;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    let (handle, writer) =
+        command_svc::start(&args.write.config()).context("starting command-svc")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

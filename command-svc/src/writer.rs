@@ -7,10 +7,11 @@
 //! retried: after a failed fsync the kernel may have dropped the dirty pages.
 
 use crate::book::Book;
+use crate::checkpoint::{Checkpoint, CommandSnapshot, SnapshotOptions};
 use crate::command::{Command, Rejection};
 use crate::log_file::Storage;
 use serde::Serialize;
-use shared_events::{Envelope, Event, Fill, Order, SCHEMA_VERSION};
+use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Watermark};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -166,16 +167,25 @@ impl WriterTask {
     }
 }
 
-/// Starts the writer on its own thread. `next_seq` is the seq the next event gets.
+/// How the writer commits and checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct WriterOptions {
+    pub fsync: FsyncMode,
+    /// Snapshots, if any are wanted.
+    pub snapshots: Option<SnapshotOptions>,
+}
+
+/// Starts the writer on its own thread. `end` is where the log ends: the seq the
+/// next event gets and the byte offset it is written at.
 pub fn spawn<S: Storage>(
     book: Book,
     storage: S,
-    next_seq: u64,
-    fsync: FsyncMode,
+    end: LogCursor,
+    options: WriterOptions,
 ) -> (CommandHandle, WriterTask) {
     let (tx, rx) = mpsc::channel(QUEUE_COMMANDS_MAX);
     let stats = Arc::new(WriterStats::default());
-    let last_seq = next_seq - 1;
+    let last_seq = end.next_seq - 1;
     stats.head_seq.store(last_seq, Ordering::Relaxed);
     stats.durable_seq.store(last_seq, Ordering::Relaxed);
     let (durable_tx, durable) = watch::channel(last_seq);
@@ -183,10 +193,14 @@ pub fn spawn<S: Storage>(
     let writer = Writer {
         book,
         storage,
-        next_seq,
-        fsync,
+        next_seq: end.next_seq,
+        offset: end.offset,
+        fsync: options.fsync,
         stats: stats.clone(),
         durable: durable_tx,
+        snapshots: options.snapshots,
+        snapshot_seq: last_seq,
+        snapshot_in_flight: None,
     };
     let join = std::thread::Builder::new()
         .name("writer".into())
@@ -199,23 +213,29 @@ pub fn spawn<S: Storage>(
             result
         })
         .expect("spawning the writer thread");
-    (
-        CommandHandle {
-            tx: tx.clone(),
-            stats,
-            durable,
-        },
-        WriterTask { join, tx, failure },
-    )
+    let handle = CommandHandle {
+        tx: tx.clone(),
+        stats,
+        durable,
+    };
+    (handle, WriterTask { join, tx, failure })
 }
 
 struct Writer<S> {
     book: Book,
     storage: S,
+    /// The seq the next event gets.
     next_seq: u64,
+    /// Log length after the last committed batch.
+    offset: u64,
     fsync: FsyncMode,
     stats: Arc<WriterStats>,
     durable: watch::Sender<u64>,
+    snapshots: Option<SnapshotOptions>,
+    /// Seq of the last snapshot written (or the start position).
+    snapshot_seq: u64,
+    /// A snapshot being written in the background; at most one at a time.
+    snapshot_in_flight: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<S: Storage> Writer<S> {
@@ -266,7 +286,11 @@ impl<S: Storage> Writer<S> {
             let head_seq = self.next_seq - 1;
             self.stats.head_seq.store(head_seq, Ordering::Release);
             if !buf.is_empty() {
-                if let Err(reason) = self.commit(&buf) {
+                let mark = Watermark {
+                    seq: head_seq,
+                    offset: self.offset + buf.len() as u64,
+                };
+                if let Err(reason) = self.commit(&buf, mark) {
                     for (reply, _) in answers.drain(..) {
                         let _ = reply.send(Err(DispatchError::Unavailable(format!(
                             "log write failed: {reason}"
@@ -274,6 +298,7 @@ impl<S: Storage> Writer<S> {
                     }
                     return Err(reason);
                 }
+                self.offset = mark.offset;
                 let events = answers.iter().filter(|(_, d)| d.is_ok()).count() as u64;
                 self.stats
                     .events_appended
@@ -291,17 +316,84 @@ impl<S: Storage> Writer<S> {
                         .map_err(DispatchError::from),
                 );
             }
+            self.maybe_checkpoint();
         }
+        self.final_checkpoint();
         Ok(())
     }
 
-    fn commit(&mut self, buf: &[u8]) -> Result<(), String> {
+    /// Write, sync (unless `--fsync never`), then tell readers. Any failure is fatal.
+    fn commit(&mut self, buf: &[u8], mark: Watermark) -> Result<(), String> {
         self.storage
             .append(buf)
             .map_err(|e| format!("write: {e}"))?;
         if self.fsync == FsyncMode::Always {
             self.storage.sync().map_err(|e| format!("fdatasync: {e}"))?;
         }
-        Ok(())
+        self.storage
+            .publish_durable(mark)
+            .map_err(|e| format!("durable watermark: {e}"))
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            seq: self.next_seq - 1,
+            log_offset: self.offset,
+            body: CommandSnapshot {
+                book: self.book.to_state(),
+            },
+        }
+    }
+
+    /// Every `every` events, copies the book and writes it on another thread, so the
+    /// writer goes on committing. Skipped while the previous one is still writing.
+    fn maybe_checkpoint(&mut self) {
+        let Some(options) = &self.snapshots else {
+            return;
+        };
+        let seq = self.next_seq - 1;
+        if options.every == 0 || seq - self.snapshot_seq < options.every {
+            return;
+        }
+        if self
+            .snapshot_in_flight
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        let checkpoint = self.checkpoint();
+        let dir = options.dir.clone();
+        self.snapshot_seq = seq;
+        self.snapshot_in_flight = Some(std::thread::spawn(move || {
+            write_checkpoint(&checkpoint, &dir)
+        }));
+    }
+
+    /// At a clean stop, a snapshot of the final state if it moved since the last one.
+    fn final_checkpoint(&mut self) {
+        if let Some(t) = self.snapshot_in_flight.take() {
+            let _ = t.join();
+        }
+        let Some(options) = &self.snapshots else {
+            return;
+        };
+        if self.next_seq - 1 > self.snapshot_seq {
+            write_checkpoint(&self.checkpoint(), &options.dir);
+        }
+    }
+}
+
+fn write_checkpoint(checkpoint: &Checkpoint, dir: &std::path::Path) {
+    let started = std::time::Instant::now();
+    match checkpoint.write(dir) {
+        Ok(path) => tracing::info!(
+            seq = checkpoint.seq,
+            path = %path.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "write side snapshot written"
+        ),
+        // A missing snapshot costs replay time, never data: warn and go on.
+        Err(e) => tracing::warn!(seq = checkpoint.seq, error = %e, "write side snapshot failed"),
     }
 }

@@ -4,9 +4,10 @@
 use command_svc::book::Book;
 use command_svc::command::Command;
 use command_svc::log_file::{LogFile, OpenError, Storage};
-use command_svc::writer::{self, DispatchError, FsyncMode, Outcome};
+use command_svc::writer::{self, DispatchError, FsyncMode, Outcome, WriterOptions};
+use command_svc::{CommandHandle, WriterTask};
 use command_svc::{Config, http};
-use shared_events::{BookState, LogCursor, ScanError, Side};
+use shared_events::{BookState, LogCursor, ScanError, Side, Watermark};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,11 +20,7 @@ const INIT: &str = r#"{"next_order_id": 3, "orders": [
 fn files() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("init.txt"), INIT).unwrap();
-    let config = Config {
-        init: dir.path().join("init.txt"),
-        log: dir.path().join("log.txt"),
-        fsync: FsyncMode::Always,
-    };
+    let config = Config::new(dir.path().join("init.txt"), dir.path().join("log.txt"));
     (dir, config)
 }
 
@@ -49,6 +46,8 @@ struct FakeDiskState {
     syncs: usize,
     fail_sync: bool,
     fail_write: bool,
+    /// Every call in order: "append N", "sync", "durable SEQ@OFFSET".
+    ops: Vec<String>,
 }
 
 impl Storage for FakeDisk {
@@ -58,15 +57,23 @@ impl Storage for FakeDisk {
             return Err(io::Error::other("injected write failure"));
         }
         s.appends.push(bytes.to_vec());
+        s.ops.push(format!("append {}", bytes.len()));
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
         let mut s = self.inner.lock().unwrap();
         s.syncs += 1;
+        s.ops.push("sync".to_owned());
         if s.fail_sync {
             return Err(io::Error::other("injected fdatasync failure"));
         }
+        Ok(())
+    }
+
+    fn publish_durable(&mut self, mark: Watermark) -> io::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        s.ops.push(format!("durable {}@{}", mark.seq, mark.offset));
         Ok(())
     }
 }
@@ -75,10 +82,41 @@ fn genesis_book() -> Book {
     Book::from_state(&BookState::parse(INIT).unwrap())
 }
 
+fn spawn_on(disk: &FakeDisk, fsync: FsyncMode) -> (CommandHandle, WriterTask) {
+    let options = WriterOptions {
+        fsync,
+        snapshots: None,
+    };
+    writer::spawn(genesis_book(), disk.clone(), LogCursor::start(), options)
+}
+
+#[tokio::test]
+async fn the_durable_watermark_follows_the_sync_with_the_log_length() {
+    let disk = FakeDisk::default();
+    let (handle, task) = spawn_on(&disk, FsyncMode::Always);
+    handle.dispatch(buy("u", 90, 1)).await.unwrap();
+    handle.dispatch(buy("u", 91, 1)).await.unwrap();
+    let ops = disk.inner.lock().unwrap().ops.clone();
+    let first = disk.inner.lock().unwrap().appends[0].len();
+    let second = disk.inner.lock().unwrap().appends[1].len();
+    assert_eq!(
+        ops,
+        vec![
+            format!("append {first}"),
+            "sync".to_owned(),
+            format!("durable 1@{first}"),
+            format!("append {second}"),
+            "sync".to_owned(),
+            format!("durable 2@{}", first + second),
+        ]
+    );
+    task.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn concurrent_commands_get_gapless_seqs_and_one_sync_per_write() {
     let disk = FakeDisk::default();
-    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Always);
+    let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     let mut tasks = Vec::new();
     for i in 0..200u64 {
         let h = handle.clone();
@@ -120,7 +158,7 @@ async fn concurrent_commands_get_gapless_seqs_and_one_sync_per_write() {
 #[tokio::test]
 async fn rejected_commands_write_nothing() {
     let disk = FakeDisk::default();
-    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Always);
+    let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     let err = handle
         .dispatch(Command::Cancel {
             user: "mallory".into(),
@@ -149,7 +187,7 @@ async fn rejected_commands_write_nothing() {
 
 async fn failing_storage_is_fail_stop(fail_sync: bool) {
     let disk = FakeDisk::default();
-    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Always);
+    let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     handle.dispatch(buy("u", 90, 1)).await.unwrap();
     {
         let mut s = disk.inner.lock().unwrap();
@@ -191,7 +229,7 @@ async fn failed_write_answers_503_and_stops_the_writer() {
 #[tokio::test]
 async fn fsync_never_says_not_durable_and_never_syncs() {
     let disk = FakeDisk::default();
-    let (handle, task) = writer::spawn(genesis_book(), disk.clone(), 1, FsyncMode::Never);
+    let (handle, task) = spawn_on(&disk, FsyncMode::Never);
     let Outcome::Placed { durable, .. } = handle.dispatch(buy("u", 90, 1)).await.unwrap() else {
         panic!()
     };
@@ -204,7 +242,7 @@ fn scan_file(path: &Path) -> Result<shared_events::ScanReport, ScanError> {
     shared_events::scan(
         std::fs::File::open(path).unwrap(),
         LogCursor::start(),
-        |_| {},
+        |_, _| {},
     )
 }
 
@@ -258,6 +296,17 @@ async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
     let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
     bytes[second_line + 20] ^= 0x20;
     std::fs::write(&config.log, &bytes).unwrap();
+    // The clean stop left a snapshot at seq 3, after which there is nothing to read:
+    // start would not look at line 2 at all. `verify` reads everything.
+    let mut report = Vec::new();
+    assert!(!command_svc::cli::verify(&config.log, Some(&config.init), &mut report).unwrap());
+    let report = String::from_utf8(report).unwrap();
+    assert!(
+        report.contains("first corrupt line: line 2") && report.contains("expected seq 2"),
+        "{report}"
+    );
+    // Without snapshots, start replays from genesis and must refuse.
+    std::fs::remove_dir_all(config.snapshot_dir()).unwrap();
     let err = command_svc::start(&config).unwrap_err().to_string();
     assert!(err.contains("line 2") && err.contains("seq 2"), "{err}");
     assert_eq!(
@@ -436,4 +485,38 @@ mod routes {
         drop((routes, handle));
         task.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn start_uses_the_newest_snapshot_and_ignores_other_fold_versions() {
+    let (_dir, mut config) = files();
+    config.snapshot_every = 2;
+    place_some(&config, 5).await; // snapshots while running, and at seq 5 at the stop
+    let snaps = std::fs::read_dir(config.snapshot_dir()).unwrap().count();
+    assert!(
+        (1..=2).contains(&snaps),
+        "at most two are kept, got {snaps}"
+    );
+
+    // Damage line 1. A start from the seq-5 snapshot never reads it; a replay from
+    // genesis would refuse to start.
+    let mut bytes = std::fs::read(&config.log).unwrap();
+    bytes[8] ^= 0x01;
+    std::fs::write(&config.log, &bytes).unwrap();
+    let (handle, task) = command_svc::start(&config).unwrap();
+    assert_eq!(handle.dispatch(buy("dave", 90, 1)).await.unwrap().seq(), 6);
+    drop(handle);
+    task.shutdown().await.unwrap();
+
+    // Snapshots of another fold version are ignored: replay from genesis, which
+    // now reaches the damaged line 1 and refuses, naming it.
+    for entry in std::fs::read_dir(config.snapshot_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let other = text.replacen("\"fold_version\":1", "\"fold_version\":99", 1);
+        assert_ne!(text, other);
+        std::fs::write(&path, other).unwrap();
+    }
+    let err = command_svc::start(&config).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("seq 1"), "{err}");
 }

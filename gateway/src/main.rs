@@ -5,7 +5,6 @@ use anyhow::Context;
 use clap::Parser;
 use command_svc::runtime;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// foldbook: an event-sourced order book. Combined mode: one process, one port.
 #[derive(Debug, Parser)]
@@ -14,33 +13,25 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Genesis state file.
-    #[arg(long, env = "FOLDBOOK_INIT", default_value = "init.txt")]
-    init: PathBuf,
-    /// Event log file (created if missing; locked by the writer while running).
-    #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
-    log: PathBuf,
-    /// `always`: fdatasync before every answer; `never`: no durability (benchmarks).
-    #[arg(long, env = "FOLDBOOK_FSYNC", value_enum, default_value_t)]
-    fsync: command_svc::FsyncMode,
+    #[command(flatten)]
+    write: command_svc::cli::WriteArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let args = Args::parse();
-    let command_config = command_svc::Config {
-        init: args.init.clone(),
-        log: args.log.clone(),
-        fsync: args.fsync,
-    };
+    let command_config = args.write.config();
     let (handle, writer) =
         command_svc::start(&command_config).context("starting the write side")?;
-    let query = query_svc::start(&query_svc::Config {
-        init: args.init,
-        log: args.log,
-    })
-    .context("starting the read side")?;
+    let query_config = query_svc::Config {
+        init: command_config.init.clone(),
+        log: command_config.log.clone(),
+        snapshots: command_config.snapshots.clone(),
+        snapshot_every: command_config.snapshot_every,
+        rebuild: false,
+    };
+    let query = query_svc::start(&query_config).context("starting the read side")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -43,7 +43,7 @@ proptest! {
 
         let mut read = ReadModel::from_state(&genesis, 0);
         let mut replayed = Book::from_state(&genesis);
-        let report = shared_events::scan(&log[..], LogCursor::start(), |env| {
+        let report = shared_events::scan(&log[..], LogCursor::start(), |env, _| {
             read.apply(&env).unwrap();
             replayed.apply(&env.event).unwrap();
         }).unwrap();

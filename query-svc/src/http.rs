@@ -168,6 +168,7 @@ fn trades(state: &QueryState, query: &str) -> Response {
 /// The read side's health fields.
 pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::Value> {
     let mut map = serde_json::Map::new();
+    map.insert("durable_seq".into(), state.durable_seq().into());
     map.insert("applied_seq".into(), state.applied_seq().into());
     map.insert("uptime_s".into(), state.uptime_s().into());
     if let Some(e) = state.error() {

@@ -6,12 +6,15 @@
 //! ## Layout
 //!
 //! - [`projection`]: the read model and its pure fold; the immutable book snapshot.
-//! - [`tailer`]: follows the log file (notify + poll), verifies and applies lines.
+//! - [`tailer`]: follows the log file (notify + poll) up to the durable watermark,
+//!   verifies and applies lines, writes snapshots.
+//! - [`checkpoint`]: the read side's snapshots.
 //! - [`http`]: warp routes for `/orderbook`, `/orders`, `/users`, `/trades`, `/health`.
 //!
 //! [`start`] loads `init.txt`, publishes the genesis snapshot and starts the tailer.
 //! Handlers read a [`QueryState`]: the current snapshot plus the concurrent indexes.
 
+pub mod checkpoint;
 pub mod http;
 pub mod projection;
 pub mod tailer;
@@ -22,6 +25,7 @@ use projection::{BookSnapshot, OrderView, ReadModel, TradeView};
 use shared_events::{BookState, LogCursor, StateError};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::watch;
@@ -31,6 +35,31 @@ use tokio::sync::watch;
 pub struct Config {
     pub init: PathBuf,
     pub log: PathBuf,
+    /// Snapshot directory; `None`: `snapshots/` beside the log.
+    pub snapshots: Option<PathBuf>,
+    /// Events between snapshots (0: only at a clean stop).
+    pub snapshot_every: u64,
+    /// Ignore snapshots and rebuild the read model from genesis.
+    pub rebuild: bool,
+}
+
+impl Config {
+    /// A config with the defaults for everything but the two files.
+    pub fn new(init: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+        Config {
+            init: init.into(),
+            log: log.into(),
+            snapshots: None,
+            snapshot_every: checkpoint::SNAPSHOT_EVERY_DEFAULT,
+            rebuild: false,
+        }
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snapshots
+            .clone()
+            .unwrap_or_else(|| shared_events::snapshot::default_dir(&self.log))
+    }
 }
 
 /// What the read handlers see. Written only by the tailer.
@@ -47,6 +76,8 @@ pub struct QueryState {
     error: Mutex<Option<String>>,
     /// Applied seq, for tasks that wait for it.
     applied: watch::Sender<u64>,
+    /// The writer's durable seq, as last read from its watermark.
+    durable_seq: AtomicU64,
     /// When this read side started.
     started: Instant,
 }
@@ -63,6 +94,7 @@ impl QueryState {
             trades: model.trades.clone(),
             error: Mutex::new(None),
             applied: watch::channel(model.seq).0,
+            durable_seq: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -80,6 +112,15 @@ impl QueryState {
     /// A receiver that sees every newly applied seq.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// The writer's durable seq as this side last saw it.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Relaxed)
+    }
+
+    fn set_durable_seq(&self, seq: u64) {
+        self.durable_seq.store(seq, Ordering::Relaxed);
     }
 
     fn publish(&self, snapshot: BookSnapshot) {
@@ -119,11 +160,34 @@ impl QueryService {
     }
 }
 
-/// Loads the genesis state and starts tailing the log (waiting for it if missing).
+/// Loads the newest usable snapshot (else the genesis state) and starts tailing the
+/// log from there (waiting for it if missing).
 pub fn start(config: &Config) -> Result<QueryService, StateError> {
     let genesis = BookState::load(&config.init)?;
-    let model = ReadModel::from_state(&genesis, 0);
+    let dir = config.snapshot_dir();
+    let loaded = if config.rebuild {
+        tracing::info!("--rebuild: ignoring snapshots, rebuilding from genesis");
+        None
+    } else {
+        checkpoint::load(&dir, &config.log)
+    };
+    let (model, cursor) = match loaded {
+        Some((model, cursor, path)) => {
+            tracing::info!(seq = model.seq, path = %path.display(), "read side starts from a snapshot");
+            (model, cursor)
+        }
+        None => (ReadModel::from_state(&genesis, 0), LogCursor::start()),
+    };
     let state = Arc::new(QueryState::new(&model));
-    let tailer = tailer::spawn(config.log.clone(), model, LogCursor::start(), state.clone());
+    let setup = tailer::TailerSetup {
+        log: config.log.clone(),
+        model,
+        cursor,
+        snapshots: Some(checkpoint::SnapshotOptions {
+            dir,
+            every: config.snapshot_every,
+        }),
+    };
+    let tailer = tailer::spawn(setup, state.clone());
     Ok(QueryService { state, tailer })
 }

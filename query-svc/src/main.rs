@@ -24,6 +24,15 @@ struct Args {
     /// Event log to follow (waited for if missing).
     #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
     log: PathBuf,
+    /// Snapshot directory [default: `snapshots/` beside the log].
+    #[arg(long, env = "FOLDBOOK_SNAPSHOTS")]
+    snapshots: Option<PathBuf>,
+    /// Events between two snapshots (0: only at a clean stop).
+    #[arg(long, env = "FOLDBOOK_SNAPSHOT_EVERY", default_value_t = query_svc::checkpoint::SNAPSHOT_EVERY_DEFAULT)]
+    snapshot_every: u64,
+    /// Ignore snapshots and rebuild the read model from genesis.
+    #[arg(long)]
+    rebuild: bool,
 }
 
 #[tokio::main]
@@ -33,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
     let config = query_svc::Config {
         init: args.init,
         log: args.log,
+        snapshots: args.snapshots,
+        snapshot_every: args.snapshot_every,
+        rebuild: args.rebuild,
     };
     let service = query_svc::start(&config).context("starting query-svc")?;
     let listener = tokio::net::TcpListener::bind(args.listen)

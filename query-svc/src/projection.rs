@@ -6,8 +6,8 @@
 //! immutable [`BookSnapshot`] after each applied batch.
 
 use dashmap::DashMap;
-use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Serialize};
 use shared_events::{BookState, Envelope, Event, Side};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 pub const TRADES_KEPT: usize = 1_000;
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Resting,
@@ -25,7 +25,7 @@ pub enum Status {
 }
 
 /// One order as `/orders/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub id: u64,
     pub user: String,
@@ -40,7 +40,7 @@ pub struct OrderView {
 }
 
 /// One trade as `/trades` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TradeView {
     /// The event that recorded it.
     pub seq: u64,
@@ -279,6 +279,55 @@ impl ReadModel {
         order.seq = seq;
     }
 
+    /// Everything needed to rebuild this model: every order and the kept trades.
+    pub fn to_snapshot(&self) -> QuerySnapshot {
+        let mut orders: Vec<OrderView> = self.orders.iter().map(|o| o.clone()).collect();
+        orders.sort_unstable_by_key(|o| o.id);
+        let trades = self
+            .trades
+            .read()
+            .expect("trades lock")
+            .iter()
+            .cloned()
+            .collect();
+        QuerySnapshot { orders, trades }
+    }
+
+    /// Rebuilds the model a snapshot at `seq` describes. The book is the resting
+    /// orders in id (= time-priority) order, each with what is left of it.
+    pub fn from_snapshot(snapshot: QuerySnapshot, seq: u64) -> Result<Self, String> {
+        let mut model = ReadModel {
+            seq,
+            ..ReadModel::default()
+        };
+        let mut prev_id = 0;
+        for o in snapshot.orders {
+            if o.id <= prev_id || o.filled_qty > o.qty || o.seq > seq {
+                return Err(format!("order {} is out of order or inconsistent", o.id));
+            }
+            prev_id = o.id;
+            if o.status == Status::Resting {
+                let left = o.qty - o.filled_qty;
+                if left == 0 {
+                    return Err(format!("resting order {} has nothing left", o.id));
+                }
+                model.levels_mut(o.side).entry(o.price).or_default().insert(
+                    o.id,
+                    LevelEntry {
+                        user: o.user.clone(),
+                        qty: left,
+                    },
+                );
+            }
+            model.insert_order(o);
+        }
+        if snapshot.trades.len() > TRADES_KEPT || snapshot.trades.iter().any(|t| t.seq > seq) {
+            return Err("trades do not fit the snapshot".to_owned());
+        }
+        *model.trades.write().expect("trades lock") = snapshot.trades.into();
+        Ok(model)
+    }
+
     /// The resting orders in time-priority order, as a book state (for comparing
     /// with the write side and for snapshots).
     pub fn to_state(&self, next_order_id: u64) -> BookState {
@@ -354,6 +403,16 @@ impl Serialize for BookJson<'_> {
         )?;
         st.end()
     }
+}
+
+/// The body of a read-side snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySnapshot {
+    /// Every order ever seen, by id ascending.
+    pub orders: Vec<OrderView>,
+    /// The kept trades, oldest first.
+    pub trades: Vec<TradeView>,
 }
 
 /// An immutable view published after each applied batch.

@@ -1,14 +1,17 @@
 //! Follows the log file and folds it into the read model. One thread reads only
-//! complete lines past its cursor, checks crc and seq continuity, applies each event,
-//! and then publishes a new immutable [`BookSnapshot`]. It wakes on inotify events
+//! complete lines past its cursor and never past the writer's durable watermark
+//! (`<log>.durable`), so it never shows an event a crash could still take back;
+//! it checks crc and seq continuity, applies each event, and then publishes a new
+//! immutable [`BookSnapshot`]. It also writes the read side's snapshots. It wakes on inotify events
 //! (the `notify` crate) and also polls every [`POLL_INTERVAL`], because inotify can
 //! drop or coalesce events. On a bad line or a misfit event it stops applying, says
 //! so in `/health` and the log, and retries at each poll: it never skips an event.
 
 use crate::QueryState;
+use crate::checkpoint::{self, SnapshotOptions};
 use crate::projection::{BookSnapshot, ReadModel};
 use notify::Watcher;
-use shared_events::{Envelope, LogCursor};
+use shared_events::{Envelope, LogCursor, Watermark};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -54,23 +57,31 @@ impl Drop for TailerTask {
     }
 }
 
-/// Starts following `path`, continuing from `model` (at `cursor`).
-pub fn spawn(
-    path: PathBuf,
-    model: ReadModel,
-    cursor: LogCursor,
-    state: Arc<QueryState>,
-) -> TailerTask {
+/// What the tailer starts from and where it writes snapshots.
+pub struct TailerSetup {
+    pub log: PathBuf,
+    /// The model at `cursor` (genesis or a snapshot).
+    pub model: ReadModel,
+    pub cursor: LogCursor,
+    pub snapshots: Option<SnapshotOptions>,
+}
+
+/// Starts following the log.
+pub fn spawn(setup: TailerSetup, state: Arc<QueryState>) -> TailerTask {
     let (wake, woken) = sync_channel(1);
     let stop = Arc::new(AtomicBool::new(false));
     let tailer = Tailer {
-        path,
-        model,
-        cursor,
+        watermark_path: shared_events::watermark::path_for(&setup.log),
+        path: setup.log,
+        snapshot_seq: setup.model.seq,
+        model: setup.model,
+        cursor: setup.cursor,
         state,
         file: None,
         buf: Vec::new(),
         lag: LagWindow::default(),
+        snapshots: setup.snapshots,
+        snapshot_in_flight: None,
     };
     let (stop2, wake2) = (stop.clone(), wake.clone());
     let join = std::thread::Builder::new()
@@ -86,16 +97,25 @@ pub fn spawn(
 
 struct Tailer {
     path: PathBuf,
+    /// The writer's durable watermark: never apply past it.
+    watermark_path: PathBuf,
     model: ReadModel,
+    /// Just past the last applied line.
     cursor: LogCursor,
     state: Arc<QueryState>,
     file: Option<File>,
+    /// Read buffer, reused.
     buf: Vec<u8>,
     lag: LagWindow,
+    snapshots: Option<SnapshotOptions>,
+    /// Seq of the last snapshot written (or started from).
+    snapshot_seq: u64,
+    /// A snapshot being written in the background; at most one at a time.
+    snapshot_in_flight: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Watches the log's directory (the file may not exist yet, or be recreated) and
-/// turns every notification into a wake-up token.
+/// Watches the log's directory (the log may not exist yet, and the watermark file
+/// lives there too) and turns every notification into a wake-up token.
 fn watch_dir(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -126,9 +146,9 @@ impl Tailer {
                 Ok(false) => {
                     self.state.set_error(None);
                 }
-                Err(StepError::Missing) => {
+                Err(StepError::Waiting(what)) => {
                     if !waiting_logged {
-                        tracing::info!(path = %self.path.display(), "waiting for the log to appear");
+                        tracing::info!(path = %self.path.display(), "waiting for {what}");
                         waiting_logged = true;
                     }
                 }
@@ -138,40 +158,45 @@ impl Tailer {
                     }
                 }
             }
-            self.lag.maybe_log(self.model.seq);
+            self.maybe_checkpoint();
+            self.lag.maybe_log(self.model.seq, self.state.durable_seq());
             match woken.recv_timeout(POLL_INTERVAL) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        self.final_checkpoint();
     }
 
-    /// Reads and applies what is new. `Ok(true)` when it stopped at the read bound.
+    /// Reads and applies what is new and durable. `Ok(true)` when it stopped at the
+    /// read bound and more is waiting.
     fn step(&mut self) -> Result<bool, StepError> {
+        let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
+        let mark = match Watermark::read(&self.watermark_path).map_err(io)? {
+            Some(mark) => mark,
+            // Missing, or caught mid-rewrite: nothing is known to be durable yet.
+            None => return Err(StepError::Waiting("the writer's durable watermark")),
+        };
+        self.state.set_durable_seq(mark.seq);
         if self.file.is_none() {
             match File::open(&self.path) {
                 Ok(f) => self.file = Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StepError::Missing);
+                    return Err(StepError::Waiting("the log to appear"));
                 }
-                Err(e) => {
-                    return Err(StepError::Stuck(format!(
-                        "opening {}: {e}",
-                        self.path.display()
-                    )));
-                }
+                Err(e) => return Err(io(e)),
             }
         }
         let file = self.file.as_mut().expect("opened above");
-        let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
         let len = file.metadata().map_err(io)?.len();
-        if len < self.cursor.offset {
+        let end = len.min(mark.offset);
+        if end < self.cursor.offset {
             return Err(StepError::Stuck(format!(
-                "the log shrank to {len} bytes, below the {} bytes already applied (seq {}): it was truncated or replaced",
-                self.cursor.offset, self.model.seq
+                "the log (length {len}, durable up to {}) ends before the {} bytes already applied (seq {}): it was truncated or replaced",
+                mark.offset, self.cursor.offset, self.model.seq
             )));
         }
-        let want = ((len - self.cursor.offset) as usize).min(READ_BYTES_MAX);
+        let want = ((end - self.cursor.offset) as usize).min(READ_BYTES_MAX);
         if want == 0 {
             return Ok(false);
         }
@@ -191,7 +216,8 @@ impl Tailer {
                 misfit = Some(e.to_string());
                 break;
             }
-            // The cursor moves event by event, so a stop leaves it right after the last applied one.
+            // The cursor moves event by event, so a stop leaves it right after the
+            // last applied one.
             self.cursor.offset += line_len;
             self.cursor.lines += 1;
             self.cursor.next_seq += 1;
@@ -202,6 +228,7 @@ impl Tailer {
             tracing::debug!(
                 seq = self.model.seq,
                 events = self.model.seq - applied_before,
+                behind = mark.seq.saturating_sub(self.model.seq),
                 "applied batch"
             );
         }
@@ -221,11 +248,52 @@ impl Tailer {
         };
         self.state.publish(snapshot);
     }
+
+    /// Every `every` events, copies the model and writes it on another thread.
+    fn maybe_checkpoint(&mut self) {
+        let Some(options) = &self.snapshots else {
+            return;
+        };
+        if options.every == 0 || self.model.seq - self.snapshot_seq < options.every {
+            return;
+        }
+        if self
+            .snapshot_in_flight
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        let (seq, offset, body) = (self.model.seq, self.cursor.offset, self.model.to_snapshot());
+        let dir = options.dir.clone();
+        self.snapshot_seq = seq;
+        self.snapshot_in_flight = Some(std::thread::spawn(move || {
+            checkpoint::write(&dir, seq, offset, &body)
+        }));
+    }
+
+    /// At a clean stop, a snapshot of the final state if it moved since the last one.
+    fn final_checkpoint(&mut self) {
+        if let Some(t) = self.snapshot_in_flight.take() {
+            let _ = t.join();
+        }
+        let Some(options) = &self.snapshots else {
+            return;
+        };
+        if self.model.seq > self.snapshot_seq {
+            checkpoint::write(
+                &options.dir,
+                self.model.seq,
+                self.cursor.offset,
+                &self.model.to_snapshot(),
+            );
+        }
+    }
 }
 
 enum StepError {
-    /// The log does not exist yet.
-    Missing,
+    /// The log or the watermark does not exist yet.
+    Waiting(&'static str),
     /// Applying cannot go on until the log changes.
     Stuck(String),
 }
@@ -268,8 +336,10 @@ impl LagWindow {
         }
     }
 
-    fn maybe_log(&mut self, seq: u64) {
-        let Some(started) = self.started else { return };
+    fn maybe_log(&mut self, seq: u64, durable_seq: u64) {
+        let Some(started) = self.started else {
+            return;
+        };
         if started.elapsed() < LAG_LOG_INTERVAL {
             return;
         }
@@ -280,6 +350,7 @@ impl LagWindow {
         };
         tracing::info!(
             seq,
+            behind = durable_seq.saturating_sub(seq),
             events = self.events,
             lag_ms_p50 = pct(0.50),
             lag_ms_p99 = pct(0.99),

@@ -210,13 +210,14 @@ pub enum ScanError {
 }
 
 /// Reads a whole log from `reader`, starting at `cursor` (the reader is positioned
-/// there), and calls `on_event` for every valid line in order. Recovery rules: an
+/// there), and calls `on_event` for every valid line in order, with the log offset
+/// just past that line (for progress reports). Recovery rules: an
 /// incomplete last line, or a bad line with nothing after it, is a torn tail (reported,
 /// not an error); a bad line with anything after it is corruption.
 pub fn scan<R: Read>(
     mut reader: R,
     mut cursor: LogCursor,
-    mut on_event: impl FnMut(Envelope),
+    mut on_event: impl FnMut(Envelope, u64),
 ) -> Result<ScanReport, ScanError> {
     let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK_BYTES);
     let mut chunk = vec![0u8; SCAN_CHUNK_BYTES];
@@ -225,7 +226,11 @@ pub fn scan<R: Read>(
         buf.extend_from_slice(&chunk[..n]);
         let eof = n == 0;
         let buf_start = cursor.offset;
-        match cursor.decode_lines(&buf, |env, _| on_event(env)) {
+        let mut end = cursor.offset;
+        match cursor.decode_lines(&buf, |env, raw| {
+            end += raw.len() as u64;
+            on_event(env, end)
+        }) {
             Ok(used) => {
                 buf.drain(..used);
                 if eof {
@@ -342,7 +347,7 @@ mod tests {
     fn scan_clean_log() {
         let log = log_of(5);
         let mut seen = vec![];
-        let report = scan(&log[..], LogCursor::start(), |e| seen.push(e.seq)).unwrap();
+        let report = scan(&log[..], LogCursor::start(), |e, _| seen.push(e.seq)).unwrap();
         assert_eq!(seen, vec![1, 2, 3, 4, 5]);
         assert_eq!(report.torn, None);
         assert_eq!(report.cursor.offset, log.len() as u64);
@@ -354,7 +359,7 @@ mod tests {
         let mut log = log_of(3);
         let whole = log.len();
         log.extend_from_slice(&encode(&placed(4))[..40]);
-        let report = scan(&log[..], LogCursor::start(), |_| {}).unwrap();
+        let report = scan(&log[..], LogCursor::start(), |_, _| {}).unwrap();
         let torn = report.torn.unwrap();
         assert_eq!((torn.offset, torn.bytes), (whole as u64, 40));
         assert_eq!(report.cursor.next_seq, 4);
@@ -365,12 +370,12 @@ mod tests {
         let mut log = log_of(3);
         let last_start = log.len() - encode(&placed(3)).len();
         log[last_start + 5] ^= 0x01;
-        let report = scan(&log[..], LogCursor::start(), |_| {}).unwrap();
+        let report = scan(&log[..], LogCursor::start(), |_, _| {}).unwrap();
         assert_eq!(report.torn.unwrap().offset, last_start as u64);
         assert_eq!(report.cursor.next_seq, 3);
 
         log.extend_from_slice(&encode(&placed(4)));
-        match scan(&log[..], LogCursor::start(), |_| {}) {
+        match scan(&log[..], LogCursor::start(), |_, _| {}) {
             Err(ScanError::Corrupt(bad)) => {
                 assert_eq!((bad.line, bad.expected_seq), (3, 3));
                 assert!(matches!(bad.reason, LineError::Checksum { .. }));
@@ -384,7 +389,7 @@ mod tests {
         let mut log = log_of(2);
         encode_into(&mut log, &placed(4));
         encode_into(&mut log, &placed(5));
-        let err = scan(&log[..], LogCursor::start(), |_| {}).unwrap_err();
+        let err = scan(&log[..], LogCursor::start(), |_, _| {}).unwrap_err();
         let ScanError::Corrupt(bad) = err else {
             panic!("{err}")
         };
@@ -403,7 +408,7 @@ mod tests {
         let log = log_of(20_000); // several MiB: lines straddle read chunks
         assert!(log.len() > 2 * SCAN_CHUNK_BYTES);
         let mut count = 0;
-        let report = scan(&log[..], LogCursor::start(), |_| count += 1).unwrap();
+        let report = scan(&log[..], LogCursor::start(), |_, _| count += 1).unwrap();
         assert_eq!(count, 20_000);
         assert_eq!(report.cursor.offset, log.len() as u64);
     }
@@ -495,7 +500,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = decode_line(&bytes);
-            let _ = scan(&bytes[..], LogCursor::start(), |_| {});
+            let _ = scan(&bytes[..], LogCursor::start(), |_, _| {});
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`event`]: the events (`OrderPlaced`, `OrderCancelled`) and the [`Envelope`].
 //! - [`codec`]: one envelope <-> one checksummed line; log scanning and recovery rules.
 //! - [`state`]: the genesis (`init.txt`) / snapshot book state.
+//! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
+//! - [`watermark`]: the durable watermark side file (`<log>.durable`).
 //!
 //! ## Log format (`log.txt`), schema version 1
 //!
@@ -66,7 +68,9 @@
 pub mod codec;
 pub mod domain;
 pub mod event;
+pub mod snapshot;
 pub mod state;
+pub mod watermark;
 
 pub use codec::{
     BadLine, LineError, LogCursor, ScanError, ScanReport, TornTail, decode_line, encode,
@@ -75,6 +79,7 @@ pub use codec::{
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};
 pub use state::{BookState, StateError};
+pub use watermark::Watermark;
 
 #[cfg(test)]
 mod spec_tests {
@@ -82,7 +87,10 @@ mod spec_tests {
     #[test]
     fn documented_example_lines_decode() {
         let docs = include_str!("lib.rs");
-        let lines: Vec<&str> = docs.lines().filter_map(|l| l.strip_prefix("//! {\"seq\"")).collect();
+        let lines: Vec<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! {\"seq\""))
+            .collect();
         assert_eq!(lines.len(), 3);
         let mut log = String::new();
         for rest in lines {
@@ -91,7 +99,10 @@ mod spec_tests {
             log.push('\n');
         }
         let mut kinds = Vec::new();
-        let report = crate::scan(log.as_bytes(), crate::LogCursor::start(), |e| kinds.push(e.event.kind())).unwrap();
+        let report = crate::scan(log.as_bytes(), crate::LogCursor::start(), |e, _| {
+            kinds.push(e.event.kind())
+        })
+        .unwrap();
         assert_eq!(report.torn, None);
         assert_eq!(kinds, ["OrderPlaced", "OrderPlaced", "OrderCancelled"]);
     }

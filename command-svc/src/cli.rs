@@ -1,0 +1,119 @@
+//! Command-line flags of the write side, shared by `command-svc` and the combined
+//! `gateway` (which flattens them into its own), and the offline `verify` check.
+
+use crate::book::Book;
+use crate::{Config, FsyncMode, checkpoint};
+use shared_events::{BookState, LogCursor, ScanError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Files and durability of the write side.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WriteArgs {
+    /// Genesis state file.
+    #[arg(long, env = "FOLDBOOK_INIT", default_value = "init.txt")]
+    pub init: PathBuf,
+    /// Event log file (created if missing; locked by the writer while running).
+    #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
+    pub log: PathBuf,
+    /// `always`: fdatasync before every answer; `never`: no durability (benchmarks).
+    #[arg(long, env = "FOLDBOOK_FSYNC", value_enum, default_value_t)]
+    pub fsync: FsyncMode,
+    /// Snapshot directory [default: `snapshots/` beside the log].
+    #[arg(long, env = "FOLDBOOK_SNAPSHOTS")]
+    pub snapshots: Option<PathBuf>,
+    /// Events between two snapshots (0: only at clean shutdown).
+    #[arg(long, env = "FOLDBOOK_SNAPSHOT_EVERY", default_value_t = checkpoint::SNAPSHOT_EVERY_DEFAULT)]
+    pub snapshot_every: u64,
+}
+
+impl WriteArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            init: self.init.clone(),
+            log: self.log.clone(),
+            fsync: self.fsync,
+            snapshots: self.snapshots.clone(),
+            snapshot_every: self.snapshot_every,
+        }
+    }
+}
+
+/// Checks a log offline, without locking it (safe while a writer runs): every line's
+/// checksum and seq, and, given the genesis state, that every event fits the book.
+/// Prints a report to `out`. Returns whether the log is usable (a torn tail is; it is
+/// cut off at the next start).
+pub fn verify(log: &Path, init: Option<&Path>, out: &mut impl Write) -> std::io::Result<bool> {
+    let file = std::fs::File::open(log)?;
+    let bytes = file.metadata()?.len();
+    let mut book = match init {
+        Some(path) => match BookState::load(path) {
+            Ok(state) => Some(Book::from_state(&state)),
+            Err(e) => {
+                writeln!(out, "cannot check events against the genesis state: {e}")?;
+                None
+            }
+        },
+        None => None,
+    };
+    let (mut placed, mut cancelled) = (0u64, 0u64);
+    let mut misfit: Option<String> = None;
+    let result = shared_events::scan(
+        std::io::BufReader::new(file),
+        LogCursor::start(),
+        |env, _| {
+            match env.event {
+                shared_events::Event::OrderPlaced { .. } => placed += 1,
+                shared_events::Event::OrderCancelled { .. } => cancelled += 1,
+            }
+            if misfit.is_none()
+                && let Some(book) = book.as_mut()
+                && let Err(e) = book.apply(&env.event)
+            {
+                misfit = Some(format!("seq {}: {e}", env.seq));
+            }
+        },
+    );
+    writeln!(out, "log: {} ({bytes} bytes)", log.display())?;
+    let ok = match result {
+        Ok(report) => {
+            let head = report.cursor.next_seq - 1;
+            writeln!(
+                out,
+                "events: {head} (seq 1..={head}): {placed} OrderPlaced, {cancelled} OrderCancelled"
+            )?;
+            writeln!(out, "head seq: {head}")?;
+            match &report.torn {
+                Some(t) => writeln!(
+                    out,
+                    "torn tail: {} bytes at offset {} ({}); the next start cuts it off",
+                    t.bytes, t.offset, t.reason
+                )?,
+                None => writeln!(out, "torn tail: none")?,
+            }
+            match (&book, &misfit) {
+                (_, Some(m)) => writeln!(out, "fold: an event does not fit the book: {m}")?,
+                (Some(b), None) => writeln!(
+                    out,
+                    "fold: every event fits; {} orders rest",
+                    b.resting_count()
+                )?,
+                (None, None) => writeln!(out, "fold: not checked (no genesis state)")?,
+            }
+            writeln!(out, "first corrupt line: none")?;
+            misfit.is_none()
+        }
+        Err(ScanError::Corrupt(bad)) => {
+            writeln!(
+                out,
+                "events before the corruption: {}",
+                bad.expected_seq - 1
+            )?;
+            writeln!(out, "first corrupt line: {bad}")?;
+            false
+        }
+        Err(ScanError::Io(e)) => return Err(e),
+    };
+    writeln!(out, "{}", if ok { "OK" } else { "NOT OK" })?;
+    Ok(ok)
+}

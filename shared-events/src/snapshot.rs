@@ -1,0 +1,304 @@
+//! Checkpoints: the state of one side at seq N, so a start replays only the log
+//! after N. Each side (`kind`: `command`, `query`) stores its own body; this module
+//! holds the file format and the atomic write / newest-valid load that both share.
+//!
+//! A snapshot file `<kind>-<seq, 20 digits>.snap` is a header line (JSON
+//! [`SnapshotHeader`]) and the body bytes. The header carries the event schema
+//! version, the side's fold version, the seq and log offset it was taken at, and the
+//! body's length and CRC-32C. A file that fails any check, or was written by another
+//! fold version, is skipped (and said so): start falls back to an older snapshot or
+//! to genesis, replaying more of the log. Events are never thrown away, so a
+//! snapshot is only ever a shortcut.
+//!
+//! Writing is atomic: temp file, `fsync`, `rename`, `fsync` of the directory. The
+//! newest [`SNAPSHOTS_KEPT`] of each kind are kept.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Snapshots kept per kind; older ones are removed after a successful write.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// The first line of a snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// Which side wrote it (`command` or `query`).
+    pub kind: String,
+    /// Event schema version of the log it was folded from.
+    pub schema_version: u32,
+    /// Version of the side's fold; another version means another state shape.
+    pub fold_version: u32,
+    /// The last event folded into it.
+    pub seq: u64,
+    /// Log length in bytes after event `seq`: where replay continues.
+    pub log_offset: u64,
+    pub body_bytes: u64,
+    /// CRC-32C of the body, 8 lowercase hex digits.
+    pub body_crc: String,
+}
+
+/// The default snapshot directory: `snapshots/` beside the log.
+pub fn default_dir(log: &Path) -> PathBuf {
+    log.with_file_name("snapshots")
+}
+
+fn file_name(kind: &str, seq: u64) -> String {
+    format!("{kind}-{seq:020}.snap")
+}
+
+/// Writes a snapshot atomically and prunes old ones of the same kind. Returns its path.
+pub fn write(
+    dir: &Path,
+    kind: &str,
+    fold_version: u32,
+    seq: u64,
+    log_offset: u64,
+    body: &[u8],
+) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let header = SnapshotHeader {
+        kind: kind.to_owned(),
+        schema_version: crate::SCHEMA_VERSION,
+        fold_version,
+        seq,
+        log_offset,
+        body_bytes: body.len() as u64,
+        body_crc: format!("{:08x}", crc32c::crc32c(body)),
+    };
+    let final_path = dir.join(file_name(kind, seq));
+    let tmp_path = dir.join(format!(".{}.tmp", file_name(kind, seq)));
+    {
+        let mut tmp = File::create(&tmp_path)?;
+        serde_json::to_writer(&mut tmp, &header)?;
+        tmp.write_all(b"\n")?;
+        tmp.write_all(body)?;
+        tmp.sync_all()?;
+    }
+    fs::rename(&tmp_path, &final_path)?;
+    File::open(dir)?.sync_all()?;
+    for old in list(dir, kind)?.into_iter().skip(SNAPSHOTS_KEPT) {
+        let _ = fs::remove_file(old.1);
+    }
+    Ok(final_path)
+}
+
+/// Snapshot files of `kind` in `dir`, newest first, as (seq, path).
+fn list(dir: &Path, kind: &str) -> io::Result<Vec<(u64, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let prefix = format!("{kind}-");
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(seq) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".snap"))
+        else {
+            continue;
+        };
+        if let Ok(seq) = seq.parse::<u64>() {
+            found.push((seq, entry.path()));
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found)
+}
+
+/// Reads and checks one snapshot file; the error says why it is not usable.
+pub fn read(
+    path: &Path,
+    kind: &str,
+    fold_version: u32,
+) -> Result<(SnapshotHeader, Vec<u8>), String> {
+    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let nl = memchr::memchr(b'\n', &bytes).ok_or("no header line")?;
+    let header: SnapshotHeader =
+        serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("bad header: {e}"))?;
+    let body = &bytes[nl + 1..];
+    if header.kind != kind {
+        return Err(format!("kind {:?}, expected {kind:?}", header.kind));
+    }
+    if header.schema_version != crate::SCHEMA_VERSION {
+        return Err(format!(
+            "event schema version {} (this build: {})",
+            header.schema_version,
+            crate::SCHEMA_VERSION
+        ));
+    }
+    if header.fold_version != fold_version {
+        return Err(format!(
+            "fold version {} (this build: {fold_version})",
+            header.fold_version
+        ));
+    }
+    if header.body_bytes != body.len() as u64 {
+        return Err(format!(
+            "body is {} bytes, header says {}",
+            body.len(),
+            header.body_bytes
+        ));
+    }
+    let crc = format!("{:08x}", crc32c::crc32c(body));
+    if header.body_crc != crc {
+        return Err(format!(
+            "body checksum {crc}, header says {}",
+            header.body_crc
+        ));
+    }
+    Ok((header, body.to_vec()))
+}
+
+/// What [`load_newest`] found.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub header: SnapshotHeader,
+    pub path: PathBuf,
+    pub state: T,
+}
+
+/// The newest snapshot of `kind` that passes every check and that `accept` (which
+/// decodes the body and checks it against the log) takes. Every skipped file is
+/// reported through `skipped(path, reason)`.
+pub fn load_newest<T>(
+    dir: &Path,
+    kind: &str,
+    fold_version: u32,
+    mut accept: impl FnMut(&SnapshotHeader, &[u8]) -> Result<T, String>,
+    mut skipped: impl FnMut(&Path, &str),
+) -> io::Result<Option<Loaded<T>>> {
+    for (_, path) in list(dir, kind)? {
+        match read(&path, kind, fold_version)
+            .and_then(|(header, body)| Ok((accept(&header, &body)?, header)))
+        {
+            Ok((state, header)) => {
+                return Ok(Some(Loaded {
+                    header,
+                    path,
+                    state,
+                }));
+            }
+            Err(reason) => skipped(&path, &reason),
+        }
+    }
+    Ok(None)
+}
+
+/// Checks that a log at `log` continues a snapshot taken at (`seq`, `offset`): the log
+/// is at least that long, the byte before `offset` ends a line, and the line at
+/// `offset`, if complete, carries `seq + 1`. A log that was replaced or truncated
+/// behind the snapshot's back fails, and the snapshot is not used.
+pub fn check_log_continues(log: &Path, seq: u64, offset: u64) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match File::open(log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => return Ok(()),
+        Err(e) => return Err(format!("cannot open the log: {e}")),
+    };
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len < offset {
+        return Err(format!(
+            "the log is {len} bytes, shorter than the snapshot's offset {offset}"
+        ));
+    }
+    if offset == 0 {
+        return Ok(());
+    }
+    file.seek(SeekFrom::Start(offset - 1))
+        .map_err(|e| e.to_string())?;
+    let mut buf =
+        vec![0u8; (len - offset + 1).min(crate::codec::LINE_BYTES_MAX as u64 + 1) as usize];
+    file.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    if buf[0] != b'\n' {
+        return Err(format!("byte {offset} of the log does not start a line"));
+    }
+    if let Some(nl) = memchr::memchr(b'\n', &buf[1..]) {
+        let env = crate::decode_line(&buf[1..1 + nl])
+            .map_err(|e| format!("the line after the snapshot: {e}"))?;
+        if env.seq != seq + 1 {
+            return Err(format!(
+                "the line after the snapshot has seq {}, expected {}",
+                env.seq,
+                seq + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_load_prune_and_skip_bad_ones() {
+        let dir = std::env::temp_dir().join(format!(
+            "snap-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        for seq in [10, 20, 30] {
+            write(
+                &dir,
+                "command",
+                1,
+                seq,
+                seq * 100,
+                format!("body {seq}").as_bytes(),
+            )
+            .unwrap();
+        }
+        write(&dir, "query", 1, 40, 4000, b"query body").unwrap();
+        let names: Vec<_> = list(&dir, "command")
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(names, vec![30, 20], "the newest two are kept");
+
+        let mut skipped = Vec::new();
+        let ok = |_: &SnapshotHeader, body: &[u8]| Ok(String::from_utf8(body.to_vec()).unwrap());
+        let loaded = load_newest(&dir, "command", 1, ok, |p, r| {
+            skipped.push((p.to_owned(), r.to_owned()))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((loaded.header.seq, loaded.state.as_str()), (30, "body 30"));
+
+        // Damage the newest: the older one is used and the damage reported.
+        let newest = dir.join(file_name("command", 30));
+        let mut bytes = fs::read(&newest).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&newest, bytes).unwrap();
+        let loaded = load_newest(&dir, "command", 1, ok, |p, r| {
+            skipped.push((p.to_owned(), r.to_owned()))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(loaded.header.seq, 20);
+        assert!(skipped[0].1.contains("checksum"), "{skipped:?}");
+
+        // Another fold version: nothing usable.
+        skipped.clear();
+        assert!(
+            load_newest(&dir, "command", 2, ok, |p, r| skipped
+                .push((p.to_owned(), r.to_owned())))
+            .unwrap()
+            .is_none()
+        );
+        assert_eq!(skipped.len(), 2);
+        assert!(
+            skipped.iter().all(|(_, r)| r.contains("fold version 1")),
+            "{skipped:?}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
