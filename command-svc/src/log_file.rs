@@ -189,7 +189,9 @@ impl ReplayProgress {
     fn event(&mut self, end_offset: u64) {
         self.events += 1;
         // Looking at the clock every event would cost more than decoding it.
-        if self.events % 4096 == 0 && self.last_report.elapsed() >= REPLAY_PROGRESS_INTERVAL {
+        if self.events.is_multiple_of(4096)
+            && self.last_report.elapsed() >= REPLAY_PROGRESS_INTERVAL
+        {
             self.last_report = Instant::now();
             let span = (self.total_bytes - self.start_offset).max(1);
             let percent = 100.0 * (end_offset - self.start_offset) as f64 / span as f64;

@@ -1,8 +1,9 @@
 //! # shared-events
 //!
 //! The one crate `command-svc` and `query-svc` share: the event vocabulary, the log
-//! line codec, and the book-state schema. It holds no I/O runtime and no HTTP, only
-//! types, pure functions and `std::io::Read` for scanning.
+//! line codec, the book-state schema, and the two small files both sides agree on
+//! (snapshots, the durable watermark). It holds no I/O runtime and no HTTP: types,
+//! pure functions, and plain `std` file access.
 //!
 //! ## Layout
 //!

@@ -107,7 +107,7 @@ fn list(dir: &Path, kind: &str) -> io::Result<Vec<(u64, PathBuf)>> {
             found.push((seq, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(found)
 }
 

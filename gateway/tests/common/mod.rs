@@ -49,9 +49,15 @@ impl Proc {
     /// Starts `bin` with `args` plus `--listen 127.0.0.1:0`, and waits for its
     /// "listening on http://..." line.
     pub fn start(bin: &str, dir: &Path, args: &[&str]) -> Proc {
+        Proc::start_with_env(bin, dir, args, &[])
+    }
+
+    /// [`Proc::start`] with extra environment variables.
+    pub fn start_with_env(bin: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(binary(bin))
             .current_dir(dir)
             .args(args)
+            .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
