@@ -161,6 +161,7 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
         "events_appended".into(),
         stats.events_appended.load(Ordering::Relaxed).into(),
     );
+    map.insert("uptime_s".into(), stats.started.elapsed().as_secs().into());
     map.insert(
         "fsync_batches".into(),
         stats.batches.load(Ordering::Relaxed).into(),

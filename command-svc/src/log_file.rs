@@ -152,10 +152,7 @@ impl LogFile {
         self.file
             .seek(SeekFrom::Start(report.cursor.offset))
             .map_err(io_err)?;
-        let mark = Watermark {
-            seq: report.cursor.next_seq - 1,
-            offset: report.cursor.offset,
-        };
+        let mark = Watermark::now(report.cursor.next_seq - 1, report.cursor.offset);
         self.publish_durable(mark).map_err(io_err)?;
         Ok(Recovery {
             cursor: report.cursor,

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
+    /// Log line format.
+    #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: command_svc::runtime::LogFormat,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
@@ -32,8 +35,8 @@ enum Sub {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    command_svc::runtime::init_tracing();
     let args = Args::parse();
+    command_svc::runtime::init_tracing(args.log_format);
     if let Some(Sub::Verify { log }) = &args.command {
         let log = log.as_ref().unwrap_or(&args.write.log);
         let init = args

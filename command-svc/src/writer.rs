@@ -106,8 +106,10 @@ enum Request {
 }
 
 /// Counters the writer publishes, read by /health and /metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
+    /// When the writer started.
+    pub started: std::time::Instant,
     /// Seq of the last event decided (may not be durable yet).
     pub head_seq: AtomicU64,
     /// Seq of the last event made durable (or written, with `--fsync never`).
@@ -184,7 +186,13 @@ pub fn spawn<S: Storage>(
     options: WriterOptions,
 ) -> (CommandHandle, WriterTask) {
     let (tx, rx) = mpsc::channel(QUEUE_COMMANDS_MAX);
-    let stats = Arc::new(WriterStats::default());
+    let stats = Arc::new(WriterStats {
+        started: std::time::Instant::now(),
+        head_seq: AtomicU64::new(0),
+        durable_seq: AtomicU64::new(0),
+        events_appended: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+    });
     let last_seq = end.next_seq - 1;
     stats.head_seq.store(last_seq, Ordering::Relaxed);
     stats.durable_seq.store(last_seq, Ordering::Relaxed);
@@ -201,6 +209,7 @@ pub fn spawn<S: Storage>(
         snapshots: options.snapshots,
         snapshot_seq: last_seq,
         snapshot_in_flight: None,
+        metrics: WriterMetrics::new(),
     };
     let join = std::thread::Builder::new()
         .name("writer".into())
@@ -236,6 +245,30 @@ struct Writer<S> {
     snapshot_seq: u64,
     /// A snapshot being written in the background; at most one at a time.
     snapshot_in_flight: Option<std::thread::JoinHandle<()>>,
+    metrics: WriterMetrics,
+}
+
+/// Prometheus handles, looked up once.
+struct WriterMetrics {
+    events_appended: metrics::Counter,
+    batches: metrics::Counter,
+    batch_events: metrics::Histogram,
+    fsync_seconds: metrics::Histogram,
+    head_seq: metrics::Gauge,
+    durable_seq: metrics::Gauge,
+}
+
+impl WriterMetrics {
+    fn new() -> Self {
+        WriterMetrics {
+            events_appended: metrics::counter!("foldbook_events_appended_total"),
+            batches: metrics::counter!("foldbook_fsync_batches_total"),
+            batch_events: metrics::histogram!("foldbook_batch_events"),
+            fsync_seconds: metrics::histogram!("foldbook_fsync_seconds"),
+            head_seq: metrics::gauge!("foldbook_head_seq"),
+            durable_seq: metrics::gauge!("foldbook_durable_seq"),
+        }
+    }
 }
 
 impl<S: Storage> Writer<S> {
@@ -286,11 +319,8 @@ impl<S: Storage> Writer<S> {
             let head_seq = self.next_seq - 1;
             self.stats.head_seq.store(head_seq, Ordering::Release);
             if !buf.is_empty() {
-                let mark = Watermark {
-                    seq: head_seq,
-                    offset: self.offset + buf.len() as u64,
-                };
-                if let Err(reason) = self.commit(&buf, mark) {
+                let end_offset = self.offset + buf.len() as u64;
+                if let Err(reason) = self.commit(&buf, head_seq, end_offset) {
                     for (reply, _) in answers.drain(..) {
                         let _ = reply.send(Err(DispatchError::Unavailable(format!(
                             "log write failed: {reason}"
@@ -298,13 +328,18 @@ impl<S: Storage> Writer<S> {
                     }
                     return Err(reason);
                 }
-                self.offset = mark.offset;
+                self.offset = end_offset;
                 let events = answers.iter().filter(|(_, d)| d.is_ok()).count() as u64;
                 self.stats
                     .events_appended
                     .fetch_add(events, Ordering::Relaxed);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.durable_seq.store(head_seq, Ordering::Release);
+                self.metrics.events_appended.increment(events);
+                self.metrics.batches.increment(1);
+                self.metrics.batch_events.record(events as f64);
+                self.metrics.head_seq.set(head_seq as f64);
+                self.metrics.durable_seq.set(head_seq as f64);
                 self.durable.send_replace(head_seq);
             }
             let durable = self.fsync == FsyncMode::Always;
@@ -322,16 +357,21 @@ impl<S: Storage> Writer<S> {
         Ok(())
     }
 
-    /// Write, sync (unless `--fsync never`), then tell readers. Any failure is fatal.
-    fn commit(&mut self, buf: &[u8], mark: Watermark) -> Result<(), String> {
+    /// Write, sync (unless `--fsync never`), then tell readers how far the log is
+    /// durable, stamped with the time it became so. Any failure is fatal.
+    fn commit(&mut self, buf: &[u8], seq: u64, end_offset: u64) -> Result<(), String> {
         self.storage
             .append(buf)
             .map_err(|e| format!("write: {e}"))?;
         if self.fsync == FsyncMode::Always {
+            let started = std::time::Instant::now();
             self.storage.sync().map_err(|e| format!("fdatasync: {e}"))?;
+            self.metrics
+                .fsync_seconds
+                .record(started.elapsed().as_secs_f64());
         }
         self.storage
-            .publish_durable(mark)
+            .publish_durable(Watermark::now(seq, end_offset))
             .map_err(|e| format!("durable watermark: {e}"))
     }
 

@@ -4,6 +4,9 @@
 //! side and the read side in this process: command-svc's writer appends to the log,
 //! query-svc's tailer follows the same file exactly as it would from another process,
 //! and their routes share one warp server. `/health` merges both sides' fields.
+//! In proxy mode ([`proxy`]) it fronts separately running services instead.
+
+pub mod proxy;
 
 use command_svc::CommandHandle;
 use query_svc::QueryState;
@@ -25,14 +28,21 @@ const INDEX: &str = "foldbook: an event-sourced order book\n\
   GET  /trades[?limit=N]               recent trades, newest first\n\
   GET  /health                         sequence numbers and status\n";
 
+/// `GET /`: what is here.
+pub fn index() -> BoxedFilter<(Response,)> {
+    warp::path::end()
+        .and(warp::get())
+        .map(|| {
+            warp::http::Response::builder()
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(INDEX.into())
+                .expect("valid response")
+        })
+        .boxed()
+}
+
 /// Every route of the combined gateway, errors as JSON.
 pub fn combined_routes(command: CommandHandle, query: Arc<QueryState>) -> BoxedFilter<(Response,)> {
-    let index = warp::path::end().and(warp::get()).map(|| {
-        warp::http::Response::builder()
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(INDEX.into())
-            .expect("valid response")
-    });
     let health_command = command.clone();
     let health_query = query.clone();
     let health = warp::path("health")
@@ -56,7 +66,7 @@ pub fn combined_routes(command: CommandHandle, query: Arc<QueryState>) -> BoxedF
         .unify()
         .or(health)
         .unify()
-        .or(index)
+        .or(index())
         .unify()
         .recover(command_svc::http::recover)
         .unify()

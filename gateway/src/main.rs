@@ -1,5 +1,6 @@
 //! `gateway`: the whole API on one listener (default `127.0.0.1:8080`). Without
-//! upstream URLs it runs in combined mode: write side and read side in this process.
+//! upstream URLs it runs in combined mode: write side and read side in this process;
+//! with `--command-url` and `--query-url` it proxies to separately running services.
 
 use anyhow::Context;
 use clap::Parser;
@@ -10,17 +11,38 @@ use std::net::SocketAddr;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// Log line format.
+    #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: command_svc::runtime::LogFormat,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     #[command(flatten)]
     write: command_svc::cli::WriteArgs,
+    /// Proxy mode: the command-svc to send writes to (e.g. http://127.0.0.1:8081).
+    #[arg(long, env = "GATEWAY_COMMAND_URL", requires = "query_url")]
+    command_url: Option<String>,
+    /// Proxy mode: a query-svc replica to send reads to; repeat for several (round
+    /// robin over the healthy ones). In the environment: comma-separated.
+    #[arg(
+        long,
+        env = "GATEWAY_QUERY_URL",
+        value_delimiter = ',',
+        requires = "command_url"
+    )]
+    query_url: Vec<String>,
+    /// Proxy mode: longest wait for an upstream's answer, in milliseconds.
+    #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_MS", default_value_t = gateway::proxy::UPSTREAM_TIMEOUT_DEFAULT.as_millis() as u64)]
+    upstream_timeout_ms: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::init_tracing();
     let args = Args::parse();
+    runtime::init_tracing(args.log_format);
+    if let Some(command_url) = &args.command_url {
+        return proxy(&args, command_url).await;
+    }
     let command_config = args.write.config();
     let (handle, writer) =
         command_svc::start(&command_config).context("starting the write side")?;
@@ -47,4 +69,27 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)
         .context("the writer failed")
+}
+
+/// Proxy mode: front separately running command-svc and query-svc processes.
+async fn proxy(args: &Args, command_url: &str) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_millis(args.upstream_timeout_ms);
+    let upstreams = std::sync::Arc::new(gateway::proxy::Upstreams::new(
+        command_url,
+        &args.query_url,
+        timeout,
+    ));
+    tracing::info!(command = %command_url, query = ?args.query_url, "proxy mode");
+    let checker = tokio::spawn(upstreams.clone().check_health());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    runtime::serve(
+        listener,
+        gateway::proxy::routes(upstreams),
+        std::future::pending(),
+    )
+    .await?;
+    checker.abort();
+    Ok(())
 }

@@ -83,7 +83,11 @@ fn start_load(
                         }
                         continue;
                     }
-                    let side = if (c + i).is_multiple_of(2) { "buy" } else { "sell" };
+                    let side = if (c + i).is_multiple_of(2) {
+                        "buy"
+                    } else {
+                        "sell"
+                    };
                     let price = 90 + (c * 5 + i * 7) % 21;
                     let url = format!("{base}/{side}/{user}/{price}?qty={}", 1 + i % 3);
                     let Ok(res) = client.post(&url).send().await else {

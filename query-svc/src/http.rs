@@ -170,6 +170,12 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
     let mut map = serde_json::Map::new();
     map.insert("durable_seq".into(), state.durable_seq().into());
     map.insert("applied_seq".into(), state.applied_seq().into());
+    let behind = state.durable_seq().saturating_sub(state.applied_seq());
+    map.insert("behind".into(), behind.into());
+    map.insert(
+        "last_lag_ms".into(),
+        (state.last_lag_us() as f64 / 1000.0).into(),
+    );
     map.insert("uptime_s".into(), state.uptime_s().into());
     if let Some(e) = state.error() {
         map.insert("read_error".into(), e.into());

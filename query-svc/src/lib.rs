@@ -78,6 +78,8 @@ pub struct QueryState {
     applied: watch::Sender<u64>,
     /// The writer's durable seq, as last read from its watermark.
     durable_seq: AtomicU64,
+    /// Commit-to-visible lag of the last applied event, in microseconds.
+    last_lag_us: AtomicU64,
     /// When this read side started.
     started: Instant,
 }
@@ -95,6 +97,7 @@ impl QueryState {
             error: Mutex::new(None),
             applied: watch::channel(model.seq).0,
             durable_seq: AtomicU64::new(0),
+            last_lag_us: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -117,6 +120,15 @@ impl QueryState {
     /// The writer's durable seq as this side last saw it.
     pub fn durable_seq(&self) -> u64 {
         self.durable_seq.load(Ordering::Relaxed)
+    }
+
+    /// Commit-to-visible lag of the last applied event, in microseconds.
+    pub fn last_lag_us(&self) -> u64 {
+        self.last_lag_us.load(Ordering::Relaxed)
+    }
+
+    fn set_last_lag_us(&self, lag_us: u64) {
+        self.last_lag_us.store(lag_us, Ordering::Relaxed);
     }
 
     fn set_durable_seq(&self, seq: u64) {

@@ -15,6 +15,9 @@ mod runtime;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// Log line format.
+    #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: runtime::LogFormat,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "QUERY_LISTEN", default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
@@ -37,8 +40,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::init_tracing();
     let args = Args::parse();
+    runtime::init_tracing(args.log_format);
     let config = query_svc::Config {
         init: args.init,
         log: args.log,

@@ -82,6 +82,8 @@ pub fn spawn(setup: TailerSetup, state: Arc<QueryState>) -> TailerTask {
         lag: LagWindow::default(),
         snapshots: setup.snapshots,
         snapshot_in_flight: None,
+        lag_seconds: metrics::histogram!("foldbook_lag_seconds"),
+        applied_seq: metrics::gauge!("foldbook_applied_seq"),
     };
     let (stop2, wake2) = (stop.clone(), wake.clone());
     let join = std::thread::Builder::new()
@@ -112,6 +114,9 @@ struct Tailer {
     snapshot_seq: u64,
     /// A snapshot being written in the background; at most one at a time.
     snapshot_in_flight: Option<std::thread::JoinHandle<()>>,
+    /// Commit-to-visible lag of every applied event.
+    lag_seconds: metrics::Histogram,
+    applied_seq: metrics::Gauge,
 }
 
 /// Watches the log's directory (the log may not exist yet, and the watermark file
@@ -221,10 +226,16 @@ impl Tailer {
             self.cursor.offset += line_len;
             self.cursor.lines += 1;
             self.cursor.next_seq += 1;
-            self.lag.record(now_us.saturating_sub(env.ts_us));
+            // Lag counts from when the event became durable (acknowledgeable), which
+            // is at or after its commit timestamp.
+            let lag_us = now_us.saturating_sub(env.ts_us.max(mark.ts_us));
+            self.lag.record(lag_us);
+            self.lag_seconds.record(lag_us as f64 / 1e6);
+            self.state.set_last_lag_us(lag_us);
         }
         if self.model.seq != applied_before {
             self.publish();
+            self.applied_seq.set(self.model.seq as f64);
             tracing::debug!(
                 seq = self.model.seq,
                 events = self.model.seq - applied_before,

@@ -106,7 +106,7 @@ fn append(config: &Config, bytes: &[u8]) {
 fn mark_durable(config: &Config, seq: u64) {
     let offset = std::fs::metadata(&config.log).map_or(0, |m| m.len());
     let path = shared_events::watermark::path_for(&config.log);
-    std::fs::write(path, Watermark { seq, offset }.encode()).unwrap();
+    std::fs::write(path, Watermark::now(seq, offset).encode()).unwrap();
 }
 
 async fn get(service: &QueryService, path: &str) -> (StatusCode, serde_json::Value, u64) {
@@ -149,15 +149,7 @@ async fn follows_a_log_that_appears_and_grows() {
     let durable_2 = std::fs::metadata(&config.log).unwrap().len();
     append(&config, &lines[2]);
     let path = shared_events::watermark::path_for(&config.log);
-    std::fs::write(
-        &path,
-        Watermark {
-            seq: 2,
-            offset: durable_2,
-        }
-        .encode(),
-    )
-    .unwrap();
+    std::fs::write(&path, Watermark::now(2, durable_2).encode()).unwrap();
     wait_applied(&service, 2).await;
     let (_, book, applied) = get(&service, "/orderbook").await;
     assert_eq!(

@@ -4,12 +4,15 @@
 //! loss could still take back.
 //!
 //! Format: one line of exactly [`WATERMARK_BYTES`] bytes, rewritten in place:
-//! `SSSSSSSSSSSSSSSSSSSS OOOOOOOOOOOOOOOOOOOO CCCCCCCC\n`: the durable seq and the log's
-//! durable byte length as 20 zero-padded decimal digits each, then the CRC-32C of the
-//! 41 bytes before it as 8 lowercase hex digits. A reader that catches a rewrite half
-//! done sees a checksum mismatch and simply reads again later. The file is a hint, not
-//! a record: it is not fsynced, and the writer rewrites it at every start after
-//! recovery. It never runs ahead of the log, since it is written after the log's sync.
+//! `SEQ OFFSET TS CRC\n`: the durable seq, the log's durable byte length, and the time
+//! it became durable (microseconds since the Unix epoch), as 20 zero-padded decimal
+//! digits each, separated by single spaces, then a space and the CRC-32C of the 62
+//! bytes before it as 8 lowercase hex digits. Readers measure their lag from `TS`:
+//! the moment the writer could acknowledge the events. A reader that catches a
+//! rewrite half done sees a checksum mismatch and simply reads again later. The file
+//! is a hint, not a record: it is not fsynced, and the writer rewrites it at every
+//! start after recovery. It never runs ahead of the log, since it is written after
+//! the log's sync.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -17,7 +20,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Length of the watermark file, newline included.
-pub const WATERMARK_BYTES: usize = 20 + 1 + 20 + 1 + 8 + 1;
+pub const WATERMARK_BYTES: usize = 3 * 21 + 8 + 1;
+/// Bytes covered by the checksum: the three numbers and the spaces between them.
+const COVERED_BYTES: usize = 3 * 21 - 1;
 
 /// How far the log is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +31,8 @@ pub struct Watermark {
     pub seq: u64,
     /// The log's durable length in bytes: the end of line `seq`.
     pub offset: u64,
+    /// When it became durable, microseconds since the Unix epoch.
+    pub ts_us: u64,
 }
 
 /// The watermark file that goes with a log file.
@@ -39,9 +46,17 @@ pub fn path_for(log: &Path) -> PathBuf {
 }
 
 impl Watermark {
+    /// A watermark stamped with the current time.
+    pub fn now(seq: u64, offset: u64) -> Watermark {
+        let ts_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Watermark { seq, offset, ts_us }
+    }
+
     pub fn encode(&self) -> [u8; WATERMARK_BYTES] {
-        let text = format!("{:020} {:020} ", self.seq, self.offset);
-        let crc = crc32c::crc32c(&text.as_bytes()[..41]);
+        let text = format!("{:020} {:020} {:020} ", self.seq, self.offset, self.ts_us);
+        let crc = crc32c::crc32c(&text.as_bytes()[..COVERED_BYTES]);
         let line = format!("{text}{crc:08x}\n");
         line.as_bytes().try_into().expect("fixed width")
     }
@@ -49,27 +64,27 @@ impl Watermark {
     /// `None` for anything that is not a whole, valid watermark line.
     pub fn decode(bytes: &[u8]) -> Option<Watermark> {
         if bytes.len() != WATERMARK_BYTES
-            || bytes[20] != b' '
-            || bytes[41] != b' '
-            || bytes[50] != b'\n'
+            || [20, 41, 62].iter().any(|&i| bytes[i] != b' ')
+            || bytes[WATERMARK_BYTES - 1] != b'\n'
         {
             return None;
         }
-        let digits = |b: &[u8]| -> Option<u64> {
+        let number = |b: &[u8]| -> Option<u64> {
             if !b.iter().all(u8::is_ascii_digit) {
                 return None;
             }
             std::str::from_utf8(b).ok()?.parse().ok()
         };
-        let crc = std::str::from_utf8(&bytes[42..50]).ok()?;
+        let crc = std::str::from_utf8(&bytes[63..71]).ok()?;
         if crc.bytes().any(|c| c.is_ascii_uppercase())
-            || u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(&bytes[..41])
+            || u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(&bytes[..COVERED_BYTES])
         {
             return None;
         }
         Some(Watermark {
-            seq: digits(&bytes[..20])?,
-            offset: digits(&bytes[21..41])?,
+            seq: number(&bytes[..20])?,
+            offset: number(&bytes[21..41])?,
+            ts_us: number(&bytes[42..62])?,
         })
     }
 
@@ -115,6 +130,7 @@ mod tests {
         let mark = Watermark {
             seq: 42,
             offset: 123_456,
+            ts_us: 1_795_000_000_000_000,
         };
         let bytes = mark.encode();
         assert_eq!(Watermark::decode(&bytes), Some(mark));
@@ -137,13 +153,16 @@ mod tests {
         file.publish(Watermark {
             seq: 10_000,
             offset: 99,
+            ts_us: 3,
         })
         .unwrap();
-        file.publish(Watermark { seq: 7, offset: 5 }).unwrap();
-        assert_eq!(
-            Watermark::read(&path).unwrap(),
-            Some(Watermark { seq: 7, offset: 5 })
-        );
+        let mark = Watermark {
+            seq: 7,
+            offset: 5,
+            ts_us: 2,
+        };
+        file.publish(mark).unwrap();
+        assert_eq!(Watermark::read(&path).unwrap(), Some(mark));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

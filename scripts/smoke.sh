@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# A curl walk-through against a running server: places, matches and cancels orders,
+# reads them back, and checks each answer. Leaves its orders in the log.
+#
+#   scripts/smoke.sh                        against http://127.0.0.1:8080
+#   scripts/smoke.sh http://127.0.0.1:18080
+set -euo pipefail
+base=${1:-http://127.0.0.1:8080}
+user=smoke$$
+step=0
+
+say() { step=$((step + 1)); printf '\n%d. %s\n' "$step" "$*"; }
+call() { # method path expected-status -> prints the body
+    local method=$1 path=$2 want=$3 out status
+    out=$(curl -sS -X "$method" -w '\n%{http_code}' "$base$path")
+    status=${out##*$'\n'}
+    body=${out%$'\n'*}
+    printf '   %s %s -> %s %s\n' "$method" "$path" "$status" "$body"
+    if [ "$status" != "$want" ]; then
+        echo "smoke.sh: expected $want from $method $path, got $status" >&2
+        exit 1
+    fi
+}
+field() { # name: a number from $body
+    sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" <<<"$body" | head -n1
+}
+
+say "health"
+call GET /health 200
+say "a buy below the best ask rests"
+call POST "/buy/$user/50?qty=2" 201
+id=$(sed -n 's/.*"order":{"id":\([0-9]*\).*/\1/p' <<<"$body")
+say "it is in the book (read-your-writes: wait for its seq)"
+seq=$(field seq)
+for _ in $(seq 1 50); do
+    call GET /orderbook 200 >/dev/null
+    [ "$(field seq)" -ge "$seq" ] && break
+    sleep 0.1
+done
+grep -q "\"id\":$id" <<<"$body" || { echo "smoke.sh: order $id not in the book" >&2; exit 1; }
+echo "   order $id is in the book at seq $(field seq)"
+say "the order itself"
+call GET "/orders/$id" 200
+say "someone else may not cancel it"
+call POST "/cancel/not$user/$id" 403
+say "its owner may"
+call POST "/cancel/$user/$id" 200
+say "twice is 404"
+call POST "/cancel/$user/$id" 404
+say "bad input is a 400 with a message"
+call POST "/buy/$user/0" 400
+call POST "/buy/$user/100?qty=many" 400
+say "a sell that crosses the best bid trades"
+call POST "/sell/$user/1" 201
+say "recent trades and this user's orders"
+call GET "/trades?limit=3" 200
+call GET "/users/$user/orders" 200
+say "metrics"
+curl -fsS "$base/metrics" | grep -c '^foldbook_' | sed 's/^/   metric lines: /'
+printf '\nsmoke.sh: all %d steps passed against %s\n' "$step" "$base"
