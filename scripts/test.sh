@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace on a fresh machine. Installs what the tests need
-# when it is missing (today: only the Rust toolchain's own cargo, which must exist).
+# Runs every test on a fresh machine, installing what the tests need when it is
+# missing: the Rust workspace's tests, then the deployment checks (which install
+# Debian's docker-compose and systemd when missing).
 #
 #   scripts/test.sh            all tests
 #   scripts/test.sh -- NAME    extra arguments go to `cargo test` (e.g. a test name filter)
@@ -15,3 +16,4 @@ fi
 # The black-box tests start the real binaries, so build all of them first.
 cargo build --locked --workspace --bins
 cargo test --locked --workspace "$@"
+scripts/check-deploy.sh

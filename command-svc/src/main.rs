@@ -36,7 +36,7 @@ enum Sub {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    command_svc::runtime::init_tracing(args.log_format);
+    command_svc::runtime::init(args.log_format);
     if let Some(Sub::Verify { log }) = &args.command {
         let log = log.as_ref().unwrap_or(&args.write.log);
         let init = args

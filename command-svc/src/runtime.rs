@@ -24,8 +24,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stderr at `RUST_LOG` (default `info`) in `format`.
-pub fn init_tracing(format: LogFormat) {
+/// Sets up the process: logs to stderr at `RUST_LOG` (default `info`) in `format`,
+/// and the Prometheus recorder, before anything records a metric.
+pub fn init(format: LogFormat) {
+    metrics();
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -39,7 +39,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    runtime::init_tracing(args.log_format);
+    runtime::init(args.log_format);
     if let Some(command_url) = &args.command_url {
         return proxy(&args, command_url).await;
     }

@@ -41,7 +41,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    runtime::init_tracing(args.log_format);
+    runtime::init(args.log_format);
     let config = query_svc::Config {
         init: args.init,
         log: args.log,
