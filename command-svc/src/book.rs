@@ -4,6 +4,7 @@
 //! startup is `apply` over the log; live commands are `decide` then `apply`.
 
 use crate::command::{Command, Rejection};
+use shared_events::domain::resting_fingerprint;
 use shared_events::{BookState, Event, Fill, Order, Side};
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,6 +35,8 @@ pub struct Book {
     index: HashMap<u64, (Side, u64)>,
     /// The id the next placed order gets.
     next_order_id: u64,
+    /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
+    digest: u64,
 }
 
 /// An event that does not fit the book it is applied to: the log and the state
@@ -50,6 +53,7 @@ impl Book {
             asks: BTreeMap::new(),
             index: HashMap::with_capacity(state.orders.len()),
             next_order_id: state.next_order_id,
+            digest: 0,
         };
         for o in &state.orders {
             book.rest(o.id, &o.user, o.side, o.price, o.qty);
@@ -91,6 +95,11 @@ impl Book {
 
     pub fn next_order_id(&self) -> u64 {
         self.next_order_id
+    }
+
+    /// Digest of the resting orders, comparable with the read side's.
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// Number of resting orders.
@@ -178,7 +187,11 @@ impl Book {
                     idempotency_key: idempotency_key.clone(),
                 })
             }
-            Command::Cancel { user, order_id } => {
+            Command::Cancel {
+                user,
+                order_id,
+                idempotency_key,
+            } => {
                 let (side, price) = *self
                     .index
                     .get(order_id)
@@ -191,6 +204,7 @@ impl Book {
                     order_id: *order_id,
                     user: user.clone(),
                     cancelled_qty: resting.qty,
+                    idempotency_key: idempotency_key.clone(),
                 })
             }
         }
@@ -245,6 +259,7 @@ impl Book {
                 order_id,
                 user,
                 cancelled_qty,
+                ..
             } => {
                 let Some(&(side, price)) = self.index.get(order_id) else {
                     return Err(FoldError(format!(
@@ -265,6 +280,9 @@ impl Book {
 
     fn rest(&mut self, id: u64, user: &str, side: Side, price: u64, qty: u64) {
         debug_assert!(qty > 0);
+        self.digest = self
+            .digest
+            .wrapping_add(resting_fingerprint(id, user, side, price, qty));
         self.levels_mut(side).entry(price).or_default().insert(
             id,
             Resting {
@@ -277,10 +295,19 @@ impl Book {
 
     /// Removes `qty` from a resting order known to hold at least that much.
     fn take(&mut self, id: u64, side: Side, price: u64, qty: u64) {
-        let levels = self.levels_mut(side);
+        let levels = match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
         let level = levels.get_mut(&price).expect("checked: the level exists");
         let resting = level.get_mut(&id).expect("checked: the order rests here");
+        let before = resting_fingerprint(id, &resting.user, side, price, resting.qty);
         resting.qty -= qty;
+        let after = match resting.qty {
+            0 => 0,
+            left => resting_fingerprint(id, &resting.user, side, price, left),
+        };
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
         if resting.qty == 0 {
             level.remove(&id);
             if level.is_empty() {
@@ -443,7 +470,8 @@ mod tests {
                 &mut book,
                 Command::Cancel {
                     user: "b".into(),
-                    order_id: 1
+                    order_id: 1,
+                    idempotency_key: None,
                 }
             ),
             Err(Rejection::NotOwner(1))
@@ -453,7 +481,8 @@ mod tests {
                 &mut book,
                 Command::Cancel {
                     user: "a".into(),
-                    order_id: 9
+                    order_id: 9,
+                    idempotency_key: None,
                 }
             ),
             Err(Rejection::NotResting(9))
@@ -463,6 +492,7 @@ mod tests {
             Command::Cancel {
                 user: "a".into(),
                 order_id: 1,
+                idempotency_key: None,
             },
         )
         .unwrap();
@@ -471,7 +501,8 @@ mod tests {
             Event::OrderCancelled {
                 order_id: 1,
                 user: "a".into(),
-                cancelled_qty: 4
+                cancelled_qty: 4,
+                idempotency_key: None,
             }
         );
         assert_eq!(
@@ -479,7 +510,8 @@ mod tests {
                 &mut book,
                 Command::Cancel {
                     user: "a".into(),
-                    order_id: 1
+                    order_id: 1,
+                    idempotency_key: None,
                 }
             ),
             Err(Rejection::NotResting(1))
@@ -528,7 +560,7 @@ mod tests {
             4 => (user.clone(), side, 95u64..=105, 1u64..=10).prop_map(|(user, side, price, qty)| Command::Place {
                 user, side, price, qty, idempotency_key: None
             }),
-            1 => (user, 1u64..=40).prop_map(|(user, order_id)| Command::Cancel { user, order_id }),
+            1 => (user, 1u64..=40).prop_map(|(user, order_id)| Command::Cancel { user, order_id, idempotency_key: None }),
         ]
     }
 

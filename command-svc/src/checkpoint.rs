@@ -3,9 +3,11 @@
 //! only the log after it.
 
 use crate::book::Book;
+use crate::idempotency::IdempotencyIndex;
+use crate::model::WriteModel;
 use serde::{Deserialize, Serialize};
 use shared_events::snapshot::{self, SnapshotHeader};
-use shared_events::{BookState, LogCursor};
+use shared_events::{BookState, Envelope, LogCursor};
 use std::path::{Path, PathBuf};
 
 /// Snapshot kind of the write side.
@@ -13,7 +15,7 @@ pub const KIND: &str = "command";
 /// Version of the write side's fold and snapshot body. Bump it whenever `Book::apply`
 /// or [`CommandSnapshot`] changes meaning: older snapshots are then ignored and the
 /// log is replayed from genesis.
-pub const FOLD_VERSION: u32 = 1;
+pub const FOLD_VERSION: u32 = 2;
 /// Default number of events between two snapshots.
 pub const SNAPSHOT_EVERY_DEFAULT: u64 = 100_000;
 
@@ -30,6 +32,28 @@ pub struct SnapshotOptions {
 #[serde(deny_unknown_fields)]
 pub struct CommandSnapshot {
     pub book: BookState,
+    /// The remembered idempotency keys' events, oldest first.
+    pub idempotency: Vec<Envelope>,
+}
+
+impl CommandSnapshot {
+    pub fn of(model: &WriteModel) -> Self {
+        CommandSnapshot {
+            book: model.book.to_state(),
+            idempotency: model.keys.events().cloned().collect(),
+        }
+    }
+
+    pub fn into_model(self, keys_kept: usize) -> WriteModel {
+        let mut keys = IdempotencyIndex::new(keys_kept);
+        for env in &self.idempotency {
+            keys.record(env);
+        }
+        WriteModel {
+            book: Book::from_state(&self.book),
+            keys,
+        }
+    }
 }
 
 /// A book at a log position, ready to be written.
@@ -46,8 +70,8 @@ impl Checkpoint {
     }
 }
 
-/// The newest usable snapshot for `log`: the book and where replay continues.
-pub fn load(dir: &Path, log: &Path) -> Option<(Book, LogCursor, PathBuf)> {
+/// The newest usable snapshot for `log`: the write model and where replay continues.
+pub fn load(dir: &Path, log: &Path, keys_kept: usize) -> Option<(WriteModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
         let snap: CommandSnapshot =
             serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
@@ -66,7 +90,7 @@ pub fn load(dir: &Path, log: &Path) -> Option<(Book, LogCursor, PathBuf)> {
                 lines: h.seq,
                 next_seq: h.seq + 1,
             };
-            Some((Book::from_state(&loaded.state.book), cursor, loaded.path))
+            Some((loaded.state.into_model(keys_kept), cursor, loaded.path))
         }
         Ok(None) => None,
         Err(e) => {

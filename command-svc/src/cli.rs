@@ -25,6 +25,9 @@ pub struct WriteArgs {
     /// Events between two snapshots (0: only at clean shutdown).
     #[arg(long, env = "FOLDBOOK_SNAPSHOT_EVERY", default_value_t = checkpoint::SNAPSHOT_EVERY_DEFAULT)]
     pub snapshot_every: u64,
+    /// Idempotency keys remembered (the most recent ones; 0 turns keys off).
+    #[arg(long, env = "FOLDBOOK_IDEMPOTENCY_KEYS", default_value_t = crate::idempotency::IDEMPOTENCY_KEYS_KEPT_DEFAULT)]
+    pub idempotency_keys: usize,
 }
 
 impl WriteArgs {
@@ -35,6 +38,7 @@ impl WriteArgs {
             fsync: self.fsync,
             snapshots: self.snapshots.clone(),
             snapshot_every: self.snapshot_every,
+            idempotency_keys: self.idempotency_keys,
         }
     }
 }

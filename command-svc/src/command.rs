@@ -17,6 +17,7 @@ pub enum Command {
     Cancel {
         user: String,
         order_id: u64,
+        idempotency_key: Option<String>,
     },
 }
 
@@ -29,6 +30,9 @@ pub enum Rejection {
     /// 403: only the order's owner may cancel it.
     #[error("order {0} belongs to another user")]
     NotOwner(u64),
+    /// 409: the Idempotency-Key was already used for a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
     /// 422: the order would match more resting orders than one event may record.
     #[error("order would match more than {max} resting orders; place it in smaller parts", max = crate::book::FILLS_PER_EVENT_MAX)]
     TooManyFills,
@@ -41,6 +45,7 @@ impl Rejection {
             Rejection::NotResting(_) => 404,
             Rejection::NotOwner(_) => 403,
             Rejection::TooManyFills => 422,
+            Rejection::KeyReused => 409,
         }
     }
 }

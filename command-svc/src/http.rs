@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 /// A JSON answer with a status.
@@ -57,8 +57,22 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
     error(StatusCode::BAD_REQUEST, e)
 }
 
+/// The `Idempotency-Key` header, checked, if there is one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
+    headers
+        .get("idempotency-key")
+        .map(|v| crate::idempotency::parse_key(v.as_bytes()))
+        .transpose()
+}
+
 /// Validates a place request: `/{side}/{user}/{price}?qty=N`.
-pub fn parse_place(side: Side, user: &str, price: &str, query: &str) -> Result<Command, String> {
+pub fn parse_place(
+    side: Side,
+    user: &str,
+    price: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Command, String> {
     let params = domain::parse_query(query, &["qty"])?;
     let user = domain::parse_user(user).map_err(|e| e.to_string())?;
     let price = domain::parse_price(price).map_err(|e| e.to_string())?;
@@ -70,16 +84,25 @@ pub fn parse_place(side: Side, user: &str, price: &str, query: &str) -> Result<C
         side,
         price,
         qty,
-        idempotency_key: None,
+        idempotency_key: idempotency_key(headers)?,
     })
 }
 
 /// Validates a cancel request: `/cancel/{user}/{order_id}`.
-pub fn parse_cancel(user: &str, order_id: &str, query: &str) -> Result<Command, String> {
+pub fn parse_cancel(
+    user: &str,
+    order_id: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Command, String> {
     domain::parse_query(query, &[])?;
     let user = domain::parse_user(user).map_err(|e| e.to_string())?;
     let order_id = domain::parse_order_id(order_id).map_err(|e| e.to_string())?;
-    Ok(Command::Cancel { user, order_id })
+    Ok(Command::Cancel {
+        user,
+        order_id,
+        idempotency_key: idempotency_key(headers)?,
+    })
 }
 
 async fn dispatch(
@@ -122,9 +145,12 @@ pub fn api(handle: CommandHandle) -> BoxedFilter<(Response,)> {
             .and(warp::path::end())
             .and(warp::post().or(warp::get()).unify())
             .and(raw_query())
-            .map(move |user: String, price: String, query: String| {
-                parse_place(side, &user, &price, &query)
-            })
+            .and(warp::header::headers_cloned())
+            .map(
+                move |user: String, price: String, query: String, headers: HeaderMap| {
+                    parse_place(side, &user, &price, &query, &headers)
+                },
+            )
     };
     let cancel = warp::path("cancel")
         .and(warp::path::param::<String>())
@@ -132,7 +158,12 @@ pub fn api(handle: CommandHandle) -> BoxedFilter<(Response,)> {
         .and(warp::path::end())
         .and(warp::post())
         .and(raw_query())
-        .map(|user: String, id: String, query: String| parse_cancel(&user, &id, &query));
+        .and(warp::header::headers_cloned())
+        .map(
+            |user: String, id: String, query: String, headers: HeaderMap| {
+                parse_cancel(&user, &id, &query, &headers)
+            },
+        );
     with_handle
         .and(
             place(Side::Buy)
@@ -162,6 +193,9 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
         stats.events_appended.load(Ordering::Relaxed).into(),
     );
     map.insert("uptime_s".into(), stats.started.elapsed().as_secs().into());
+    let (digest_seq, digest) = *stats.digest.lock().expect("digest lock");
+    map.insert("write_digest".into(), domain::digest_hex(digest).into());
+    map.insert("write_digest_seq".into(), digest_seq.into());
     map.insert(
         "fsync_batches".into(),
         stats.batches.load(Ordering::Relaxed).into(),

@@ -7,7 +7,9 @@
 //! ## Layout
 //!
 //! - [`command`]: commands and rejections (with their HTTP status).
-//! - [`book`]: the write model; pure `decide` and `apply`.
+//! - [`book`]: the matching book; pure `decide` and `apply`.
+//! - [`idempotency`]: the idempotency-key index.
+//! - [`model`]: the write model (book + keys) and its fold.
 //! - [`checkpoint`]: the write side's snapshots.
 //! - [`log_file`]: opening, locking, replaying and appending the file log.
 //! - [`writer`]: the single writer thread and its group commit.
@@ -20,13 +22,17 @@ pub mod checkpoint;
 pub mod cli;
 pub mod command;
 pub mod http;
+pub mod idempotency;
 pub mod log_file;
+pub mod model;
 pub mod runtime;
 pub mod writer;
 
 use book::Book;
 use checkpoint::SnapshotOptions;
+use idempotency::IdempotencyIndex;
 use log_file::{LogFile, OpenError};
+use model::WriteModel;
 use shared_events::{BookState, LogCursor, StateError};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -44,6 +50,8 @@ pub struct Config {
     pub snapshots: Option<PathBuf>,
     /// Events between snapshots (0: only at clean shutdown).
     pub snapshot_every: u64,
+    /// Idempotency keys remembered.
+    pub idempotency_keys: usize,
 }
 
 impl Config {
@@ -55,6 +63,7 @@ impl Config {
             fsync: FsyncMode::Always,
             snapshots: None,
             snapshot_every: checkpoint::SNAPSHOT_EVERY_DEFAULT,
+            idempotency_keys: idempotency::IDEMPOTENCY_KEYS_KEPT_DEFAULT,
         }
     }
 
@@ -81,23 +90,31 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
     let mut log = LogFile::open(&config.log)?;
     let started = Instant::now();
     let snapshot_dir = config.snapshot_dir();
-    let (mut book, from) = match checkpoint::load(&snapshot_dir, &config.log) {
-        Some((book, cursor, path)) => {
+    let keys_kept = config.idempotency_keys;
+    let (mut model, from) = match checkpoint::load(&snapshot_dir, &config.log, keys_kept) {
+        Some((model, cursor, path)) => {
             tracing::info!(seq = cursor.next_seq - 1, path = %path.display(), "write side starts from a snapshot");
-            (book, cursor)
+            (model, cursor)
         }
-        None => (Book::from_state(&genesis), LogCursor::start()),
+        None => {
+            let book = Book::from_state(&genesis);
+            (
+                WriteModel {
+                    book,
+                    keys: IdempotencyIndex::new(keys_kept),
+                },
+                LogCursor::start(),
+            )
+        }
     };
-    let recovery = log.recover(from, |env| {
-        book.apply(&env.event).map_err(|e| e.to_string())
-    })?;
+    let recovery = log.recover(from, |env| model.apply(env).map_err(|e| e.to_string()))?;
     let elapsed = started.elapsed();
     tracing::info!(
         log = %config.log.display(),
         events = recovery.cursor.next_seq - 1,
         replayed = recovery.replayed,
         events_per_s = (recovery.replayed as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
-        resting_orders = book.resting_count(),
+        resting_orders = model.book.resting_count(),
         start_ms = elapsed.as_millis() as u64,
         "write side replayed the log"
     );
@@ -108,5 +125,5 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
             every: config.snapshot_every,
         }),
     };
-    Ok(writer::spawn(book, log, recovery.cursor, options))
+    Ok(writer::spawn(model, log, recovery.cursor, options))
 }

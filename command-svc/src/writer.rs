@@ -6,10 +6,10 @@
 //! the writer stops, and the process is expected to exit non-zero. fsync is never
 //! retried: after a failed fsync the kernel may have dropped the dirty pages.
 
-use crate::book::Book;
 use crate::checkpoint::{Checkpoint, CommandSnapshot, SnapshotOptions};
 use crate::command::{Command, Rejection};
 use crate::log_file::Storage;
+use crate::model::WriteModel;
 use serde::Serialize;
 use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Watermark};
 use std::sync::Arc;
@@ -118,6 +118,8 @@ pub struct WriterStats {
     pub events_appended: AtomicU64,
     /// Write + sync rounds since start.
     pub batches: AtomicU64,
+    /// The book's digest and the seq it is at, taken together after each batch.
+    pub digest: std::sync::Mutex<(u64, u64)>,
 }
 
 /// The cheap, clonable way to talk to the writer.
@@ -180,7 +182,7 @@ pub struct WriterOptions {
 /// Starts the writer on its own thread. `end` is where the log ends: the seq the
 /// next event gets and the byte offset it is written at.
 pub fn spawn<S: Storage>(
-    book: Book,
+    model: WriteModel,
     storage: S,
     end: LogCursor,
     options: WriterOptions,
@@ -192,6 +194,7 @@ pub fn spawn<S: Storage>(
         durable_seq: AtomicU64::new(0),
         events_appended: AtomicU64::new(0),
         batches: AtomicU64::new(0),
+        digest: std::sync::Mutex::new((end.next_seq - 1, model.book.digest())),
     });
     let last_seq = end.next_seq - 1;
     stats.head_seq.store(last_seq, Ordering::Relaxed);
@@ -199,7 +202,7 @@ pub fn spawn<S: Storage>(
     let (durable_tx, durable) = watch::channel(last_seq);
     let (failure_tx, failure) = watch::channel(None);
     let writer = Writer {
-        book,
+        model,
         storage,
         next_seq: end.next_seq,
         offset: end.offset,
@@ -231,7 +234,8 @@ pub fn spawn<S: Storage>(
 }
 
 struct Writer<S> {
-    book: Book,
+    /// The book and the idempotency index.
+    model: WriteModel,
     storage: S,
     /// The seq the next event gets.
     next_seq: u64,
@@ -299,25 +303,32 @@ impl<S: Storage> Writer<S> {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64);
             buf.clear();
+            let mut new_events = 0u64;
             for (cmd, reply) in batch.drain(..) {
-                let decided = self.book.decide(&cmd).map(|event| {
-                    self.book
-                        .apply(&event)
-                        .expect("an event decided against this book fits it");
-                    let env = Envelope {
-                        seq: self.next_seq,
-                        ts_us,
-                        v: SCHEMA_VERSION,
-                        event,
-                    };
-                    self.next_seq += 1;
-                    shared_events::encode_into(&mut buf, &env);
-                    env
-                });
+                let decided = match self.model.keys.check(&cmd) {
+                    // A retry: the first answer again, nothing written.
+                    Some(first) => first.cloned(),
+                    None => self.model.book.decide(&cmd).map(|event| {
+                        let env = Envelope {
+                            seq: self.next_seq,
+                            ts_us,
+                            v: SCHEMA_VERSION,
+                            event,
+                        };
+                        self.model
+                            .apply(&env)
+                            .expect("an event decided against this book fits it");
+                        self.next_seq += 1;
+                        new_events += 1;
+                        shared_events::encode_into(&mut buf, &env);
+                        env
+                    }),
+                };
                 answers.push((reply, decided));
             }
             let head_seq = self.next_seq - 1;
             self.stats.head_seq.store(head_seq, Ordering::Release);
+            *self.stats.digest.lock().expect("digest lock") = (head_seq, self.model.book.digest());
             if !buf.is_empty() {
                 let end_offset = self.offset + buf.len() as u64;
                 if let Err(reason) = self.commit(&buf, head_seq, end_offset) {
@@ -329,7 +340,7 @@ impl<S: Storage> Writer<S> {
                     return Err(reason);
                 }
                 self.offset = end_offset;
-                let events = answers.iter().filter(|(_, d)| d.is_ok()).count() as u64;
+                let events = new_events;
                 self.stats
                     .events_appended
                     .fetch_add(events, Ordering::Relaxed);
@@ -379,9 +390,7 @@ impl<S: Storage> Writer<S> {
         Checkpoint {
             seq: self.next_seq - 1,
             log_offset: self.offset,
-            body: CommandSnapshot {
-                book: self.book.to_state(),
-            },
+            body: CommandSnapshot::of(&self.model),
         }
     }
 

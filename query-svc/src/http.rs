@@ -169,7 +169,12 @@ fn trades(state: &QueryState, query: &str) -> Response {
 pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::Value> {
     let mut map = serde_json::Map::new();
     map.insert("durable_seq".into(), state.durable_seq().into());
-    map.insert("applied_seq".into(), state.applied_seq().into());
+    let snapshot = state.snapshot();
+    map.insert("applied_seq".into(), snapshot.seq.into());
+    map.insert(
+        "read_digest".into(),
+        domain::digest_hex(snapshot.digest).into(),
+    );
     let behind = state.durable_seq().saturating_sub(state.applied_seq());
     map.insert("behind".into(), behind.into());
     map.insert(

@@ -87,10 +87,7 @@ pub struct QueryState {
 impl QueryState {
     fn new(model: &ReadModel) -> Self {
         QueryState {
-            snapshot: ArcSwap::from_pointee(BookSnapshot {
-                seq: model.seq,
-                book_json: model.book_json().into(),
-            }),
+            snapshot: ArcSwap::from_pointee(model.book_snapshot()),
             orders: model.orders.clone(),
             user_orders: model.user_orders.clone(),
             trades: model.trades.clone(),

@@ -8,6 +8,7 @@
 use dashmap::DashMap;
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Serialize};
+use shared_events::domain::resting_fingerprint;
 use shared_events::{BookState, Envelope, Event, Side};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -75,6 +76,8 @@ pub struct ReadModel {
     pub user_orders: Arc<DashMap<String, Vec<u64>>>,
     /// The most recent trades, oldest first, at most [`TRADES_KEPT`].
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
+    /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
+    digest: u64,
 }
 
 /// An event that does not fit the read model: the log contradicts itself.
@@ -103,15 +106,29 @@ impl ReadModel {
                 status: Status::Resting,
                 seq,
             });
-            model.levels_mut(o.side).entry(o.price).or_default().insert(
-                o.id,
-                LevelEntry {
-                    user: o.user.clone(),
-                    qty: o.qty,
-                },
-            );
+            model.rest(o.id, &o.user, o.side, o.price, o.qty);
         }
         model
+    }
+
+    /// Puts `qty` of an order on the book.
+    fn rest(&mut self, id: u64, user: &str, side: Side, price: u64, qty: u64) {
+        self.digest = self
+            .digest
+            .wrapping_add(resting_fingerprint(id, user, side, price, qty));
+        let entry = LevelEntry {
+            user: user.to_owned(),
+            qty,
+        };
+        self.levels_mut(side)
+            .entry(price)
+            .or_default()
+            .insert(id, entry);
+    }
+
+    /// Digest of the resting orders, comparable with the write side's.
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     fn levels_mut(&mut self, side: Side) -> &mut BTreeMap<u64, Level> {
@@ -193,16 +210,7 @@ impl ReadModel {
                     kept.drain(..excess);
                 }
                 if *resting_qty > 0 {
-                    self.levels_mut(order.side)
-                        .entry(order.price)
-                        .or_default()
-                        .insert(
-                            order.id,
-                            LevelEntry {
-                                user: order.user.clone(),
-                                qty: *resting_qty,
-                            },
-                        );
+                    self.rest(order.id, &order.user, order.side, order.price, *resting_qty);
                 }
                 self.insert_order(OrderView {
                     id: order.id,
@@ -223,6 +231,7 @@ impl ReadModel {
                 order_id,
                 user,
                 cancelled_qty,
+                ..
             } => {
                 let Some((side, price, owner)) = self
                     .orders
@@ -255,11 +264,20 @@ impl ReadModel {
     /// Removes `qty` from a resting order (checked to hold it); at zero it leaves the
     /// book with `gone` as its status.
     fn take(&mut self, id: u64, side: Side, price: u64, qty: u64, seq: u64, gone: Status) {
-        let levels = self.levels_mut(side);
+        let levels = match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
         let level = levels.get_mut(&price).expect("checked: level exists");
         let entry = level.get_mut(&id).expect("checked: order rests");
+        let before = resting_fingerprint(id, &entry.user, side, price, entry.qty);
         entry.qty -= qty;
         let left = entry.qty;
+        let after = match left {
+            0 => 0,
+            _ => resting_fingerprint(id, &entry.user, side, price, left),
+        };
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
         if left == 0 {
             level.remove(&id);
             if level.is_empty() {
@@ -311,13 +329,7 @@ impl ReadModel {
                 if left == 0 {
                     return Err(format!("resting order {} has nothing left", o.id));
                 }
-                model.levels_mut(o.side).entry(o.price).or_default().insert(
-                    o.id,
-                    LevelEntry {
-                        user: o.user.clone(),
-                        qty: left,
-                    },
-                );
+                model.rest(o.id, &o.user, o.side, o.price, left);
             }
             model.insert_order(o);
         }
@@ -349,6 +361,15 @@ impl ReadModel {
         BookState {
             next_order_id,
             orders,
+        }
+    }
+
+    /// The immutable view of this model that readers get.
+    pub fn book_snapshot(&self) -> BookSnapshot {
+        BookSnapshot {
+            seq: self.seq,
+            digest: self.digest,
+            book_json: self.book_json().into(),
         }
     }
 
@@ -420,6 +441,8 @@ pub struct QuerySnapshot {
 pub struct BookSnapshot {
     /// Last applied event.
     pub seq: u64,
+    /// Digest of the resting orders at `seq`.
+    pub digest: u64,
     /// The `/orderbook` body at `seq`.
     pub book_json: bytes::Bytes,
 }

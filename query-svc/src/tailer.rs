@@ -9,7 +9,7 @@
 
 use crate::QueryState;
 use crate::checkpoint::{self, SnapshotOptions};
-use crate::projection::{BookSnapshot, ReadModel};
+use crate::projection::ReadModel;
 use notify::Watcher;
 use shared_events::{Envelope, LogCursor, Watermark};
 use std::fs::File;
@@ -253,11 +253,7 @@ impl Tailer {
     }
 
     fn publish(&mut self) {
-        let snapshot = BookSnapshot {
-            seq: self.model.seq,
-            book_json: self.model.book_json().into(),
-        };
-        self.state.publish(snapshot);
+        self.state.publish(self.model.book_snapshot());
     }
 
     /// Every `every` events, copies the model and writes it on another thread.

@@ -61,6 +61,7 @@ fn events() -> Vec<Envelope> {
                 order_id: 1,
                 user: "alice".into(),
                 cancelled_qty: 10,
+                idempotency_key: None,
             },
         ),
         env(

@@ -458,15 +458,20 @@ mod tests {
                         idempotency_key,
                     }
                 }),
-            (1u64..u64::MAX, "[a-z]{1,8}", 1u64..1_000_000).prop_map(
-                |(order_id, user, cancelled_qty)| {
+            (
+                1u64..u64::MAX,
+                "[a-z]{1,8}",
+                1u64..1_000_000,
+                proptest::option::of("[ -~]{1,32}")
+            )
+                .prop_map(|(order_id, user, cancelled_qty, idempotency_key)| {
                     Event::OrderCancelled {
                         order_id,
                         user,
                         cancelled_qty,
+                        idempotency_key,
                     }
-                }
-            ),
+                }),
         ]
     }
 

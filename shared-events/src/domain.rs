@@ -69,6 +69,34 @@ pub struct Fill {
     pub qty: u64,
 }
 
+/// A 64-bit fingerprint of one resting order: FNV-1a over a canonical encoding of
+/// its id, owner, side, price and resting quantity. A book's digest is the wrapping
+/// sum of its resting orders' fingerprints, so each side can keep it up to date per
+/// event (subtract the old fingerprint, add the new) and the write and read sides,
+/// which fold independently, can be compared at the same seq.
+pub fn resting_fingerprint(id: u64, user: &str, side: Side, price: u64, qty: u64) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    eat(&id.to_le_bytes());
+    eat(user.as_bytes());
+    eat(&[0xff, side as u8]);
+    eat(&price.to_le_bytes());
+    eat(&qty.to_le_bytes());
+    hash
+}
+
+/// A digest as shown in `/health`: 16 lowercase hex digits.
+pub fn digest_hex(digest: u64) -> String {
+    format!("{digest:016x}")
+}
+
 /// Why a value is out of bounds; the message is shown to API clients as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidValue {

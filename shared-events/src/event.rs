@@ -29,6 +29,9 @@ pub enum Event {
         order_id: u64,
         user: String,
         cancelled_qty: u64,
+        /// The client's `Idempotency-Key`, as for `OrderPlaced`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
     },
 }
 
