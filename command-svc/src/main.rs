@@ -54,9 +54,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut failure = writer.failure.clone();
-    command_svc::runtime::serve(listener, command_svc::http::routes(handle), async move {
-        let _ = failure.wait_for(Option::is_some).await;
-    })
+    command_svc::runtime::serve(
+        listener,
+        command_svc::http::routes(handle),
+        async move {
+            let _ = failure.wait_for(Option::is_some).await;
+        },
+        || {},
+    )
     .await?;
     writer
         .shutdown()

@@ -129,13 +129,14 @@ pub async fn stop_signal() {
 }
 
 /// Serves `routes` (plus `/metrics`) on `listener` until a stop signal or `fatal`
-/// resolves, then stops accepting and lets in-flight requests finish (at most
-/// [`SHUTDOWN_GRACE`]). Logs `listening on http://ADDR` first, which scripts and
-/// tests wait for.
+/// resolves, then calls `on_stop` (to end long-lived answers such as event streams),
+/// stops accepting and lets in-flight requests finish (at most [`SHUTDOWN_GRACE`]).
+/// Logs `listening on http://ADDR` first, which scripts and tests wait for.
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
     fatal: impl Future<Output = ()> + Send + 'static,
+    on_stop: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on http://{addr}");
@@ -145,6 +146,7 @@ pub async fn serve(
             _ = stop_signal() => tracing::info!("stop signal: shutting down"),
             _ = fatal => tracing::error!("fatal error: shutting down"),
         }
+        on_stop();
         let _ = stopping_tx.send(());
     };
     let server = warp::serve(instrument(routes))

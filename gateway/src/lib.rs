@@ -26,6 +26,9 @@ const INDEX: &str = "foldbook: an event-sourced order book\n\
   GET  /orders/{id}                    one order\n\
   GET  /users/{user}/orders[?limit=N]  a user's orders, newest first\n\
   GET  /trades[?limit=N]               recent trades, newest first\n\
+  GET  /orderbook?at=N                 the book right after event N\n\
+  GET  /events[?from=N]                events as Server-Sent Events\n\
+  any read route ?min_seq=N            wait until event N is visible\n\
   GET  /health                         sequence numbers and status\n";
 
 /// `GET /`: what is here.

@@ -59,9 +59,15 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let mut failure = writer.failure.clone();
     let routes = gateway::combined_routes(handle, query.state.clone());
-    runtime::serve(listener, routes, async move {
-        let _ = failure.wait_for(Option::is_some).await;
-    })
+    let state = query.state.clone();
+    runtime::serve(
+        listener,
+        routes,
+        async move {
+            let _ = failure.wait_for(Option::is_some).await;
+        },
+        move || state.close_streams(),
+    )
     .await?;
     query.stop();
     writer
@@ -88,6 +94,7 @@ async fn proxy(args: &Args, command_url: &str) -> anyhow::Result<()> {
         listener,
         gateway::proxy::routes(upstreams),
         std::future::pending(),
+        || {},
     )
     .await?;
     checker.abort();

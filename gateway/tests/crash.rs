@@ -110,6 +110,19 @@ fn start_load(
         .collect()
 }
 
+/// Waits (bounded) until the clients got their first acknowledgement, so the kill
+/// that follows lands while writes are flowing.
+async fn load_flowing(acked: &Mutex<Acked>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().placed.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the load placed nothing within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Checks every acknowledged order and cancel against the read side at `read_url`.
 async fn check_acked(read_url: &str, acked: &Acked, cycle: usize) {
     let client = client();
@@ -169,17 +182,14 @@ async fn kill_9_under_load_loses_no_acknowledged_write_combined() {
         let acked = Arc::new(Mutex::new(Acked::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let load = start_load(&gw.url, acked.clone(), stop.clone());
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(200))).await;
+        load_flowing(&acked).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
         gw.kill9();
         stop.store(true, Ordering::Relaxed);
         for task in load {
             task.await.expect("a client saw a wrong answer");
         }
         let acked = std::mem::take(&mut *acked.lock().unwrap());
-        assert!(
-            cycle > 0 || !acked.placed.is_empty(),
-            "the load placed nothing before the kill"
-        );
         total.placed.extend(acked.placed);
         total.cancelled.extend(acked.cancelled);
     }
@@ -240,7 +250,8 @@ async fn kill_9_under_load_loses_no_acknowledged_write_split() {
         let acked = Arc::new(Mutex::new(Acked::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let load = start_load(&command.url, acked.clone(), stop.clone());
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(200))).await;
+        load_flowing(&acked).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
         command.kill9();
         if cycle % 3 == 1 {
             // The read side dies too, at about the same moment, and comes back.

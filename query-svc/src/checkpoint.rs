@@ -44,6 +44,11 @@ pub fn write(dir: &Path, seq: u64, log_offset: u64, body: &QuerySnapshot) {
 
 /// The newest usable snapshot for `log`: the read model and where to follow on.
 pub fn load(dir: &Path, log: &Path) -> Option<(ReadModel, LogCursor, PathBuf)> {
+    load_until(dir, log, u64::MAX)
+}
+
+/// [`load`] among the snapshots taken at or before `seq_max`.
+pub fn load_until(dir: &Path, log: &Path, seq_max: u64) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
         let snap: QuerySnapshot =
             serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
@@ -53,7 +58,7 @@ pub fn load(dir: &Path, log: &Path) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let skipped = |path: &Path, reason: &str| {
         tracing::warn!(path = %path.display(), %reason, "ignoring snapshot: {reason}");
     };
-    match snapshot::load_newest(dir, KIND, FOLD_VERSION, accept, skipped) {
+    match snapshot::load_newest_until(dir, KIND, FOLD_VERSION, seq_max, accept, skipped) {
         Ok(Some(loaded)) => {
             let h = &loaded.header;
             let cursor = LogCursor {

@@ -1,5 +1,7 @@
 //! HTTP routes of the read side. Every answer carries `X-Applied-Seq`, the seq of
-//! the view it was read from. Errors are JSON `{"error": ...}`.
+//! the view it was read from, and every read route takes `?min_seq=N[&timeout_ms=T]`
+//! (read-your-writes: wait until seq N is applied, else 504). Errors are JSON
+//! `{"error": ...}`.
 //!
 //! The small warp helpers at the top (`json`, `error`, `recover`, `raw_query`) also
 //! exist in command-svc: the two services must not depend on each other, and
@@ -11,10 +13,11 @@ use serde::Serialize;
 use shared_events::domain;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use warp::Filter;
 use warp::Reply as _;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 /// Default and largest `limit` for `/users/{user}/orders`.
@@ -22,6 +25,9 @@ pub const USER_ORDERS_LIMIT_DEFAULT: usize = 100;
 pub const USER_ORDERS_LIMIT_MAX: usize = 1_000;
 /// Default `limit` for `/trades` (the largest is [`TRADES_KEPT`]).
 pub const TRADES_LIMIT_DEFAULT: usize = 100;
+/// Default and longest wait for `min_seq`.
+pub const MIN_SEQ_TIMEOUT_DEFAULT: Duration = Duration::from_millis(1_000);
+pub const MIN_SEQ_TIMEOUT_MAX: Duration = Duration::from_millis(10_000);
 
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
@@ -58,6 +64,10 @@ fn with_applied_seq(mut response: Response, seq: u64) -> Response {
     response
 }
 
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::BAD_REQUEST, e)
+}
+
 fn parse_limit(raw: &str, max: usize) -> Result<usize, String> {
     raw.parse::<usize>()
         .ok()
@@ -65,25 +75,161 @@ fn parse_limit(raw: &str, max: usize) -> Result<usize, String> {
         .ok_or_else(|| format!("limit must be an integer 1..={max}, got {raw:?}"))
 }
 
-fn orderbook(state: &QueryState, query: &str) -> Response {
-    if let Err(e) = domain::parse_query(query, &[]) {
-        return error(StatusCode::BAD_REQUEST, e);
+fn parse_seq(name: &str, raw: &str) -> Result<u64, String> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{name} must be a non-negative integer, got {raw:?}"
+        ));
     }
-    let snap = state.snapshot();
-    let response = warp::http::Response::builder()
-        .header("content-type", "application/json")
-        .body(snap.book_json.clone().into())
-        .expect("valid response");
-    with_applied_seq(response, snap.seq)
+    raw.parse()
+        .map_err(|_| format!("{name} is too large: {raw:?}"))
 }
 
-fn order(state: &QueryState, id: &str, query: &str) -> Response {
+/// A read route's query: `min_seq`/`timeout_ms` plus the route's own parameters.
+struct ReadQuery {
+    params: Vec<(String, String)>,
+    min_seq: Option<u64>,
+    timeout: Duration,
+}
+
+impl ReadQuery {
+    fn parse(query: &str, own: &[&str]) -> Result<ReadQuery, String> {
+        let mut allowed = vec!["min_seq", "timeout_ms"];
+        allowed.extend_from_slice(own);
+        let params = domain::parse_query(query, &allowed)?;
+        let min_seq = domain::query_value(&params, "min_seq", None, |raw| {
+            parse_seq("min_seq", raw).map(Some)
+        })?;
+        let max_ms = MIN_SEQ_TIMEOUT_MAX.as_millis() as u64;
+        let timeout = domain::query_value(&params, "timeout_ms", MIN_SEQ_TIMEOUT_DEFAULT, |raw| {
+            parse_seq("timeout_ms", raw)
+                .ok()
+                .filter(|ms| *ms <= max_ms)
+                .map(Duration::from_millis)
+                .ok_or_else(|| format!("timeout_ms must be an integer 0..={max_ms}, got {raw:?}"))
+        })?;
+        Ok(ReadQuery {
+            params,
+            min_seq,
+            timeout,
+        })
+    }
+
+    fn get<T>(
+        &self,
+        name: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, String> {
+        domain::query_value(&self.params, name, default, parse)
+    }
+}
+
+/// Read-your-writes: waits until `min_seq` is applied; the 504 says how far it got.
+async fn wait_min_seq(state: &QueryState, query: &ReadQuery) -> Result<(), Response> {
+    let Some(min_seq) = query.min_seq else {
+        return Ok(());
+    };
+    let mut applied = state.subscribe();
+    let reached =
+        tokio::time::timeout(query.timeout, applied.wait_for(|seq| *seq >= min_seq)).await;
+    if matches!(reached, Ok(Ok(_))) {
+        return Ok(());
+    }
     let seq = state.applied_seq();
-    let id = match domain::parse_query(query, &[])
-        .and_then(|_| domain::parse_order_id(id).map_err(|e| e.to_string()))
-    {
+    let mut response = json(
+        StatusCode::GATEWAY_TIMEOUT,
+        &serde_json::json!({
+            "error": format!("seq {min_seq} was not applied within {} ms (applied: {seq})", query.timeout.as_millis()),
+            "seq": seq,
+        }),
+    );
+    response.headers_mut().insert("x-applied-seq", seq.into());
+    Err(response)
+}
+
+/// Parses the query, then waits for `min_seq`: what every read handler does first.
+async fn prepare(state: &QueryState, query: &str, own: &[&str]) -> Result<ReadQuery, Response> {
+    let query = ReadQuery::parse(query, own).map_err(bad_request)?;
+    wait_min_seq(state, &query).await?;
+    Ok(query)
+}
+
+fn book_response(body: bytes::Bytes, seq: u64, applied: u64) -> Response {
+    let response = warp::http::Response::builder()
+        .header("content-type", "application/json")
+        .header("x-book-seq", seq)
+        .body(body.into())
+        .expect("valid response");
+    with_applied_seq(response, applied)
+}
+
+async fn orderbook(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
+    let query = match prepare(&state, &query, &["at"]).await {
+        Ok(q) => q,
+        Err(response) => return Ok(response),
+    };
+    let snap = state.snapshot();
+    let at = match query.get("at", None, |raw| parse_seq("at", raw).map(Some)) {
+        Ok(at) => at,
+        Err(e) => return Ok(bad_request(e)),
+    };
+    let Some(at) = at else {
+        return Ok(book_response(snap.book_json.clone(), snap.seq, snap.seq));
+    };
+    if at > snap.seq {
+        return Ok(with_applied_seq(
+            bad_request(format!(
+                "at={at} is beyond the applied head (seq {})",
+                snap.seq
+            )),
+            snap.seq,
+        ));
+    }
+    Ok(match time_travel(&state, at).await {
+        Ok(body) => book_response(body, at, snap.seq),
+        Err(e) => with_applied_seq(error(StatusCode::INTERNAL_SERVER_ERROR, e), snap.seq),
+    })
+}
+
+/// The book right after event `at`, from the cache or rebuilt off the request path.
+async fn time_travel(state: &Arc<QueryState>, at: u64) -> Result<bytes::Bytes, String> {
+    let cached = |state: &QueryState| {
+        let cache = state.time_travel_cache.lock().expect("cache lock");
+        cache
+            .iter()
+            .find(|(seq, _)| *seq == at)
+            .map(|(_, body)| body.clone())
+    };
+    if let Some(body) = cached(state) {
+        return Ok(body);
+    }
+    let _slot = state
+        .time_travel
+        .acquire()
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(body) = cached(state) {
+        return Ok(body);
+    }
+    let worker = state.clone();
+    let book = tokio::task::spawn_blocking(move || crate::history::book_at(&worker.sources, at))
+        .await
+        .map_err(|e| e.to_string())??;
+    let mut cache = state.time_travel_cache.lock().expect("cache lock");
+    cache.push_front((at, book.book_json.clone()));
+    cache.truncate(crate::TIME_TRAVEL_CACHED);
+    Ok(book.book_json)
+}
+
+async fn order(state: Arc<QueryState>, id: String, query: String) -> Result<Response, Infallible> {
+    if let Err(response) = prepare(&state, &query, &[]).await {
+        return Ok(response);
+    }
+    let seq = state.applied_seq();
+    let id = match domain::parse_order_id(&id) {
         Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Ok(bad_request(e)),
     };
     let found = state.orders.get(&id).map(|o| o.clone());
     let response = match found {
@@ -93,21 +239,32 @@ fn order(state: &QueryState, id: &str, query: &str) -> Response {
             format!("order {id} does not exist (as of seq {seq})"),
         ),
     };
-    with_applied_seq(response, seq)
+    Ok(with_applied_seq(response, seq))
 }
 
-fn user_orders(state: &QueryState, user: &str, query: &str) -> Response {
+async fn user_orders(
+    state: Arc<QueryState>,
+    user: String,
+    query: String,
+) -> Result<Response, Infallible> {
+    let query = match prepare(&state, &query, &["limit"]).await {
+        Ok(q) => q,
+        Err(response) => return Ok(response),
+    };
     let seq = state.applied_seq();
-    let parsed = domain::parse_query(query, &["limit"]).and_then(|params| {
-        let user = domain::parse_user(user).map_err(|e| e.to_string())?;
-        let limit = domain::query_value(&params, "limit", USER_ORDERS_LIMIT_DEFAULT, |raw| {
-            parse_limit(raw, USER_ORDERS_LIMIT_MAX)
-        })?;
-        Ok((user, limit))
-    });
+    let parsed = domain::parse_user(&user)
+        .map_err(|e| e.to_string())
+        .and_then(|user| {
+            Ok((
+                user,
+                query.get("limit", USER_ORDERS_LIMIT_DEFAULT, |raw| {
+                    parse_limit(raw, USER_ORDERS_LIMIT_MAX)
+                })?,
+            ))
+        });
     let (user, limit) = match parsed {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Ok(bad_request(e)),
     };
     let ids: Vec<u64> = state
         .user_orders
@@ -129,22 +286,23 @@ fn user_orders(state: &QueryState, user: &str, query: &str) -> Response {
         user: &user,
         orders,
     };
-    with_applied_seq(json(StatusCode::OK, &body), seq)
+    Ok(with_applied_seq(json(StatusCode::OK, &body), seq))
 }
 
-fn trades(state: &QueryState, query: &str) -> Response {
+async fn trades(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
+    let query = match prepare(&state, &query, &["limit"]).await {
+        Ok(q) => q,
+        Err(response) => return Ok(response),
+    };
     let snap = state.snapshot();
-    let limit = domain::parse_query(query, &["limit"]).and_then(|params| {
-        domain::query_value(&params, "limit", TRADES_LIMIT_DEFAULT, |raw| {
-            parse_limit(raw, TRADES_KEPT)
-        })
-    });
-    let limit = match limit {
+    let limit = match query.get("limit", TRADES_LIMIT_DEFAULT, |raw| {
+        parse_limit(raw, TRADES_KEPT)
+    }) {
         Ok(l) => l,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Ok(bad_request(e)),
     };
     // Trades recorded past the published snapshot are not shown yet: one consistent seq.
-    let trades: Vec<_> = {
+    let trades: Vec<TradeView> = {
         let kept = state.trades.read().expect("trades lock");
         kept.iter()
             .rev()
@@ -162,7 +320,53 @@ fn trades(state: &QueryState, query: &str) -> Response {
         seq: snap.seq,
         trades,
     };
-    with_applied_seq(json(StatusCode::OK, &body), snap.seq)
+    Ok(with_applied_seq(json(StatusCode::OK, &body), snap.seq))
+}
+
+async fn events(
+    state: Arc<QueryState>,
+    query: String,
+    headers: HeaderMap,
+) -> Result<Response, Infallible> {
+    let query = match prepare(&state, &query, &["from"]).await {
+        Ok(q) => q,
+        Err(response) => return Ok(response),
+    };
+    let seq = state.applied_seq();
+    let resume = headers.get("last-event-id").map(|v| {
+        v.to_str()
+            .map_err(|_| "Last-Event-ID must be a seq".to_owned())
+            .and_then(|raw| parse_seq("Last-Event-ID", raw.trim()))
+            .map(|last| last + 1)
+    });
+    let from = match (
+        resume.transpose(),
+        query.get("from", None, |raw| parse_seq("from", raw).map(Some)),
+    ) {
+        // A reconnecting client's Last-Event-ID wins over the URL it first used.
+        (Ok(Some(from)), Ok(_)) | (Ok(None), Ok(Some(from))) => from,
+        (Ok(None), Ok(None)) => seq + 1,
+        (Err(e), _) | (_, Err(e)) => return Ok(bad_request(e)),
+    };
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many event streams (at most {}); retry later",
+                crate::SSE_STREAMS_MAX
+            ),
+        );
+        response.headers_mut().insert("retry-after", 5.into());
+        return Ok(response);
+    };
+    let rx = crate::events::open(state, from, permit);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let reply = warp::sse::reply(
+        warp::sse::keep_alive()
+            .interval(crate::events::KEEP_ALIVE)
+            .stream(stream),
+    );
+    Ok(with_applied_seq(reply.into_response(), seq))
 }
 
 /// The read side's health fields.
@@ -175,7 +379,7 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
         "read_digest".into(),
         domain::digest_hex(snapshot.digest).into(),
     );
-    let behind = state.durable_seq().saturating_sub(state.applied_seq());
+    let behind = state.durable_seq().saturating_sub(snapshot.seq);
     map.insert("behind".into(), behind.into());
     map.insert(
         "last_lag_ms".into(),
@@ -191,31 +395,43 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
 /// The read routes (without `/health`).
 pub fn api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
-    let get = || warp::get().and(raw_query());
     let orderbook = warp::path("orderbook")
         .and(warp::path::end())
+        .and(warp::get())
         .and(with_state.clone())
-        .and(get())
-        .map(|s: Arc<QueryState>, q: String| orderbook(&s, &q));
+        .and(raw_query())
+        .and_then(orderbook);
     let order = warp::path!("orders" / String)
+        .and(warp::get())
         .and(with_state.clone())
-        .and(get())
-        .map(|id: String, s: Arc<QueryState>, q: String| order(&s, &id, &q));
+        .and(raw_query())
+        .and_then(|id, s, q| order(s, id, q));
     let user_orders = warp::path!("users" / String / "orders")
+        .and(warp::get())
         .and(with_state.clone())
-        .and(get())
-        .map(|user: String, s: Arc<QueryState>, q: String| user_orders(&s, &user, &q));
+        .and(raw_query())
+        .and_then(|user, s, q| user_orders(s, user, q));
     let trades = warp::path("trades")
         .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(raw_query())
+        .and_then(trades);
+    let events = warp::path("events")
+        .and(warp::path::end())
+        .and(warp::get())
         .and(with_state)
-        .and(get())
-        .map(|s: Arc<QueryState>, q: String| trades(&s, &q));
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and_then(events);
     orderbook
         .or(order)
         .unify()
         .or(user_orders)
         .unify()
         .or(trades)
+        .unify()
+        .or(events)
         .unify()
         .boxed()
 }
@@ -231,14 +447,13 @@ pub fn routes(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
             let ok = !fields.contains_key("read_error");
             fields.insert("status".into(), if ok { "ok" } else { "error" }.into());
             fields.insert("seq".into(), fields["applied_seq"].clone());
-            json(
-                if ok {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                },
-                &fields,
-            )
+            let seq = health_state.applied_seq();
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            with_applied_seq(json(status, &fields), seq)
         });
     api(state)
         .or(health)

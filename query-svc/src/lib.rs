@@ -7,20 +7,28 @@
 //!
 //! - [`projection`]: the read model and its pure fold; the immutable book snapshot.
 //! - [`tailer`]: follows the log file (notify + poll) up to the durable watermark,
-//!   verifies and applies lines, writes snapshots.
+//!   verifies and applies lines, publishes snapshots and live events, writes
+//!   checkpoints.
 //! - [`checkpoint`]: the read side's snapshots.
-//! - [`http`]: warp routes for `/orderbook`, `/orders`, `/users`, `/trades`, `/health`.
+//! - [`history`]: the past from the log: the book at seq N, events from seq N.
+//! - [`events`]: `/events`, Server-Sent Events, history then live.
+//! - [`http`]: warp routes for `/orderbook`, `/orders`, `/users`, `/trades`,
+//!   `/events`, `/health`, with read-your-writes (`min_seq`).
 //!
-//! [`start`] loads `init.txt`, publishes the genesis snapshot and starts the tailer.
-//! Handlers read a [`QueryState`]: the current snapshot plus the concurrent indexes.
+//! [`start`] loads the newest snapshot (or `init.txt`), publishes it and starts the
+//! tailer. Handlers read a [`QueryState`]: the current snapshot plus the concurrent
+//! indexes.
 
 pub mod checkpoint;
+pub mod events;
+pub mod history;
 pub mod http;
 pub mod projection;
 pub mod tailer;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use history::{LineEvent, SeekIndex, Sources};
 use projection::{BookSnapshot, OrderView, ReadModel, TradeView};
 use shared_events::{BookState, LogCursor, StateError};
 use std::collections::VecDeque;
@@ -28,7 +36,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, broadcast, watch};
+
+/// Applied batches buffered for live event streams; a stream further behind is cut.
+pub const LIVE_BATCHES_BUFFERED: usize = 1024;
+/// Most concurrent `/events` streams.
+pub const SSE_STREAMS_MAX: usize = 256;
+/// Most time-travel books computed at once (each replays part of the log).
+pub const TIME_TRAVEL_CONCURRENCY: usize = 2;
+/// Time-travel answers kept, most recent first.
+pub const TIME_TRAVEL_CACHED: usize = 32;
 
 /// Where the read side finds its files.
 #[derive(Debug, Clone)]
@@ -82,10 +99,24 @@ pub struct QueryState {
     last_lag_us: AtomicU64,
     /// When this read side started.
     started: Instant,
+    /// Where the past is read from (time travel, event history).
+    pub sources: Sources,
+    /// Known log positions, for reading old events without starting at byte 0.
+    pub seek: SeekIndex,
+    /// Each applied batch's events, for live event streams.
+    pub live: broadcast::Sender<Arc<Vec<LineEvent>>>,
+    /// Slots for `/events` streams.
+    pub streams: Arc<Semaphore>,
+    /// Becomes true when the process stops: event streams end.
+    closing: watch::Sender<bool>,
+    /// Slots for computing time-travel books.
+    pub time_travel: Semaphore,
+    /// Recent time-travel answers: (seq, `/orderbook` body).
+    pub time_travel_cache: Mutex<VecDeque<(u64, bytes::Bytes)>>,
 }
 
 impl QueryState {
-    fn new(model: &ReadModel) -> Self {
+    fn new(model: &ReadModel, sources: Sources, start: LogCursor) -> Self {
         QueryState {
             snapshot: ArcSwap::from_pointee(model.book_snapshot()),
             orders: model.orders.clone(),
@@ -96,6 +127,13 @@ impl QueryState {
             durable_seq: AtomicU64::new(0),
             last_lag_us: AtomicU64::new(0),
             started: Instant::now(),
+            sources,
+            seek: SeekIndex::new(start),
+            live: broadcast::channel(LIVE_BATCHES_BUFFERED).0,
+            streams: Arc::new(Semaphore::new(SSE_STREAMS_MAX)),
+            closing: watch::channel(false).0,
+            time_travel: Semaphore::new(TIME_TRAVEL_CONCURRENCY),
+            time_travel_cache: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -154,6 +192,16 @@ impl QueryState {
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
+
+    /// Ends every event stream (the process is stopping; they would hold it up).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// A receiver that turns true when streams must end.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
 }
 
 /// A running read side: its state and the tailer that feeds it.
@@ -163,8 +211,9 @@ pub struct QueryService {
 }
 
 impl QueryService {
-    /// Stops the tailer.
+    /// Stops the tailer (which writes a final snapshot).
     pub fn stop(self) {
+        self.state.close_streams();
         self.tailer.stop();
     }
 }
@@ -187,7 +236,12 @@ pub fn start(config: &Config) -> Result<QueryService, StateError> {
         }
         None => (ReadModel::from_state(&genesis, 0), LogCursor::start()),
     };
-    let state = Arc::new(QueryState::new(&model));
+    let sources = Sources {
+        genesis,
+        log: config.log.clone(),
+        snapshots: dir.clone(),
+    };
+    let state = Arc::new(QueryState::new(&model, sources, cursor));
     let setup = tailer::TailerSetup {
         log: config.log.clone(),
         model,

@@ -53,10 +53,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let state = service.state.clone();
     runtime::serve(
         listener,
         query_svc::http::routes(service.state.clone()),
         std::future::pending(),
+        move || state.close_streams(),
     )
     .await?;
     service.stop();

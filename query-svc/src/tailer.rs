@@ -9,6 +9,7 @@
 
 use crate::QueryState;
 use crate::checkpoint::{self, SnapshotOptions};
+use crate::history::LineEvent;
 use crate::projection::ReadModel;
 use notify::Watcher;
 use shared_events::{Envelope, LogCursor, Watermark};
@@ -210,22 +211,37 @@ impl Tailer {
         let got = read_full(file, &mut self.buf).map_err(io)?;
         self.buf.truncate(got);
 
-        let mut batch: Vec<(Envelope, u64)> = Vec::new();
+        let mut batch: Vec<(Envelope, usize, usize)> = Vec::new();
         let mut scan = self.cursor;
-        let decoded = scan.decode_lines(&self.buf, |env, raw| batch.push((env, raw.len() as u64)));
+        let mut at = 0usize;
+        let decoded = scan.decode_lines(&self.buf, |env, raw| {
+            batch.push((env, at, raw.len()));
+            at += raw.len();
+        });
         let applied_before = self.model.seq;
         let now_us = now_us();
+        let streaming = self.state.live.receiver_count() > 0;
+        let mut live = Vec::new();
         let mut misfit = None;
-        for (env, line_len) in &batch {
+        for (env, start, line_len) in &batch {
             if let Err(e) = self.model.apply(env) {
                 misfit = Some(e.to_string());
                 break;
             }
             // The cursor moves event by event, so a stop leaves it right after the
             // last applied one.
-            self.cursor.offset += line_len;
+            self.cursor.offset += *line_len as u64;
             self.cursor.lines += 1;
             self.cursor.next_seq += 1;
+            self.state.seek.note(self.cursor);
+            if streaming {
+                let line = &self.buf[*start..start + line_len - 1];
+                live.push(LineEvent {
+                    seq: env.seq,
+                    kind: env.event.kind(),
+                    line: line.to_vec().into(),
+                });
+            }
             // Lag counts from when the event became durable (acknowledgeable), which
             // is at or after its commit timestamp.
             let lag_us = now_us.saturating_sub(env.ts_us.max(mark.ts_us));
@@ -235,6 +251,10 @@ impl Tailer {
         }
         if self.model.seq != applied_before {
             self.publish();
+            if !live.is_empty() {
+                // No receiver left is fine: nobody is streaming.
+                let _ = self.state.live.send(Arc::new(live));
+            }
             self.applied_seq.set(self.model.seq as f64);
             tracing::debug!(
                 seq = self.model.seq,

@@ -215,8 +215,20 @@ pub enum ScanError {
 /// incomplete last line, or a bad line with nothing after it, is a torn tail (reported,
 /// not an error); a bad line with anything after it is corruption.
 pub fn scan<R: Read>(
+    reader: R,
+    cursor: LogCursor,
+    on_event: impl FnMut(Envelope, u64),
+) -> Result<ScanReport, ScanError> {
+    scan_until(reader, cursor, u64::MAX, on_event)
+}
+
+/// [`scan`], but stops reading once event `last_seq` was passed to `on_event` (later
+/// events in the same read chunk are decoded and checked but not passed on; the
+/// report's cursor is then where reading stopped, past `last_seq`).
+pub fn scan_until<R: Read>(
     mut reader: R,
     mut cursor: LogCursor,
+    last_seq: u64,
     mut on_event: impl FnMut(Envelope, u64),
 ) -> Result<ScanReport, ScanError> {
     let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK_BYTES);
@@ -229,10 +241,15 @@ pub fn scan<R: Read>(
         let mut end = cursor.offset;
         match cursor.decode_lines(&buf, |env, raw| {
             end += raw.len() as u64;
-            on_event(env, end)
+            if env.seq <= last_seq {
+                on_event(env, end)
+            }
         }) {
             Ok(used) => {
                 buf.drain(..used);
+                if cursor.next_seq > last_seq {
+                    return Ok(ScanReport { cursor, torn: None });
+                }
                 if eof {
                     let torn = (!buf.is_empty()).then(|| TornTail {
                         offset: cursor.offset,
@@ -382,6 +399,14 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn scan_until_stops_after_the_given_seq() {
+        let log = log_of(10);
+        let mut seen = vec![];
+        scan_until(&log[..], LogCursor::start(), 4, |e, _| seen.push(e.seq)).unwrap();
+        assert_eq!(seen, vec![1, 2, 3, 4]);
     }
 
     #[test]

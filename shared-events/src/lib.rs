@@ -75,7 +75,7 @@ pub mod watermark;
 
 pub use codec::{
     BadLine, LineError, LogCursor, ScanError, ScanReport, TornTail, decode_line, encode,
-    encode_into, scan,
+    encode_into, scan, scan_until,
 };
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};

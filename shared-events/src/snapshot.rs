@@ -170,10 +170,25 @@ pub fn load_newest<T>(
     dir: &Path,
     kind: &str,
     fold_version: u32,
+    accept: impl FnMut(&SnapshotHeader, &[u8]) -> Result<T, String>,
+    skipped: impl FnMut(&Path, &str),
+) -> io::Result<Option<Loaded<T>>> {
+    load_newest_until(dir, kind, fold_version, u64::MAX, accept, skipped)
+}
+
+/// [`load_newest`] among the snapshots taken at or before `seq_max`.
+pub fn load_newest_until<T>(
+    dir: &Path,
+    kind: &str,
+    fold_version: u32,
+    seq_max: u64,
     mut accept: impl FnMut(&SnapshotHeader, &[u8]) -> Result<T, String>,
     mut skipped: impl FnMut(&Path, &str),
 ) -> io::Result<Option<Loaded<T>>> {
-    for (_, path) in list(dir, kind)? {
+    for (_, path) in list(dir, kind)?
+        .into_iter()
+        .filter(|(seq, _)| *seq <= seq_max)
+    {
         match read(&path, kind, fold_version)
             .and_then(|(header, body)| Ok((accept(&header, &body)?, header)))
         {

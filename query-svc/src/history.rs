@@ -1,0 +1,144 @@
+//! Reading the past from the log: the book as it was right after event N (time
+//! travel), and the events from seq N on (the history part of `/events`). Both start
+//! from the nearest known position at or before N (a snapshot, or the seek index the
+//! tailer keeps) and read forward, so their cost follows the distance, and memory
+//! stays bounded by the state (time travel) or by one read chunk (events).
+
+use crate::checkpoint;
+use crate::projection::{BookSnapshot, ReadModel};
+use bytes::Bytes;
+use shared_events::{BookState, LogCursor};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+/// Bytes read from the log per history step of an event stream (one line fits).
+pub const HISTORY_CHUNK_BYTES: usize = shared_events::codec::LINE_BYTES_MAX;
+/// Events between two entries of the seek index.
+pub const SEEK_INDEX_EVERY: u64 = 1024;
+
+/// Where the past can be read from.
+#[derive(Debug)]
+pub struct Sources {
+    pub genesis: BookState,
+    pub log: PathBuf,
+    pub snapshots: PathBuf,
+}
+
+/// Known (seq, offset) positions in the log, every [`SEEK_INDEX_EVERY`] events, so a
+/// reader of old events does not have to start at byte 0.
+#[derive(Debug, Default)]
+pub struct SeekIndex {
+    /// Cursors by increasing `next_seq`.
+    points: RwLock<Vec<LogCursor>>,
+}
+
+impl SeekIndex {
+    pub fn new(start: LogCursor) -> Self {
+        let mut points = vec![LogCursor::start()];
+        if start.next_seq > 1 {
+            points.push(start);
+        }
+        SeekIndex {
+            points: RwLock::new(points),
+        }
+    }
+
+    /// Records `cursor` if it is a multiple of the spacing past the last point.
+    pub fn note(&self, cursor: LogCursor) {
+        let mut points = self.points.write().expect("seek index lock");
+        let last = points.last().map_or(0, |c| c.next_seq);
+        if cursor.next_seq >= last + SEEK_INDEX_EVERY {
+            points.push(cursor);
+        }
+    }
+
+    /// The furthest known position at or before `seq`.
+    pub fn before(&self, seq: u64) -> LogCursor {
+        let points = self.points.read().expect("seek index lock");
+        let i = points.partition_point(|c| c.next_seq <= seq);
+        points[i.saturating_sub(1)]
+    }
+}
+
+/// The book right after event `n` (`n` = 0: the genesis state), rebuilt from the
+/// newest snapshot at or before `n` and the log after it.
+pub fn book_at(sources: &Sources, n: u64) -> Result<BookSnapshot, String> {
+    let (mut model, cursor) = checkpoint::load_until(&sources.snapshots, &sources.log, n)
+        .map(|(model, cursor, _)| (model, cursor))
+        .unwrap_or_else(|| {
+            (
+                ReadModel::from_state(&sources.genesis, 0),
+                LogCursor::start(),
+            )
+        });
+    if model.seq < n {
+        let mut file = File::open(&sources.log).map_err(|e| format!("opening the log: {e}"))?;
+        file.seek(SeekFrom::Start(cursor.offset))
+            .map_err(|e| e.to_string())?;
+        let mut misfit = None;
+        shared_events::scan_until(file, cursor, n, |env, _| {
+            if misfit.is_none()
+                && let Err(e) = model.apply(&env)
+            {
+                misfit = Some(e.to_string());
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(e) = misfit {
+            return Err(e);
+        }
+    }
+    if model.seq != n {
+        return Err(format!("the log ends at seq {} before seq {n}", model.seq));
+    }
+    Ok(model.book_snapshot())
+}
+
+/// One event as the event stream sends it.
+#[derive(Debug, Clone)]
+pub struct LineEvent {
+    pub seq: u64,
+    /// `OrderPlaced` or `OrderCancelled`.
+    pub kind: &'static str,
+    /// The log line without its newline: the envelope as JSON.
+    pub line: Bytes,
+}
+
+/// Reads one chunk of the log from `cursor` and returns its events with seq in
+/// `first..=last`, the cursor after the chunk's complete lines, and whether the
+/// reading is done (`last` passed, or the end of the log reached).
+pub fn read_events(
+    log: &std::path::Path,
+    cursor: LogCursor,
+    first: u64,
+    last: u64,
+) -> Result<(Vec<LineEvent>, LogCursor, bool), String> {
+    let mut file = File::open(log).map_err(|e| format!("opening the log: {e}"))?;
+    file.seek(SeekFrom::Start(cursor.offset))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(HISTORY_CHUNK_BYTES);
+    file.take(HISTORY_CHUNK_BYTES as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut next = cursor;
+    let decoded = next.decode_lines(&buf, |env, raw| {
+        if (first..=last).contains(&env.seq) {
+            let line = &raw[..raw.len() - 1];
+            out.push(LineEvent {
+                seq: env.seq,
+                kind: env.event.kind(),
+                line: Bytes::copy_from_slice(line),
+            });
+        }
+    });
+    let done = next.next_seq > last;
+    match decoded {
+        Ok(used) => Ok((out, next, done || used == 0)),
+        // Past `last` lie only events not yet durable: a bad line there is not ours to judge.
+        Err(bad) if bad.expected_seq > last => Ok((out, next, true)),
+        Err(bad) => Err(format!("bad line in the log: {bad}")),
+    }
+}
