@@ -8,7 +8,7 @@
 //! shared-events carries no HTTP.
 
 use crate::QueryState;
-use crate::projection::{OrderView, TRADES_KEPT, TradeView};
+use crate::projection::{BookSnapshot, OrderView, TRADES_KEPT, TradeView};
 use serde::Serialize;
 use shared_events::domain;
 use std::convert::Infallible;
@@ -25,6 +25,8 @@ pub const USER_ORDERS_LIMIT_DEFAULT: usize = 100;
 pub const USER_ORDERS_LIMIT_MAX: usize = 1_000;
 /// Default `limit` for `/trades` (the largest is [`TRADES_KEPT`]).
 pub const TRADES_LIMIT_DEFAULT: usize = 100;
+/// Most price levels per side in `/orderbook?depth=N`.
+pub const DEPTH_MAX: usize = 10_000;
 /// Default and longest wait for `min_seq`.
 pub const MIN_SEQ_TIMEOUT_DEFAULT: Duration = Duration::from_millis(1_000);
 pub const MIN_SEQ_TIMEOUT_MAX: Duration = Duration::from_millis(10_000);
@@ -165,61 +167,79 @@ fn book_response(body: bytes::Bytes, seq: u64, applied: u64) -> Response {
 }
 
 async fn orderbook(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
-    let query = match prepare(&state, &query, &["at"]).await {
+    let query = match prepare(&state, &query, &["at", "depth"]).await {
         Ok(q) => q,
         Err(response) => return Ok(response),
     };
     let snap = state.snapshot();
-    let at = match query.get("at", None, |raw| parse_seq("at", raw).map(Some)) {
-        Ok(at) => at,
+    let parsed = query
+        .get("at", None, |raw| parse_seq("at", raw).map(Some))
+        .and_then(|at| {
+            let depth = query.get("depth", None, |raw| {
+                parse_limit(raw, DEPTH_MAX)
+                    .map(Some)
+                    .map_err(|_| format!("depth must be an integer 1..={DEPTH_MAX}, got {raw:?}"))
+            })?;
+            Ok((at, depth))
+        });
+    let (at, depth) = match parsed {
+        Ok(p) => p,
         Err(e) => return Ok(bad_request(e)),
     };
-    let Some(at) = at else {
-        return Ok(book_response(snap.book_json.clone(), snap.seq, snap.seq));
+    let book = match at {
+        None => snap.clone(),
+        Some(at) if at > snap.seq => {
+            return Ok(with_applied_seq(
+                bad_request(format!(
+                    "at={at} is beyond the applied head (seq {})",
+                    snap.seq
+                )),
+                snap.seq,
+            ));
+        }
+        Some(at) => match time_travel(&state, at).await {
+            Ok(book) => book,
+            Err(e) => {
+                return Ok(with_applied_seq(
+                    error(StatusCode::INTERNAL_SERVER_ERROR, e),
+                    snap.seq,
+                ));
+            }
+        },
     };
-    if at > snap.seq {
-        return Ok(with_applied_seq(
-            bad_request(format!(
-                "at={at} is beyond the applied head (seq {})",
-                snap.seq
-            )),
-            snap.seq,
-        ));
-    }
-    Ok(match time_travel(&state, at).await {
-        Ok(body) => book_response(body, at, snap.seq),
-        Err(e) => with_applied_seq(error(StatusCode::INTERNAL_SERVER_ERROR, e), snap.seq),
-    })
+    let body = match depth {
+        Some(n) => book.depth_json(n).into(),
+        None => book.json(),
+    };
+    Ok(book_response(body, book.seq, snap.seq))
 }
 
 /// The book right after event `at`, from the cache or rebuilt off the request path.
-async fn time_travel(state: &Arc<QueryState>, at: u64) -> Result<bytes::Bytes, String> {
+async fn time_travel(state: &Arc<QueryState>, at: u64) -> Result<Arc<BookSnapshot>, String> {
     let cached = |state: &QueryState| {
         let cache = state.time_travel_cache.lock().expect("cache lock");
-        cache
-            .iter()
-            .find(|(seq, _)| *seq == at)
-            .map(|(_, body)| body.clone())
+        cache.iter().find(|book| book.seq == at).cloned()
     };
-    if let Some(body) = cached(state) {
-        return Ok(body);
+    if let Some(book) = cached(state) {
+        return Ok(book);
     }
     let _slot = state
         .time_travel
         .acquire()
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(body) = cached(state) {
-        return Ok(body);
+    if let Some(book) = cached(state) {
+        return Ok(book);
     }
     let worker = state.clone();
     let book = tokio::task::spawn_blocking(move || crate::history::book_at(&worker.sources, at))
         .await
         .map_err(|e| e.to_string())??;
+    let book = Arc::new(book);
     let mut cache = state.time_travel_cache.lock().expect("cache lock");
-    cache.push_front((at, book.book_json.clone()));
+    cache.push_front(book.clone());
     cache.truncate(crate::TIME_TRAVEL_CACHED);
-    Ok(book.book_json)
+    Ok(book)
 }
 
 async fn order(state: Arc<QueryState>, id: String, query: String) -> Result<Response, Infallible> {

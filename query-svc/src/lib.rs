@@ -111,8 +111,8 @@ pub struct QueryState {
     closing: watch::Sender<bool>,
     /// Slots for computing time-travel books.
     pub time_travel: Semaphore,
-    /// Recent time-travel answers: (seq, `/orderbook` body).
-    pub time_travel_cache: Mutex<VecDeque<(u64, bytes::Bytes)>>,
+    /// Recent time-travel books, most recent first.
+    pub time_travel_cache: Mutex<VecDeque<Arc<BookSnapshot>>>,
 }
 
 impl QueryState {

@@ -6,12 +6,13 @@
 //! immutable [`BookSnapshot`] after each applied batch.
 
 use dashmap::DashMap;
-use serde::ser::{SerializeSeq, SerializeStruct};
+use imbl::OrdMap;
+use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 use shared_events::domain::resting_fingerprint;
 use shared_events::{BookState, Envelope, Event, Side};
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Most recent trades kept for `/trades` (also its largest `limit`).
 pub const TRADES_KEPT: usize = 1_000;
@@ -60,16 +61,26 @@ struct LevelEntry {
     qty: u64,
 }
 
-/// Orders at one price by id: id order is time priority.
-type Level = BTreeMap<u64, LevelEntry>;
+/// Orders at one price by id (id order is time priority), and their total. The maps
+/// are persistent (`imbl`): a published snapshot shares them with the tailer's model,
+/// and a change copies only the path it touches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Level {
+    orders: OrdMap<u64, LevelEntry>,
+    /// Sum of the orders' resting quantities.
+    qty: u64,
+}
+
+/// Price levels of one side, by price.
+pub type Levels = OrdMap<u64, Level>;
 
 /// The read side's state at one seq.
 #[derive(Debug, Clone, Default)]
 pub struct ReadModel {
     /// Last applied event (0: only init.txt).
     pub seq: u64,
-    bids: BTreeMap<u64, Level>,
-    asks: BTreeMap<u64, Level>,
+    bids: Levels,
+    asks: Levels,
     /// Every order ever seen, by id.
     pub orders: Arc<DashMap<u64, OrderView>>,
     /// Each user's order ids, oldest first.
@@ -120,10 +131,9 @@ impl ReadModel {
             user: user.to_owned(),
             qty,
         };
-        self.levels_mut(side)
-            .entry(price)
-            .or_default()
-            .insert(id, entry);
+        let level = self.levels_mut(side).entry(price).or_default();
+        level.qty += qty;
+        level.orders.insert(id, entry);
     }
 
     /// Digest of the resting orders, comparable with the write side's.
@@ -131,7 +141,7 @@ impl ReadModel {
         self.digest
     }
 
-    fn levels_mut(&mut self, side: Side) -> &mut BTreeMap<u64, Level> {
+    fn levels_mut(&mut self, side: Side) -> &mut Levels {
         match side {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
@@ -150,7 +160,7 @@ impl ReadModel {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
         };
-        Some(levels.get(&price)?.get(&id)?.qty)
+        Some(levels.get(&price)?.orders.get(&id)?.qty)
     }
 
     /// Folds one event in. Checks every fact first, so a misfit leaves the model as it was.
@@ -269,7 +279,8 @@ impl ReadModel {
             Side::Sell => &mut self.asks,
         };
         let level = levels.get_mut(&price).expect("checked: level exists");
-        let entry = level.get_mut(&id).expect("checked: order rests");
+        level.qty -= qty;
+        let entry = level.orders.get_mut(&id).expect("checked: order rests");
         let before = resting_fingerprint(id, &entry.user, side, price, entry.qty);
         entry.qty -= qty;
         let left = entry.qty;
@@ -279,8 +290,8 @@ impl ReadModel {
         };
         self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
         if left == 0 {
-            level.remove(&id);
-            if level.is_empty() {
+            level.orders.remove(&id);
+            if level.orders.is_empty() {
                 levels.remove(&price);
             }
         }
@@ -347,13 +358,16 @@ impl ReadModel {
             .into_iter()
             .flat_map(|(side, levels)| {
                 levels.iter().flat_map(move |(&price, level)| {
-                    level.iter().map(move |(&id, e)| shared_events::Order {
-                        id,
-                        user: e.user.clone(),
-                        side,
-                        price,
-                        qty: e.qty,
-                    })
+                    level
+                        .orders
+                        .iter()
+                        .map(move |(&id, e)| shared_events::Order {
+                            id,
+                            user: e.user.clone(),
+                            side,
+                            price,
+                            qty: e.qty,
+                        })
                 })
             })
             .collect();
@@ -364,26 +378,25 @@ impl ReadModel {
         }
     }
 
-    /// The immutable view of this model that readers get.
+    /// The immutable view of this model that readers get: O(1), it shares the
+    /// levels with the model.
     pub fn book_snapshot(&self) -> BookSnapshot {
         BookSnapshot {
             seq: self.seq,
             digest: self.digest,
-            book_json: self.book_json().into(),
+            bids: self.bids.clone(),
+            asks: self.asks.clone(),
+            json: OnceLock::new(),
         }
     }
 
-    /// The `/orderbook` answer at this seq, serialized once.
+    /// The `/orderbook` answer at this seq.
     pub fn book_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&BookJson(self)).expect("serializing the book to memory cannot fail")
+        self.book_snapshot().json().to_vec()
     }
 }
 
-/// Serializes `{"seq","bids","asks"}` straight from the levels, without copying them.
-struct BookJson<'a>(&'a ReadModel);
-
-struct LevelsJson<'a, I>(std::cell::Cell<Option<I>>, std::marker::PhantomData<&'a ()>);
-
+/// One resting order in the `/orderbook` answer.
 #[derive(Serialize)]
 struct EntryJson<'a> {
     id: u64,
@@ -392,11 +405,22 @@ struct EntryJson<'a> {
     qty: u64,
 }
 
-impl<'a, I: Iterator<Item = (&'a u64, &'a Level)>> Serialize for LevelsJson<'a, I> {
+/// One aggregated price level in the `/orderbook?depth=N` answer.
+#[derive(Serialize)]
+struct LevelJson {
+    price: u64,
+    qty: u64,
+    orders: usize,
+}
+
+/// Serializes a side's orders (best price first) without copying them.
+struct OrdersJson<'a, I>(std::cell::Cell<Option<I>>, std::marker::PhantomData<&'a ()>);
+
+impl<'a, I: Iterator<Item = (&'a u64, &'a Level)>> Serialize for OrdersJson<'a, I> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
         for (&price, level) in self.0.take().expect("serialized once") {
-            for (&id, e) in level {
+            for (&id, e) in &level.orders {
                 seq.serialize_element(&EntryJson {
                     id,
                     user: &e.user,
@@ -409,20 +433,69 @@ impl<'a, I: Iterator<Item = (&'a u64, &'a Level)>> Serialize for LevelsJson<'a, 
     }
 }
 
-impl Serialize for BookJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let m = self.0;
-        let mut st = s.serialize_struct("Book", 3)?;
-        st.serialize_field("seq", &m.seq)?;
-        st.serialize_field(
-            "bids",
-            &LevelsJson(Some(m.bids.iter().rev()).into(), Default::default()),
-        )?;
-        st.serialize_field(
-            "asks",
-            &LevelsJson(Some(m.asks.iter()).into(), Default::default()),
-        )?;
-        st.end()
+fn orders_json<'a, I: Iterator<Item = (&'a u64, &'a Level)>>(levels: I) -> OrdersJson<'a, I> {
+    OrdersJson(Some(levels).into(), std::marker::PhantomData)
+}
+
+/// An immutable view published after each applied batch. It shares the persistent
+/// level maps with the model; the JSON answer is made on first request, once per seq.
+#[derive(Debug, Clone)]
+pub struct BookSnapshot {
+    /// Last applied event.
+    pub seq: u64,
+    /// Digest of the resting orders at `seq`.
+    pub digest: u64,
+    bids: Levels,
+    asks: Levels,
+    /// The `/orderbook` body, serialized by the first reader that wants it.
+    json: OnceLock<bytes::Bytes>,
+}
+
+impl BookSnapshot {
+    /// The `/orderbook` body: `{"seq","bids":[...],"asks":[...]}`.
+    pub fn json(&self) -> bytes::Bytes {
+        self.json
+            .get_or_init(|| {
+                #[derive(Serialize)]
+                struct Book<B, A> {
+                    seq: u64,
+                    bids: B,
+                    asks: A,
+                }
+                let book = Book {
+                    seq: self.seq,
+                    bids: orders_json(self.bids.iter().rev()),
+                    asks: orders_json(self.asks.iter()),
+                };
+                serde_json::to_vec(&book)
+                    .expect("serializing the book to memory cannot fail")
+                    .into()
+            })
+            .clone()
+    }
+
+    /// The `/orderbook?depth=N` body: the best `n` price levels of each side, each
+    /// with its total quantity and number of orders.
+    pub fn depth_json(&self, n: usize) -> Vec<u8> {
+        let aggregate = |(&price, level): (&u64, &Level)| LevelJson {
+            price,
+            qty: level.qty,
+            orders: level.orders.len(),
+        };
+        #[derive(Serialize)]
+        struct Depth {
+            seq: u64,
+            depth: usize,
+            bids: Vec<LevelJson>,
+            asks: Vec<LevelJson>,
+        }
+        let depth = Depth {
+            seq: self.seq,
+            depth: n,
+            bids: self.bids.iter().rev().take(n).map(aggregate).collect(),
+            asks: self.asks.iter().take(n).map(aggregate).collect(),
+        };
+        serde_json::to_vec(&depth).expect("serializing to memory cannot fail")
     }
 }
 
@@ -434,15 +507,4 @@ pub struct QuerySnapshot {
     pub orders: Vec<OrderView>,
     /// The kept trades, oldest first.
     pub trades: Vec<TradeView>,
-}
-
-/// An immutable view published after each applied batch.
-#[derive(Debug, Clone)]
-pub struct BookSnapshot {
-    /// Last applied event.
-    pub seq: u64,
-    /// Digest of the resting orders at `seq`.
-    pub digest: u64,
-    /// The `/orderbook` body at `seq`.
-    pub book_json: bytes::Bytes,
 }

@@ -350,3 +350,35 @@ async fn a_client_that_does_not_read_is_cut_off() {
     server.abort();
     service.stop();
 }
+
+#[tokio::test]
+async fn depth_aggregates_price_levels() {
+    let fx = Fixture::new();
+    // Events 1..=3 add buys at 91, 92, 93 beside init.txt's bid at 99 and ask at 101.
+    fx.write(1, 3);
+    let service = query_svc::start(&fx.config).unwrap();
+    wait_applied(&service, 3).await;
+    let (status, depth) = get(&service, "/orderbook?depth=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        depth,
+        serde_json::json!({
+            "seq": 3, "depth": 2,
+            "bids": [{"price": 99, "qty": 10, "orders": 1}, {"price": 93, "qty": 1, "orders": 1}],
+            "asks": [{"price": 101, "qty": 5, "orders": 1}],
+        })
+    );
+    let (_, old) = get(&service, "/orderbook?at=0&depth=5").await;
+    assert_eq!(
+        old["bids"],
+        serde_json::json!([{"price": 99, "qty": 10, "orders": 1}])
+    );
+    for bad in [
+        "/orderbook?depth=0",
+        "/orderbook?depth=10001",
+        "/orderbook?depth=x",
+    ] {
+        assert_eq!(get(&service, bad).await.0, 400, "{bad}");
+    }
+    service.stop();
+}
