@@ -28,6 +28,20 @@ pub struct WriteArgs {
     /// Idempotency keys remembered (the most recent ones; 0 turns keys off).
     #[arg(long, env = "FOLDBOOK_IDEMPOTENCY_KEYS", default_value_t = crate::idempotency::IDEMPOTENCY_KEYS_KEPT_DEFAULT)]
     pub idempotency_keys: usize,
+    /// Bearer tokens (`TOKEN USER` or `sha256:HEX USER` per line): when given, every
+    /// write needs the token of the user in its path.
+    #[arg(long, env = "FOLDBOOK_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+}
+
+impl WriteArgs {
+    /// The auth table, if `--auth-file` was given.
+    pub fn auth(&self) -> Result<Option<std::sync::Arc<shared_events::auth::AuthTable>>, String> {
+        self.auth_file
+            .as_deref()
+            .map(|path| shared_events::auth::AuthTable::load(path).map(std::sync::Arc::new))
+            .transpose()
+    }
 }
 
 impl WriteArgs {

@@ -5,8 +5,10 @@
 use crate::command::Command;
 use crate::writer::{CommandHandle, DispatchError};
 use serde::Serialize;
+use shared_events::auth::{Access, AuthTable};
 use shared_events::{Side, domain};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -105,14 +107,53 @@ pub fn parse_cancel(
     })
 }
 
+/// 401 with the challenge header.
+fn unauthorized(message: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        "www-authenticate",
+        warp::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// With `--auth-file`: who the request's bearer token acts as. `Err` is why it is
+/// 401 (missing or unknown token). Without an auth table, anyone may act as anyone.
+fn authenticate<'a>(
+    auth: Option<&'a AuthTable>,
+    headers: &HeaderMap,
+) -> Result<Option<&'a str>, &'static str> {
+    let Some(table) = auth else { return Ok(None) };
+    match table.check(headers.get("authorization").map(|v| v.as_bytes())) {
+        Access::User(user) => Ok(Some(user)),
+        Access::Missing => Err("this server requires `Authorization: Bearer <token>`"),
+        Access::Unknown => Err("unknown or malformed bearer token"),
+    }
+}
+
 async fn dispatch(
     handle: CommandHandle,
+    auth: Option<Arc<AuthTable>>,
     cmd: Result<Command, String>,
+    headers: HeaderMap,
 ) -> Result<Response, Infallible> {
+    let acting = match authenticate(auth.as_deref(), &headers) {
+        Ok(acting) => acting,
+        Err(why) => return Ok(unauthorized(why)),
+    };
     let cmd = match cmd {
         Ok(cmd) => cmd,
         Err(message) => return Ok(bad_request(message)),
     };
+    let user = match &cmd {
+        Command::Place { user, .. } | Command::Cancel { user, .. } => user,
+    };
+    if acting.is_some_and(|acting| acting != user) {
+        return Ok(error(
+            StatusCode::FORBIDDEN,
+            format!("this token may not act as {user:?}"),
+        ));
+    }
     let created = matches!(cmd, Command::Place { .. });
     Ok(match handle.dispatch(cmd).await {
         Ok(outcome) => {
@@ -132,12 +173,18 @@ async fn dispatch(
             rejection,
         ),
         Err(e @ DispatchError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e @ DispatchError::Busy) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e);
+            response.headers_mut().insert("retry-after", 1.into());
+            response
+        }
     })
 }
 
-/// The write routes: place and cancel.
-pub fn api(handle: CommandHandle) -> BoxedFilter<(Response,)> {
-    let with_handle = warp::any().map(move || handle.clone());
+/// The write routes: place and cancel. With an auth table, every write needs the
+/// bearer token of the user in its path.
+pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
+    let with_handle = warp::any().map(move || (handle.clone(), auth.clone()));
     let place = |side: Side| {
         warp::path(side.as_str())
             .and(warp::path::param::<String>())
@@ -172,7 +219,8 @@ pub fn api(handle: CommandHandle) -> BoxedFilter<(Response,)> {
                 .or(cancel)
                 .unify(),
         )
-        .and_then(dispatch)
+        .and(warp::header::headers_cloned())
+        .and_then(|(handle, auth), cmd, headers| dispatch(handle, auth, cmd, headers))
         .boxed()
 }
 
@@ -204,7 +252,7 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
 }
 
 /// All routes of a stand-alone command-svc: the API plus `/health`, errors as JSON.
-pub fn routes(handle: CommandHandle) -> BoxedFilter<(Response,)> {
+pub fn routes(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
     let health_handle = handle.clone();
     let health = warp::path("health")
         .and(warp::path::end())
@@ -215,7 +263,7 @@ pub fn routes(handle: CommandHandle) -> BoxedFilter<(Response,)> {
             fields.insert("seq".into(), fields["durable_seq"].clone());
             json(StatusCode::OK, &fields)
         });
-    api(handle)
+    api(handle, auth)
         .or(health)
         .unify()
         .recover(recover)

@@ -16,6 +16,8 @@ struct Args {
     /// Log line format.
     #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
     log_format: command_svc::runtime::LogFormat,
+    #[command(flatten)]
+    limits: command_svc::runtime::Limits,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
@@ -48,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", log.display()))?;
         std::process::exit(if ok { 0 } else { 1 });
     }
+    let auth = args.write.auth().map_err(anyhow::Error::msg)?;
     let (handle, writer) =
         command_svc::start(&args.write.config()).context("starting command-svc")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -56,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
     let mut failure = writer.failure.clone();
     command_svc::runtime::serve(
         listener,
-        command_svc::http::routes(handle),
+        command_svc::http::routes(handle, auth),
+        &args.limits,
         async move {
             let _ = failure.wait_for(Option::is_some).await;
         },

@@ -128,37 +128,171 @@ pub async fn stop_signal() {
     }
 }
 
-/// Serves `routes` (plus `/metrics`) on `listener` until a stop signal or `fatal`
-/// resolves, then calls `on_stop` (to end long-lived answers such as event streams),
-/// stops accepting and lets in-flight requests finish (at most [`SHUTDOWN_GRACE`]).
-/// Logs `listening on http://ADDR` first, which scripts and tests wait for.
+/// Default bounds on what one client may hold or send; each is a flag.
+pub const CONNECTIONS_MAX: usize = 4096;
+pub const HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+pub const HEADERS_MAX: usize = 64;
+pub const URI_BYTES_MAX: usize = 4096;
+pub const BODY_BYTES_MAX: u64 = 16 * 1024;
+
+/// Bounds on connections and requests, so slow or greedy clients cannot starve the
+/// others or grow memory. Shared by every binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Most open connections; a connection beyond it is closed at once.
+    #[arg(long, env = "FOLDBOOK_CONNECTIONS_MAX", default_value_t = CONNECTIONS_MAX)]
+    pub connections_max: usize,
+    /// A connection that has not sent a complete request head within this time,
+    /// including an idle keep-alive connection between requests, is closed (slowloris).
+    #[arg(long, env = "FOLDBOOK_HEADER_TIMEOUT_MS", default_value_t = HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
+    /// Largest request head (request line and headers); larger is 431.
+    #[arg(long, env = "FOLDBOOK_HEADER_BYTES_MAX", default_value_t = HEADER_BYTES_MAX)]
+    pub header_bytes_max: usize,
+    /// Most request headers; more is 431.
+    #[arg(long, env = "FOLDBOOK_HEADERS_MAX", default_value_t = HEADERS_MAX)]
+    pub headers_max: usize,
+    /// Longest request target (path and query); longer is 414.
+    #[arg(long, env = "FOLDBOOK_URI_BYTES_MAX", default_value_t = URI_BYTES_MAX)]
+    pub uri_bytes_max: usize,
+    /// Largest request body (no route takes one); larger is 413.
+    #[arg(long, env = "FOLDBOOK_BODY_BYTES_MAX", default_value_t = BODY_BYTES_MAX)]
+    pub body_bytes_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: CONNECTIONS_MAX,
+            header_timeout_ms: HEADER_TIMEOUT_MS,
+            header_bytes_max: HEADER_BYTES_MAX,
+            headers_max: HEADERS_MAX,
+            uri_bytes_max: URI_BYTES_MAX,
+            body_bytes_max: BODY_BYTES_MAX,
+        }
+    }
+}
+
+fn json_error(status: warp::http::StatusCode, message: String) -> Response {
+    use warp::Reply;
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({ "error": message })),
+        status,
+    )
+    .into_response()
+}
+
+/// The answer for a request that breaks a bound checked before routing, if any.
+fn over_limit<B>(limits: &Limits, req: &warp::http::Request<B>) -> Option<Response> {
+    use warp::http::StatusCode;
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > limits.uri_bytes_max {
+        return Some(json_error(
+            StatusCode::URI_TOO_LONG,
+            format!("request target longer than {} bytes", limits.uri_bytes_max),
+        ));
+    }
+    let length = req
+        .headers()
+        .get(warp::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n > limits.body_bytes_max) {
+        return Some(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {} bytes", limits.body_bytes_max),
+        ));
+    }
+    None
+}
+
+/// Serves `routes` (plus `/metrics`) on `listener` within `limits` until a stop
+/// signal or `fatal` resolves, then calls `on_stop` (to end long-lived answers such as
+/// event streams), stops accepting and lets in-flight requests finish (at most
+/// [`SHUTDOWN_GRACE`]). Logs `listening on http://ADDR` first, which scripts and
+/// tests wait for.
+///
+/// The connections are served by hyper directly rather than through `warp::serve`,
+/// which sets no header-read timeout and no connection cap.
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
+    limits: &Limits,
     fatal: impl Future<Output = ()> + Send + 'static,
     on_stop: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper::service::Service as _;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on http://{addr}");
-    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
+    let routes = hyper_util::service::TowerToHyperService::new(warp::service(instrument(routes)));
+    let limits = std::sync::Arc::new(limits.clone());
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
+    let open = metrics::gauge!("foldbook_connections_open");
+    let refused = metrics::counter!("foldbook_connections_refused_total");
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        .max_headers(limits.headers_max)
+        .max_header_size(limits.header_bytes_max)
+        .keep_alive(true);
+    let stop = async move {
         tokio::select! {
             _ = stop_signal() => tracing::info!("stop signal: shutting down"),
             _ = fatal => tracing::error!("fatal error: shutting down"),
         }
-        on_stop();
-        let _ = stopping_tx.send(());
     };
-    let server = warp::serve(instrument(routes))
-        .incoming(listener)
-        .graceful(signal)
-        .run();
-    tokio::pin!(server);
-    tokio::select! {
-        _ = &mut server => {}
-        _ = async { let _ = stopping.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-        }
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.increment(1);
+            tracing::debug!("connection refused: {} open", limits.connections_max);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (routes, limits, open) = (routes.clone(), limits.clone(), open.clone());
+        let service = hyper::service::service_fn(move |req| {
+            let (routes, limits) = (routes.clone(), limits.clone());
+            async move {
+                match over_limit(&limits, &req) {
+                    Some(answer) => Ok(answer),
+                    None => routes.call(req).await,
+                }
+            }
+        });
+        let conn =
+            graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            open.increment(1.0);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            open.decrement(1.0);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    on_stop();
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     Ok(())
 }

@@ -93,6 +93,9 @@ pub enum DispatchError {
     /// 503: the writer is stopped or failed; the command may not have been written.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: the writer's queue is full; nothing was written.
+    #[error("the writer is busy ({QUEUE_COMMANDS_MAX} commands queued); retry shortly")]
+    Busy,
 }
 
 type Reply = oneshot::Sender<Result<Outcome, DispatchError>>;
@@ -134,13 +137,19 @@ pub struct CommandHandle {
 
 impl CommandHandle {
     /// Sends `cmd` to the writer and waits for its outcome: `Ok` only once the
-    /// event is in the log (and synced, in `FsyncMode::Always`).
+    /// event is in the log (and synced, in `FsyncMode::Always`). When the writer's
+    /// queue is full it answers [`DispatchError::Busy`] at once instead of queueing
+    /// without bound.
     pub async fn dispatch(&self, cmd: Command) -> Result<Outcome, DispatchError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Request::Command(cmd, reply))
-            .await
-            .map_err(|_| DispatchError::Unavailable("the writer has stopped".to_owned()))?;
+            .try_send(Request::Command(cmd, reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => DispatchError::Busy,
+                mpsc::error::TrySendError::Closed(_) => {
+                    DispatchError::Unavailable("the writer has stopped".to_owned())
+                }
+            })?;
         answer.await.unwrap_or_else(|_| {
             Err(DispatchError::Unavailable(
                 "the writer stopped before answering".to_owned(),

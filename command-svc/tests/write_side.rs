@@ -389,7 +389,7 @@ mod routes {
     async fn place_cancel_and_errors() {
         let (_dir, config) = files();
         let (handle, task) = command_svc::start(&config).unwrap();
-        let routes = http::routes(handle.clone());
+        let routes = http::routes(handle.clone(), None);
 
         let (status, body, seq) = request(&routes, "POST", "/buy/dave/101?qty=7").await;
         assert_eq!(status, StatusCode::CREATED);
@@ -562,7 +562,7 @@ mod idempotency {
     async fn a_retry_gets_the_first_answer_also_after_a_restart() {
         let (_dir, config) = files();
         let (handle, task) = command_svc::start(&config).unwrap();
-        let routes = http::routes(handle.clone());
+        let routes = http::routes(handle.clone(), None);
         let (status, first) = send(&routes, "/buy/dave/101?qty=7", "order-1").await;
         assert_eq!(status, 201, "{first}");
         let (status, again) = send(&routes, "/buy/dave/101?qty=7", "order-1").await;
@@ -589,7 +589,7 @@ mod idempotency {
 
         // After a restart, from the snapshot the clean stop wrote...
         let (handle, task) = command_svc::start(&config).unwrap();
-        let routes = http::routes(handle.clone());
+        let routes = http::routes(handle.clone(), None);
         assert_eq!(
             send(&routes, "/buy/dave/101?qty=7", "order-1").await,
             (201, first.clone())
@@ -599,7 +599,7 @@ mod idempotency {
         // ...and from replaying the log alone.
         std::fs::remove_dir_all(config.snapshot_dir()).unwrap();
         let (handle, task) = command_svc::start(&config).unwrap();
-        let routes = http::routes(handle.clone());
+        let routes = http::routes(handle.clone(), None);
         assert_eq!(
             send(&routes, "/buy/dave/101?qty=7", "order-1").await,
             (201, first)
@@ -643,5 +643,129 @@ mod idempotency {
             .sum();
         assert_eq!(lines, 1);
         task.shutdown().await.unwrap();
+    }
+}
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A storage whose sync waits until released: the writer's queue fills up.
+    #[derive(Clone)]
+    struct StuckDisk(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+    impl Storage for StuckDisk {
+        fn append(&mut self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            let (lock, cvar) = &*self.0;
+            let _released = cvar
+                .wait_while(lock.lock().unwrap(), |released| !*released)
+                .unwrap();
+            Ok(())
+        }
+        fn publish_durable(&mut self, _: Watermark) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_writer_queue_answers_busy_at_once() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let model = WriteModel {
+            book: genesis_book(),
+            keys: IdempotencyIndex::new(0),
+        };
+        let options = WriterOptions {
+            fsync: FsyncMode::Always,
+            snapshots: None,
+        };
+        let (handle, task) =
+            writer::spawn(model, StuckDisk(gate.clone()), LogCursor::start(), options);
+        let total = writer::QUEUE_COMMANDS_MAX + writer::BATCH_EVENTS_MAX + 500;
+        let tasks: Vec<_> = (0..total)
+            .map(|i| {
+                let h = handle.clone();
+                tokio::spawn(async move { h.dispatch(buy("u", 1 + (i % 50) as u64, 1)).await })
+            })
+            .collect();
+        // While the disk is stuck nothing can succeed; the overflow is answered anyway.
+        let overflow = total - writer::QUEUE_COMMANDS_MAX - writer::BATCH_EVENTS_MAX;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while tasks.iter().filter(|t| t.is_finished()).count() < overflow {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "refusals did not come while the disk was stuck"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let (mut ok, mut busy) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(DispatchError::Busy) => busy += 1,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(
+            busy >= overflow,
+            "at least the overflow is refused, got {busy} busy"
+        );
+        assert_eq!(ok + busy, total);
+        assert!(
+            ok >= writer::QUEUE_COMMANDS_MAX,
+            "queued commands are all answered: {ok}"
+        );
+        drop(handle);
+        task.shutdown().await.unwrap();
+    }
+
+    fn arb_segment() -> impl Strategy<Value = String> {
+        // Arbitrary bytes, percent-encoded as a client would send them, plus the
+        // raw characters validation must reject.
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..80)
+                .prop_map(|b| b.iter().map(|c| format!("%{c:02X}")).collect::<String>()),
+            "[A-Za-z0-9._~!$&'()*+,;=:@%-]{0,80}",
+            "[0-9]{1,25}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever the path and query, the answer is a success or a 4xx with a JSON
+        /// error, never a panic or a 5xx, and a 4xx writes nothing.
+        #[test]
+        fn arbitrary_requests_get_json_4xx_and_write_nothing(
+            route in prop_oneof![Just("buy"), Just("sell"), Just("cancel")],
+            user in arb_segment(),
+            second in arb_segment(),
+            query in "[A-Za-z0-9._~!$&'()*+,;=:@/?%-]{0,60}",
+            method in prop_oneof![Just("POST"), Just("GET"), Just("PUT")],
+        ) {
+            let path = format!("/{route}/{user}/{second}?{query}");
+            // What no HTTP client can send is not a request.
+            prop_assume!(warp::http::Uri::try_from(path.as_str()).is_ok());
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_dir, config) = files();
+                let (handle, task) = command_svc::start(&config).unwrap();
+                let routes = http::routes(handle.clone(), None);
+                let res = warp::test::request().method(method).path(&path).reply(&routes).await;
+                let status = res.status().as_u16();
+                assert!(status < 500, "{method} {path}: {status}");
+                if status >= 400 {
+                    let body: serde_json::Value = serde_json::from_slice(res.body()).expect("a JSON error body");
+                    assert!(body["error"].is_string(), "{body}");
+                    assert_eq!(handle.stats.head_seq.load(std::sync::atomic::Ordering::Acquire), 0, "{path} wrote");
+                }
+                drop((routes, handle));
+                task.shutdown().await.unwrap();
+            });
+        }
     }
 }

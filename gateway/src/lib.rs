@@ -10,6 +10,7 @@ pub mod proxy;
 
 use command_svc::CommandHandle;
 use query_svc::QueryState;
+use shared_events::auth::AuthTable;
 use std::sync::Arc;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -44,16 +45,23 @@ pub fn index() -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// Every route of the combined gateway, errors as JSON.
-pub fn combined_routes(command: CommandHandle, query: Arc<QueryState>) -> BoxedFilter<(Response,)> {
+/// Every route of the combined gateway, errors as JSON. `auth` (from `--auth-file`)
+/// guards writes; with `auth_reads` it guards reads too.
+pub fn combined_routes(
+    command: CommandHandle,
+    query: Arc<QueryState>,
+    auth: Option<Arc<AuthTable>>,
+    auth_reads: bool,
+) -> BoxedFilter<(Response,)> {
     let health_command = command.clone();
     let health_query = query.clone();
     let health = warp::path("health")
         .and(warp::path::end())
         .and(warp::get())
         .map(move || {
-            let mut fields = command_svc::http::health_fields(&health_command);
-            fields.extend(query_svc::http::health_fields(&health_query));
+            // The writer's own `durable_seq` wins over what the read side last saw of it.
+            let mut fields = query_svc::http::health_fields(&health_query);
+            fields.extend(command_svc::http::health_fields(&health_command));
             let ok = !fields.contains_key("read_error");
             fields.insert("status".into(), if ok { "ok" } else { "error" }.into());
             fields.insert("seq".into(), fields["applied_seq"].clone());
@@ -64,8 +72,9 @@ pub fn combined_routes(command: CommandHandle, query: Arc<QueryState>) -> BoxedF
             };
             command_svc::http::json(status, &fields)
         });
-    command_svc::http::api(command)
-        .or(query_svc::http::api(query))
+    let read_auth = auth.clone().filter(|_| auth_reads);
+    command_svc::http::api(command, auth)
+        .or(query_svc::http::api(query, read_auth))
         .unify()
         .or(health)
         .unify()

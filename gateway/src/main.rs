@@ -14,6 +14,8 @@ struct Args {
     /// Log line format.
     #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
     log_format: command_svc::runtime::LogFormat,
+    #[command(flatten)]
+    limits: runtime::Limits,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -31,6 +33,9 @@ struct Args {
         requires = "command_url"
     )]
     query_url: Vec<String>,
+    /// Require a known bearer token for reads too (needs `--auth-file`).
+    #[arg(long, env = "FOLDBOOK_AUTH_READS")]
+    auth_reads: bool,
     /// Proxy mode: longest wait for an upstream's answer, in milliseconds.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_MS", default_value_t = gateway::proxy::UPSTREAM_TIMEOUT_DEFAULT.as_millis() as u64)]
     upstream_timeout_ms: u64,
@@ -43,6 +48,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(command_url) = &args.command_url {
         return proxy(&args, command_url).await;
     }
+    if args.auth_reads && args.write.auth_file.is_none() {
+        anyhow::bail!("--auth-reads needs --auth-file");
+    }
+    let auth = args.write.auth().map_err(anyhow::Error::msg)?;
     let command_config = args.write.config();
     let (handle, writer) =
         command_svc::start(&command_config).context("starting the write side")?;
@@ -58,11 +67,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut failure = writer.failure.clone();
-    let routes = gateway::combined_routes(handle, query.state.clone());
+    let routes = gateway::combined_routes(handle, query.state.clone(), auth, args.auth_reads);
     let state = query.state.clone();
     runtime::serve(
         listener,
         routes,
+        &args.limits,
         async move {
             let _ = failure.wait_for(Option::is_some).await;
         },
@@ -86,6 +96,12 @@ async fn proxy(args: &Args, command_url: &str) -> anyhow::Result<()> {
         timeout,
     ));
     tracing::info!(command = %command_url, query = ?args.query_url, "proxy mode");
+    if args.write.auth_file.is_some() {
+        // The services check tokens; the proxy passes Authorization through.
+        tracing::warn!(
+            "--auth-file is for combined mode; in proxy mode give it to command-svc and query-svc"
+        );
+    }
     let checker = tokio::spawn(upstreams.clone().check_health());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -93,6 +109,7 @@ async fn proxy(args: &Args, command_url: &str) -> anyhow::Result<()> {
     runtime::serve(
         listener,
         gateway::proxy::routes(upstreams),
+        &args.limits,
         std::future::pending(),
         || {},
     )

@@ -158,7 +158,12 @@ async fn features_work_through_the_proxy_gateway_and_digests_match_combined() {
     // Combined mode over the same files reaches the same state and digest.
     let combined = Proc::start("gateway", dir.path(), &[]);
     let health = caught_up(&client, &combined.url).await;
-    assert_eq!(health["read_digest"], read["read_digest"]);
+    assert_eq!(
+        health["read_digest"],
+        read["read_digest"],
+        "combined {health}\nsplit {read}\n{}",
+        combined.log()
+    );
     assert_eq!(
         get_json(&client, &format!("{}/orderbook", combined.url)).await,
         split_book

@@ -10,6 +10,7 @@
 use crate::QueryState;
 use crate::projection::{BookSnapshot, OrderView, TRADES_KEPT, TradeView};
 use serde::Serialize;
+use shared_events::auth::{Access, AuthTable};
 use shared_events::domain;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -412,8 +413,52 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
     map
 }
 
-/// The read routes (without `/health`).
-pub fn api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
+/// With `--auth-reads`: a guard that answers 401 unless the request carries a known
+/// bearer token (of any user), and otherwise lets the routes behind it answer.
+fn read_guard(table: Arc<AuthTable>) -> BoxedFilter<(Response,)> {
+    const READ_ROUTES: &[&str] = &["orderbook", "orders", "users", "trades", "events"];
+    warp::path::full()
+        .and(warp::header::headers_cloned())
+        .and_then(move |path: warp::path::FullPath, headers: HeaderMap| {
+            let table = table.clone();
+            async move {
+                let first = path
+                    .as_str()
+                    .trim_start_matches('/')
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                if !READ_ROUTES.contains(&first) {
+                    // Not a read route (health, metrics, writes): not ours to guard.
+                    return Err(warp::reject::not_found());
+                }
+                let message = match table.check(headers.get("authorization").map(|v| v.as_bytes()))
+                {
+                    Access::User(_) => return Err(warp::reject::not_found()),
+                    Access::Missing => "reads require `Authorization: Bearer <token>` here",
+                    Access::Unknown => "unknown or malformed bearer token",
+                };
+                let mut response = error(StatusCode::UNAUTHORIZED, message);
+                response.headers_mut().insert(
+                    "www-authenticate",
+                    warp::http::HeaderValue::from_static("Bearer"),
+                );
+                Ok(response)
+            }
+        })
+        .boxed()
+}
+
+/// The read routes (without `/health`). With `read_auth`, each needs a known token.
+pub fn api(state: Arc<QueryState>, read_auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
+    let routes = read_api(state);
+    match read_auth {
+        Some(table) => read_guard(table).or(routes).unify().boxed(),
+        None => routes,
+    }
+}
+
+fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
     let orderbook = warp::path("orderbook")
         .and(warp::path::end())
@@ -457,7 +502,10 @@ pub fn api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
 }
 
 /// All routes of a stand-alone query-svc: the API plus `/health`, errors as JSON.
-pub fn routes(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
+pub fn routes(
+    state: Arc<QueryState>,
+    read_auth: Option<Arc<AuthTable>>,
+) -> BoxedFilter<(Response,)> {
     let health_state = state.clone();
     let health = warp::path("health")
         .and(warp::path::end())
@@ -475,7 +523,7 @@ pub fn routes(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
             };
             with_applied_seq(json(status, &fields), seq)
         });
-    api(state)
+    api(state, read_auth)
         .or(health)
         .unify()
         .recover(recover)

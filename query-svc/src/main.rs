@@ -18,6 +18,8 @@ struct Args {
     /// Log line format.
     #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
     log_format: runtime::LogFormat,
+    #[command(flatten)]
+    limits: runtime::Limits,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "QUERY_LISTEN", default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
@@ -36,6 +38,13 @@ struct Args {
     /// Ignore snapshots and rebuild the read model from genesis.
     #[arg(long)]
     rebuild: bool,
+    /// Bearer tokens (`TOKEN USER` or `sha256:HEX USER` per line); with
+    /// `--auth-reads`, every read needs a known token.
+    #[arg(long, env = "FOLDBOOK_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
+    /// Require a known bearer token for reads too (needs `--auth-file`).
+    #[arg(long, env = "FOLDBOOK_AUTH_READS", requires = "auth_file")]
+    auth_reads: bool,
 }
 
 #[tokio::main]
@@ -49,6 +58,12 @@ async fn main() -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every,
         rebuild: args.rebuild,
     };
+    let read_auth = match (&args.auth_file, args.auth_reads) {
+        (Some(path), true) => Some(std::sync::Arc::new(
+            shared_events::auth::AuthTable::load(path).map_err(anyhow::Error::msg)?,
+        )),
+        _ => None,
+    };
     let service = query_svc::start(&config).context("starting query-svc")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -56,7 +71,8 @@ async fn main() -> anyhow::Result<()> {
     let state = service.state.clone();
     runtime::serve(
         listener,
-        query_svc::http::routes(service.state.clone()),
+        query_svc::http::routes(service.state.clone(), read_auth),
+        &args.limits,
         std::future::pending(),
         move || state.close_streams(),
     )

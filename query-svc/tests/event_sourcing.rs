@@ -75,7 +75,7 @@ async fn wait_applied(service: &QueryService, seq: u64) {
 }
 
 async fn get(service: &QueryService, path: &str) -> (u16, serde_json::Value) {
-    let routes = query_svc::http::routes(service.state.clone());
+    let routes = query_svc::http::routes(service.state.clone(), None);
     let res = warp::test::request()
         .method("GET")
         .path(path)
@@ -103,7 +103,7 @@ async fn min_seq_waits_for_the_write_or_answers_504() {
     assert!(body["error"].as_str().unwrap().contains("seq 2"), "{body}");
 
     // A read that waits sees the write as soon as it is applied.
-    let routes = query_svc::http::routes(service.state.clone());
+    let routes = query_svc::http::routes(service.state.clone(), None);
     let waiting = tokio::spawn(async move {
         let res = warp::test::request()
             .path("/orders/4?min_seq=2&timeout_ms=10000")
@@ -234,7 +234,7 @@ async fn events_stream_history_then_live_and_resume() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(
-        warp::serve(query_svc::http::routes(service.state.clone()))
+        warp::serve(query_svc::http::routes(service.state.clone(), None))
             .incoming(listener)
             .run(),
     );
@@ -325,7 +325,7 @@ async fn a_client_that_does_not_read_is_cut_off() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(
-        warp::serve(query_svc::http::routes(service.state.clone()))
+        warp::serve(query_svc::http::routes(service.state.clone(), None))
             .incoming(listener)
             .run(),
     );

@@ -111,7 +111,7 @@ fn mark_durable(config: &Config, seq: u64) {
 }
 
 async fn get(service: &QueryService, path: &str) -> (StatusCode, serde_json::Value, u64) {
-    let routes = query_svc::http::routes(service.state.clone());
+    let routes = query_svc::http::routes(service.state.clone(), None);
     let res = warp::test::request()
         .method("GET")
         .path(path)

@@ -7,6 +7,7 @@
 //!
 //! ## Layout
 //!
+//! - [`auth`]: the bearer-token table of `--auth-file`.
 //! - [`domain`]: `Order`, `Side`, `Fill`, value bounds and validators.
 //! - [`event`]: the events (`OrderPlaced`, `OrderCancelled`) and the [`Envelope`].
 //! - [`codec`]: one envelope <-> one checksummed line; log scanning and recovery rules.
@@ -66,6 +67,7 @@
 //! A JSON object: `next_order_id` (u64) and `orders`, the resting orders in
 //! time-priority order, ids strictly increasing; see [`state::BookState`].
 
+pub mod auth;
 pub mod codec;
 pub mod domain;
 pub mod event;
