@@ -32,6 +32,9 @@ pub struct Sources {
 pub struct SeekIndex {
     /// Cursors by increasing `next_seq`.
     points: RwLock<Vec<LogCursor>>,
+    /// The `next_seq` from which the next point is due: lets [`SeekIndex::note`]
+    /// skip the lock for all the events in between.
+    due: std::sync::atomic::AtomicU64,
 }
 
 impl SeekIndex {
@@ -40,18 +43,22 @@ impl SeekIndex {
         if start.next_seq > 1 {
             points.push(start);
         }
+        let due = points.last().map_or(0, |c| c.next_seq) + SEEK_INDEX_EVERY;
         SeekIndex {
             points: RwLock::new(points),
+            due: due.into(),
         }
     }
 
-    /// Records `cursor` if it is a multiple of the spacing past the last point.
+    /// Records `cursor` if it is the spacing past the last point.
     pub fn note(&self, cursor: LogCursor) {
-        let mut points = self.points.write().expect("seek index lock");
-        let last = points.last().map_or(0, |c| c.next_seq);
-        if cursor.next_seq >= last + SEEK_INDEX_EVERY {
-            points.push(cursor);
+        use std::sync::atomic::Ordering;
+        if cursor.next_seq < self.due.load(Ordering::Relaxed) {
+            return;
         }
+        self.points.write().expect("seek index lock").push(cursor);
+        self.due
+            .store(cursor.next_seq + SEEK_INDEX_EVERY, Ordering::Relaxed);
     }
 
     /// The furthest known position at or before `seq`.

@@ -289,7 +289,7 @@ async fn user_orders(
     };
     let ids: Vec<u64> = state
         .user_orders
-        .get(&user)
+        .get(user.as_str())
         .map(|ids| ids.iter().rev().take(limit).copied().collect())
         .unwrap_or_default();
     let orders: Vec<OrderView> = ids

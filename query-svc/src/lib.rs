@@ -86,7 +86,7 @@ pub struct QueryState {
     /// Every order by id.
     pub orders: Arc<DashMap<u64, OrderView>>,
     /// Each user's order ids, oldest first.
-    pub user_orders: Arc<DashMap<String, Vec<u64>>>,
+    pub user_orders: Arc<DashMap<Arc<str>, Vec<u64>>>,
     /// Recent trades, oldest first.
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
     /// Why applying stopped, while it is stopped.

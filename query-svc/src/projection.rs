@@ -30,7 +30,8 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub id: u64,
-    pub user: String,
+    /// Interned: one allocation per user, shared by all their orders.
+    pub user: Arc<str>,
     pub side: Side,
     pub price: u64,
     /// Quantity ordered (for init.txt orders: the quantity resting at genesis).
@@ -54,19 +55,14 @@ pub struct TradeView {
     pub qty: u64,
 }
 
-/// One resting order inside a price level (its id is the level's key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct LevelEntry {
-    user: String,
-    qty: u64,
-}
-
 /// Orders at one price by id (id order is time priority), and their total. The maps
 /// are persistent (`imbl`): a published snapshot shares them with the tailer's model,
 /// and a change copies only the path it touches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Level {
-    orders: OrdMap<u64, LevelEntry>,
+    /// Resting quantity by order id. The owner is in the order index: users never
+    /// change, and keeping them out of the levels keeps a resting order small.
+    orders: OrdMap<u64, u64>,
     /// Sum of the orders' resting quantities.
     qty: u64,
 }
@@ -84,11 +80,13 @@ pub struct ReadModel {
     /// Every order ever seen, by id.
     pub orders: Arc<DashMap<u64, OrderView>>,
     /// Each user's order ids, oldest first.
-    pub user_orders: Arc<DashMap<String, Vec<u64>>>,
+    pub user_orders: Arc<DashMap<Arc<str>, Vec<u64>>>,
     /// The most recent trades, oldest first, at most [`TRADES_KEPT`].
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
     /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
     digest: u64,
+    /// Every user name seen, shared by their orders (the tailer's interner).
+    users: std::collections::HashSet<Arc<str>>,
 }
 
 /// An event that does not fit the read model: the log contradicts itself.
@@ -107,9 +105,10 @@ impl ReadModel {
             ..ReadModel::default()
         };
         for o in &state.orders {
+            let user = model.intern(&o.user);
             model.insert_order(OrderView {
                 id: o.id,
-                user: o.user.clone(),
+                user,
                 side: o.side,
                 price: o.price,
                 qty: o.qty,
@@ -127,13 +126,9 @@ impl ReadModel {
         self.digest = self
             .digest
             .wrapping_add(resting_fingerprint(id, user, side, price, qty));
-        let entry = LevelEntry {
-            user: user.to_owned(),
-            qty,
-        };
         let level = self.levels_mut(side).entry(price).or_default();
         level.qty += qty;
-        level.orders.insert(id, entry);
+        level.orders.insert(id, qty);
     }
 
     /// Digest of the resting orders, comparable with the write side's.
@@ -148,6 +143,16 @@ impl ReadModel {
         }
     }
 
+    /// The shared copy of a user name.
+    fn intern(&mut self, user: &str) -> Arc<str> {
+        if let Some(known) = self.users.get(user) {
+            return known.clone();
+        }
+        let user: Arc<str> = user.into();
+        self.users.insert(user.clone());
+        user
+    }
+
     fn insert_order(&mut self, view: OrderView) {
         let (id, user) = (view.id, view.user.clone());
         // The order first, then the user's list, so a reader of the list always finds it.
@@ -160,7 +165,7 @@ impl ReadModel {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
         };
-        Some(levels.get(&price)?.orders.get(&id)?.qty)
+        levels.get(&price)?.orders.get(&id).copied()
     }
 
     /// Folds one event in. Checks every fact first, so a misfit leaves the model as it was.
@@ -222,9 +227,10 @@ impl ReadModel {
                 if *resting_qty > 0 {
                     self.rest(order.id, &order.user, order.side, order.price, *resting_qty);
                 }
+                let user = self.intern(&order.user);
                 self.insert_order(OrderView {
                     id: order.id,
-                    user: order.user.clone(),
+                    user,
                     side: order.side,
                     price: order.price,
                     qty: order.qty,
@@ -250,7 +256,7 @@ impl ReadModel {
                 else {
                     return Err(misfit(format!("cancel of unknown order {order_id}")));
                 };
-                if owner != *user
+                if *owner != **user
                     || self.resting_qty(*order_id, side, price) != Some(*cancelled_qty)
                 {
                     return Err(misfit(format!(
@@ -280,15 +286,10 @@ impl ReadModel {
         };
         let level = levels.get_mut(&price).expect("checked: level exists");
         level.qty -= qty;
-        let entry = level.orders.get_mut(&id).expect("checked: order rests");
-        let before = resting_fingerprint(id, &entry.user, side, price, entry.qty);
-        entry.qty -= qty;
-        let left = entry.qty;
-        let after = match left {
-            0 => 0,
-            _ => resting_fingerprint(id, &entry.user, side, price, left),
-        };
-        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
+        let resting = level.orders.get_mut(&id).expect("checked: order rests");
+        let had = *resting;
+        *resting -= qty;
+        let left = *resting;
         if left == 0 {
             level.orders.remove(&id);
             if level.orders.is_empty() {
@@ -299,6 +300,12 @@ impl ReadModel {
             .orders
             .get_mut(&id)
             .expect("a resting order is indexed");
+        let before = resting_fingerprint(id, &order.user, side, price, had);
+        let after = match left {
+            0 => 0,
+            _ => resting_fingerprint(id, &order.user, side, price, left),
+        };
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
         if gone == Status::Filled {
             order.filled_qty += qty;
         }
@@ -342,7 +349,8 @@ impl ReadModel {
                 }
                 model.rest(o.id, &o.user, o.side, o.price, left);
             }
-            model.insert_order(o);
+            let user = model.intern(&o.user);
+            model.insert_order(OrderView { user, ..o });
         }
         if snapshot.trades.len() > TRADES_KEPT || snapshot.trades.iter().any(|t| t.seq > seq) {
             return Err("trades do not fit the snapshot".to_owned());
@@ -361,12 +369,17 @@ impl ReadModel {
                     level
                         .orders
                         .iter()
-                        .map(move |(&id, e)| shared_events::Order {
+                        .map(move |(&id, &qty)| shared_events::Order {
                             id,
-                            user: e.user.clone(),
+                            user: self
+                                .orders
+                                .get(&id)
+                                .expect("a resting order is indexed")
+                                .user
+                                .to_string(),
                             side,
                             price,
-                            qty: e.qty,
+                            qty,
                         })
                 })
             })
@@ -386,6 +399,7 @@ impl ReadModel {
             digest: self.digest,
             bids: self.bids.clone(),
             asks: self.asks.clone(),
+            orders: self.orders.clone(),
             json: OnceLock::new(),
         }
     }
@@ -413,19 +427,28 @@ struct LevelJson {
     orders: usize,
 }
 
-/// Serializes a side's orders (best price first) without copying them.
-struct OrdersJson<'a, I>(std::cell::Cell<Option<I>>, std::marker::PhantomData<&'a ()>);
+/// Serializes a side's orders (best price first) without copying them; owners come
+/// from the order index (a user never changes, so any moment's entry is right).
+struct OrdersJson<'a, I> {
+    levels: std::cell::Cell<Option<I>>,
+    orders: &'a DashMap<u64, OrderView>,
+}
 
 impl<'a, I: Iterator<Item = (&'a u64, &'a Level)>> Serialize for OrdersJson<'a, I> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
-        for (&price, level) in self.0.take().expect("serialized once") {
-            for (&id, e) in &level.orders {
+        for (&price, level) in self.levels.take().expect("serialized once") {
+            for (&id, &qty) in &level.orders {
+                let user = self
+                    .orders
+                    .get(&id)
+                    .map(|o| o.user.clone())
+                    .unwrap_or_else(|| "".into());
                 seq.serialize_element(&EntryJson {
                     id,
-                    user: &e.user,
+                    user: &user,
                     price,
-                    qty: e.qty,
+                    qty,
                 })?;
             }
         }
@@ -433,8 +456,14 @@ impl<'a, I: Iterator<Item = (&'a u64, &'a Level)>> Serialize for OrdersJson<'a, 
     }
 }
 
-fn orders_json<'a, I: Iterator<Item = (&'a u64, &'a Level)>>(levels: I) -> OrdersJson<'a, I> {
-    OrdersJson(Some(levels).into(), std::marker::PhantomData)
+fn orders_json<'a, I: Iterator<Item = (&'a u64, &'a Level)>>(
+    levels: I,
+    orders: &'a DashMap<u64, OrderView>,
+) -> OrdersJson<'a, I> {
+    OrdersJson {
+        levels: Some(levels).into(),
+        orders,
+    }
 }
 
 /// An immutable view published after each applied batch. It shares the persistent
@@ -447,6 +476,8 @@ pub struct BookSnapshot {
     pub digest: u64,
     bids: Levels,
     asks: Levels,
+    /// The order index, for the owners of the resting orders.
+    orders: Arc<DashMap<u64, OrderView>>,
     /// The `/orderbook` body, serialized by the first reader that wants it.
     json: OnceLock<bytes::Bytes>,
 }
@@ -464,8 +495,8 @@ impl BookSnapshot {
                 }
                 let book = Book {
                     seq: self.seq,
-                    bids: orders_json(self.bids.iter().rev()),
-                    asks: orders_json(self.asks.iter()),
+                    bids: orders_json(self.bids.iter().rev(), &self.orders),
+                    asks: orders_json(self.asks.iter(), &self.orders),
                 };
                 serde_json::to_vec(&book)
                     .expect("serializing the book to memory cannot fail")

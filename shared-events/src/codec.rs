@@ -214,7 +214,7 @@ pub enum ScanError {
 /// just past that line (for progress reports). Recovery rules: an
 /// incomplete last line, or a bad line with nothing after it, is a torn tail (reported,
 /// not an error); a bad line with anything after it is corruption.
-pub fn scan<R: Read>(
+pub fn scan<R: Read + Send>(
     reader: R,
     cursor: LogCursor,
     on_event: impl FnMut(Envelope, u64),
@@ -225,7 +225,50 @@ pub fn scan<R: Read>(
 /// [`scan`], but stops reading once event `last_seq` was passed to `on_event` (later
 /// events in the same read chunk are decoded and checked but not passed on; the
 /// report's cursor is then where reading stopped, past `last_seq`).
-pub fn scan_until<R: Read>(
+///
+/// Reading and decoding (checksums, JSON) run on a second thread, a few thousand
+/// events ahead of `on_event`, so a replay uses two cores: one decodes while the
+/// other folds.
+pub fn scan_until<R: Read + Send>(
+    reader: R,
+    cursor: LogCursor,
+    last_seq: u64,
+    mut on_event: impl FnMut(Envelope, u64),
+) -> Result<ScanReport, ScanError> {
+    /// Events per hand-over between the decoding thread and the caller's.
+    const BATCH_EVENTS: usize = 4096;
+    /// Batches decoded ahead: bounds the memory the decoder may run ahead by.
+    const BATCHES_AHEAD: usize = 4;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Envelope, u64)>>(BATCHES_AHEAD);
+        let decoder = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH_EVENTS);
+            let result = scan_sequential(reader, cursor, last_seq, |env, end| {
+                batch.push((env, end));
+                if batch.len() == BATCH_EVENTS {
+                    // The receiver only goes away if `on_event` panicked.
+                    let _ = tx.send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH_EVENTS),
+                    ));
+                }
+            });
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            result
+        });
+        for batch in rx {
+            for (env, end) in batch {
+                on_event(env, end);
+            }
+        }
+        decoder.join().expect("the log decoder thread panicked")
+    })
+}
+
+/// [`scan_until`] on the caller's thread alone.
+fn scan_sequential<R: Read>(
     mut reader: R,
     mut cursor: LogCursor,
     last_seq: u64,
