@@ -16,16 +16,7 @@ pub const KIND: &str = "command";
 /// or [`CommandSnapshot`] changes meaning: older snapshots are then ignored and the
 /// log is replayed from genesis.
 pub const FOLD_VERSION: u32 = 2;
-/// Default number of events between two snapshots.
-pub const SNAPSHOT_EVERY_DEFAULT: u64 = 100_000;
-
-/// Where and how often to write snapshots.
-#[derive(Debug, Clone)]
-pub struct SnapshotOptions {
-    pub dir: PathBuf,
-    /// Events between two snapshots (0: only at clean shutdown).
-    pub every: u64,
-}
+pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
 /// The body of a write-side snapshot.
 #[derive(Debug, Serialize, Deserialize)]

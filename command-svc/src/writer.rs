@@ -11,6 +11,7 @@ use crate::command::{Command, Rejection};
 use crate::log_file::Storage;
 use crate::model::WriteModel;
 use serde::Serialize;
+use shared_events::snapshot::Checkpointer;
 use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Watermark};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -218,9 +219,7 @@ pub fn spawn<S: Storage>(
         fsync: options.fsync,
         stats: stats.clone(),
         durable: durable_tx,
-        snapshots: options.snapshots,
-        snapshot_seq: last_seq,
-        snapshot_in_flight: None,
+        snapshots: options.snapshots.map(|o| Checkpointer::new(o, last_seq)),
         metrics: WriterMetrics::new(),
     };
     let join = std::thread::Builder::new()
@@ -253,11 +252,8 @@ struct Writer<S> {
     fsync: FsyncMode,
     stats: Arc<WriterStats>,
     durable: watch::Sender<u64>,
-    snapshots: Option<SnapshotOptions>,
-    /// Seq of the last snapshot written (or the start position).
-    snapshot_seq: u64,
-    /// A snapshot being written in the background; at most one at a time.
-    snapshot_in_flight: Option<std::thread::JoinHandle<()>>,
+    /// Writes snapshots, if any are wanted.
+    snapshots: Option<Checkpointer>,
     metrics: WriterMetrics,
 }
 
@@ -403,42 +399,27 @@ impl<S: Storage> Writer<S> {
         }
     }
 
-    /// Every `every` events, copies the book and writes it on another thread, so the
-    /// writer goes on committing. Skipped while the previous one is still writing.
+    /// Every `every` events, copies the book and writes it on another thread.
     fn maybe_checkpoint(&mut self) {
-        let Some(options) = &self.snapshots else {
+        let Some(mut checkpointer) = self.snapshots.take() else {
             return;
         };
-        let seq = self.next_seq - 1;
-        if options.every == 0 || seq - self.snapshot_seq < options.every {
-            return;
-        }
-        if self
-            .snapshot_in_flight
-            .as_ref()
-            .is_some_and(|t| !t.is_finished())
-        {
-            return;
-        }
-        let checkpoint = self.checkpoint();
-        let dir = options.dir.clone();
-        self.snapshot_seq = seq;
-        self.snapshot_in_flight = Some(std::thread::spawn(move || {
-            write_checkpoint(&checkpoint, &dir)
-        }));
+        checkpointer.maybe(self.next_seq - 1, || {
+            let checkpoint = self.checkpoint();
+            move |dir: &std::path::Path| write_checkpoint(&checkpoint, dir)
+        });
+        self.snapshots = Some(checkpointer);
     }
 
     /// At a clean stop, a snapshot of the final state if it moved since the last one.
     fn final_checkpoint(&mut self) {
-        if let Some(t) = self.snapshot_in_flight.take() {
-            let _ = t.join();
-        }
-        let Some(options) = &self.snapshots else {
+        let Some(mut checkpointer) = self.snapshots.take() else {
             return;
         };
-        if self.next_seq - 1 > self.snapshot_seq {
-            write_checkpoint(&self.checkpoint(), &options.dir);
-        }
+        checkpointer.finish(self.next_seq - 1, || {
+            let checkpoint = self.checkpoint();
+            move |dir: &std::path::Path| write_checkpoint(&checkpoint, dir)
+        });
     }
 }
 

@@ -13,16 +13,7 @@ pub const KIND: &str = "query";
 /// `ReadModel::apply` or [`QuerySnapshot`] changes meaning: older snapshots are then
 /// ignored and the read model is rebuilt from genesis.
 pub const FOLD_VERSION: u32 = 1;
-/// Default number of events between two snapshots.
-pub const SNAPSHOT_EVERY_DEFAULT: u64 = 100_000;
-
-/// Where and how often to write snapshots.
-#[derive(Debug, Clone)]
-pub struct SnapshotOptions {
-    pub dir: PathBuf,
-    /// Events between two snapshots (0: only at a clean stop).
-    pub every: u64,
-}
+pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
 /// Writes `body` as the read side's snapshot at (`seq`, `log_offset`), logging the outcome.
 pub fn write(dir: &Path, seq: u64, log_offset: u64, body: &QuerySnapshot) {

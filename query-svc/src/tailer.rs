@@ -12,6 +12,7 @@ use crate::checkpoint::{self, SnapshotOptions};
 use crate::history::LineEvent;
 use crate::projection::ReadModel;
 use notify::Watcher;
+use shared_events::snapshot::Checkpointer;
 use shared_events::{Envelope, LogCursor, Watermark};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -71,18 +72,17 @@ pub struct TailerSetup {
 pub fn spawn(setup: TailerSetup, state: Arc<QueryState>) -> TailerTask {
     let (wake, woken) = sync_channel(1);
     let stop = Arc::new(AtomicBool::new(false));
+    let start_seq = setup.model.seq;
     let tailer = Tailer {
         watermark_path: shared_events::watermark::path_for(&setup.log),
         path: setup.log,
-        snapshot_seq: setup.model.seq,
         model: setup.model,
         cursor: setup.cursor,
         state,
         file: None,
         buf: Vec::new(),
         lag: LagWindow::default(),
-        snapshots: setup.snapshots,
-        snapshot_in_flight: None,
+        snapshots: setup.snapshots.map(|o| Checkpointer::new(o, start_seq)),
         lag_seconds: metrics::histogram!("foldbook_lag_seconds"),
         applied_seq: metrics::gauge!("foldbook_applied_seq"),
     };
@@ -110,11 +110,8 @@ struct Tailer {
     /// Read buffer, reused.
     buf: Vec<u8>,
     lag: LagWindow,
-    snapshots: Option<SnapshotOptions>,
-    /// Seq of the last snapshot written (or started from).
-    snapshot_seq: u64,
-    /// A snapshot being written in the background; at most one at a time.
-    snapshot_in_flight: Option<std::thread::JoinHandle<()>>,
+    /// Writes the read side's snapshots, if any are wanted.
+    snapshots: Option<Checkpointer>,
     /// Commit-to-visible lag of every applied event.
     lag_seconds: metrics::Histogram,
     applied_seq: metrics::Gauge,
@@ -278,43 +275,27 @@ impl Tailer {
 
     /// Every `every` events, copies the model and writes it on another thread.
     fn maybe_checkpoint(&mut self) {
-        let Some(options) = &self.snapshots else {
+        let Some(mut checkpointer) = self.snapshots.take() else {
             return;
         };
-        if options.every == 0 || self.model.seq - self.snapshot_seq < options.every {
-            return;
-        }
-        if self
-            .snapshot_in_flight
-            .as_ref()
-            .is_some_and(|t| !t.is_finished())
-        {
-            return;
-        }
-        let (seq, offset, body) = (self.model.seq, self.cursor.offset, self.model.to_snapshot());
-        let dir = options.dir.clone();
-        self.snapshot_seq = seq;
-        self.snapshot_in_flight = Some(std::thread::spawn(move || {
-            checkpoint::write(&dir, seq, offset, &body)
-        }));
+        checkpointer.maybe(self.model.seq, || {
+            let (seq, offset, body) =
+                (self.model.seq, self.cursor.offset, self.model.to_snapshot());
+            move |dir: &Path| checkpoint::write(dir, seq, offset, &body)
+        });
+        self.snapshots = Some(checkpointer);
     }
 
     /// At a clean stop, a snapshot of the final state if it moved since the last one.
     fn final_checkpoint(&mut self) {
-        if let Some(t) = self.snapshot_in_flight.take() {
-            let _ = t.join();
-        }
-        let Some(options) = &self.snapshots else {
+        let Some(mut checkpointer) = self.snapshots.take() else {
             return;
         };
-        if self.model.seq > self.snapshot_seq {
-            checkpoint::write(
-                &options.dir,
-                self.model.seq,
-                self.cursor.offset,
-                &self.model.to_snapshot(),
-            );
-        }
+        checkpointer.finish(self.model.seq, || {
+            let (seq, offset, body) =
+                (self.model.seq, self.cursor.offset, self.model.to_snapshot());
+            move |dir: &Path| checkpoint::write(dir, seq, offset, &body)
+        });
     }
 }
 

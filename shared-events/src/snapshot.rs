@@ -21,6 +21,66 @@ use std::path::{Path, PathBuf};
 /// Snapshots kept per kind; older ones are removed after a successful write.
 pub const SNAPSHOTS_KEPT: usize = 2;
 
+/// Default number of events between two snapshots.
+pub const SNAPSHOT_EVERY_DEFAULT: u64 = 100_000;
+
+/// Where and how often a side writes snapshots.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub dir: PathBuf,
+    /// Events between two snapshots (0: only at a clean stop).
+    pub every: u64,
+}
+
+/// Schedules one side's snapshots: every `every` events, on a background thread so
+/// the side goes on folding, at most one at a time (a due snapshot waits while the
+/// previous one is still being written), and a final one at a clean stop.
+#[derive(Debug)]
+pub struct Checkpointer {
+    options: SnapshotOptions,
+    /// Seq of the last snapshot written (or started from).
+    last_seq: u64,
+    in_flight: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    pub fn new(options: SnapshotOptions, start_seq: u64) -> Self {
+        Checkpointer {
+            options,
+            last_seq: start_seq,
+            in_flight: None,
+        }
+    }
+
+    /// After a batch that reached `seq`: if a snapshot is due and none is being
+    /// written, `take` copies the state (on the caller's thread) and returns the job
+    /// that writes it into the directory (on another thread).
+    pub fn maybe<J: FnOnce(&Path) + Send + 'static>(&mut self, seq: u64, take: impl FnOnce() -> J) {
+        let every = self.options.every;
+        if every == 0 || seq.saturating_sub(self.last_seq) < every {
+            return;
+        }
+        if self.in_flight.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let (job, dir) = (take(), self.options.dir.clone());
+        self.last_seq = seq;
+        self.in_flight = Some(std::thread::spawn(move || job(&dir)));
+    }
+
+    /// At a clean stop at `seq`: waits for a running write, then writes the final
+    /// state if it moved since the last snapshot.
+    pub fn finish<J: FnOnce(&Path)>(&mut self, seq: u64, take: impl FnOnce() -> J) {
+        if let Some(t) = self.in_flight.take() {
+            let _ = t.join();
+        }
+        if seq > self.last_seq {
+            take()(&self.options.dir);
+            self.last_seq = seq;
+        }
+    }
+}
+
 /// The first line of a snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotHeader {
