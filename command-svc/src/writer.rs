@@ -16,11 +16,17 @@ use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Wat
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
 
 /// Most commands decided and committed in one write + fdatasync.
 pub const BATCH_EVENTS_MAX: usize = 1024;
-/// Most commands waiting for the writer; senders wait when it is full.
+/// Under load, how long the writer waits for one more command before committing
+/// (each arrival restarts it), and the most it lingers in all.
+pub const BATCH_LINGER_QUIET: Duration = Duration::from_micros(100);
+pub const BATCH_LINGER_MAX: Duration = Duration::from_micros(500);
+/// Most commands waiting for the writer; beyond it writes get 503 at once.
 pub const QUEUE_COMMANDS_MAX: usize = 8192;
 
 /// Whether a 2xx waits for `fdatasync`.
@@ -129,7 +135,7 @@ pub struct WriterStats {
 /// The cheap, clonable way to talk to the writer.
 #[derive(Debug, Clone)]
 pub struct CommandHandle {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::SyncSender<Request>,
     /// Shared counters.
     pub stats: Arc<WriterStats>,
     /// The durable seq, for tasks that want to wait for it.
@@ -146,8 +152,8 @@ impl CommandHandle {
         self.tx
             .try_send(Request::Command(cmd, reply))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => DispatchError::Busy,
-                mpsc::error::TrySendError::Closed(_) => {
+                mpsc::TrySendError::Full(_) => DispatchError::Busy,
+                mpsc::TrySendError::Disconnected(_) => {
                     DispatchError::Unavailable("the writer has stopped".to_owned())
                 }
             })?;
@@ -164,7 +170,7 @@ impl CommandHandle {
 pub struct WriterTask {
     join: std::thread::JoinHandle<Result<(), String>>,
     /// For the stop request.
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::SyncSender<Request>,
     /// Becomes `Some(reason)` when the writer fails.
     pub failure: watch::Receiver<Option<String>>,
 }
@@ -173,8 +179,12 @@ impl WriterTask {
     /// Lets the writer finish what is queued, stops it, and waits for it. The error is
     /// the writer's failure, if it failed.
     pub async fn shutdown(self) -> Result<(), String> {
-        let _ = self.tx.send(Request::Stop).await;
-        tokio::task::spawn_blocking(move || self.join.join())
+        let tx = self.tx;
+        // Queued behind whatever is waiting; `send` blocks while the queue is full.
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Request::Stop);
+            self.join.join()
+        })
             .await
             .map_err(|e| e.to_string())?
             .unwrap_or_else(|_| Err("the writer thread panicked".to_owned()))
@@ -197,7 +207,7 @@ pub fn spawn<S: Storage>(
     end: LogCursor,
     options: WriterOptions,
 ) -> (CommandHandle, WriterTask) {
-    let (tx, rx) = mpsc::channel(QUEUE_COMMANDS_MAX);
+    let (tx, rx) = mpsc::sync_channel(QUEUE_COMMANDS_MAX);
     let stats = Arc::new(WriterStats {
         started: std::time::Instant::now(),
         head_seq: AtomicU64::new(0),
@@ -281,17 +291,24 @@ impl WriterMetrics {
 }
 
 impl<S: Storage> Writer<S> {
-    fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), String> {
+    fn run(mut self, rx: mpsc::Receiver<Request>) -> Result<(), String> {
         let mut batch: Vec<(Command, Reply)> = Vec::with_capacity(BATCH_EVENTS_MAX);
         let mut answers: Vec<(Reply, Result<Envelope, Rejection>)> =
             Vec::with_capacity(BATCH_EVENTS_MAX);
         let mut buf: Vec<u8> = Vec::with_capacity(BATCH_EVENTS_MAX * 256);
         let mut stopping = false;
+        let mut last_batch = 0usize;
         while !stopping {
-            let Some(first) = rx.blocking_recv() else {
+            let Ok(first) = rx.recv() else {
                 break;
             };
             let mut next = Some(first);
+            // Under concurrent load (the last batch had several commands), wait a
+            // moment for commands still on their way before paying for an fsync:
+            // clients answered by the previous batch come back within a round trip,
+            // and a batch that takes them along saves them a whole fsync.
+            let lingering = last_batch > 1;
+            let linger_until = Instant::now() + BATCH_LINGER_MAX;
             while let Some(request) = next.take() {
                 match request {
                     Request::Command(cmd, reply) => batch.push((cmd, reply)),
@@ -300,10 +317,16 @@ impl<S: Storage> Writer<S> {
                         break;
                     }
                 }
-                if batch.len() < BATCH_EVENTS_MAX {
-                    next = rx.try_recv().ok();
+                if batch.len() >= BATCH_EVENTS_MAX {
+                    break;
+                }
+                next = rx.try_recv().ok();
+                if next.is_none() && lingering {
+                    let quiet = BATCH_LINGER_QUIET.min(linger_until.saturating_duration_since(Instant::now()));
+                    next = rx.recv_timeout(quiet).ok();
                 }
             }
+            last_batch = batch.len();
             let ts_us = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64);
