@@ -495,7 +495,27 @@ fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// All routes of a stand-alone query-svc: the API plus `/health`, errors as JSON.
+/// `GET /openapi.json`: the read side's part of the OpenAPI document (see
+/// `shared_events::openapi`), serialized once.
+fn openapi() -> BoxedFilter<(Response,)> {
+    use shared_events::openapi::{TAG_OPERATIONS, TAG_READS, for_tags};
+    let document: bytes::Bytes = serde_json::to_vec(&for_tags(&[TAG_READS, TAG_OPERATIONS]))
+        .expect("serializing to memory cannot fail")
+        .into();
+    warp::path("openapi.json")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            warp::http::Response::builder()
+                .header("content-type", "application/json")
+                .body(document.clone().into())
+                .expect("valid response")
+        })
+        .boxed()
+}
+
+/// All routes of a stand-alone query-svc: the API plus `/health` and
+/// `/openapi.json`, errors as JSON.
 pub fn routes(
     state: Arc<QueryState>,
     read_auth: Option<Arc<AuthTable>>,
@@ -519,6 +539,8 @@ pub fn routes(
         });
     api(state, read_auth)
         .or(health)
+        .unify()
+        .or(openapi())
         .unify()
         .recover(recover)
         .unify()
