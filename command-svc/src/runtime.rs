@@ -66,20 +66,24 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
+/// The first path segments of every route any binary serves (besides `/`): the
+/// labels of `foldbook_http_requests_total`.
+pub const ROUTES: &[&str] = &[
+    "buy",
+    "sell",
+    "cancel",
+    "orderbook",
+    "orders",
+    "users",
+    "trades",
+    "events",
+    "health",
+    "metrics",
+    "openapi.json",
+];
+
 /// A bounded label for a request path: its first segment if it is one of ours.
 fn route_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "buy",
-        "sell",
-        "cancel",
-        "orderbook",
-        "orders",
-        "users",
-        "trades",
-        "events",
-        "health",
-        "metrics",
-    ];
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if first.is_empty() {
         return "index";

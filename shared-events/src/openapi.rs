@@ -52,8 +52,9 @@ pub fn for_tags(tags: &[&str]) -> Value {
     doc
 }
 
-/// One route of the document: its path template's segments and its methods.
+/// One route of the document: its path template, its segments and its methods.
 struct Route {
+    template: String,
     /// `None` for a `{parameter}` segment, which matches any non-empty segment.
     segments: Vec<Option<String>>,
     /// The `Allow` value: `GET, POST`.
@@ -72,6 +73,7 @@ fn routes() -> &'static [Route] {
         paths
             .iter()
             .map(|(template, item)| Route {
+                template: template.clone(),
                 segments: segments(template)
                     .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
                     .collect(),
@@ -86,20 +88,27 @@ fn routes() -> &'static [Route] {
     })
 }
 
+/// The document's route that `path` (a request path, without the query) falls on.
+fn route_of(path: &str) -> Option<&'static Route> {
+    let actual: Vec<&str> = segments(path).collect();
+    routes().iter().find(|route| {
+        route.segments.len() == actual.len()
+            && route.segments.iter().zip(&actual).all(|(want, got)| {
+                want.as_deref()
+                    .map_or(!got.is_empty(), |literal| literal == *got)
+            })
+    })
+}
+
+/// The path template (`/orders/{id}`) of the route that `path` falls on.
+pub fn template(path: &str) -> Option<&'static str> {
+    route_of(path).map(|route| route.template.as_str())
+}
+
 /// The methods the document gives the route that `path` (a request path, without
 /// the query) falls on, as an `Allow` header value; `None` when it is no route.
 pub fn allowed_methods(path: &str) -> Option<&'static str> {
-    let actual: Vec<&str> = segments(path).collect();
-    routes()
-        .iter()
-        .find(|route| {
-            route.segments.len() == actual.len()
-                && route.segments.iter().zip(&actual).all(|(want, got)| {
-                    want.as_deref()
-                        .map_or(!got.is_empty(), |literal| literal == *got)
-                })
-        })
-        .map(|route| route.allow.as_str())
+    route_of(path).map(|route| route.allow.as_str())
 }
 
 #[cfg(test)]
@@ -123,6 +132,7 @@ mod tests {
         assert_eq!(allowed_methods("/buy/alice"), None);
         assert_eq!(allowed_methods("/buy//100"), None);
         assert_eq!(allowed_methods("/nope"), None);
+        assert_eq!(template("/orders/7"), Some("/orders/{id}"));
     }
 
     #[test]
