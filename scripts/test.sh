@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine, installing what the tests need when it is
-# missing: the Rust workspace's tests, then the deployment checks (which install
-# Debian's docker-compose and systemd when missing).
+# missing: schemathesis (PyPI) for the API test, the Rust workspace's tests, then the
+# deployment checks (which install Debian's docker-compose and systemd when missing).
 #
 #   scripts/test.sh            all tests
 #   scripts/test.sh -- NAME    extra arguments go to `cargo test` (e.g. a test name filter)
@@ -11,6 +11,21 @@ cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo is not installed; install Rust from https://rustup.rs first" >&2
     exit 1
+fi
+
+# gateway/tests/schemathesis.rs runs schemathesis (from PyPI) against a gateway; it
+# fails, saying so, when schemathesis is missing. Keep the version equal to the
+# test's SCHEMATHESIS_VERSION.
+SCHEMATHESIS_VERSION=4.32.5
+PYTHON=${PYTHON:-python3}
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "test.sh: $PYTHON is not installed; the schemathesis test needs Python 3 with pip" >&2
+    exit 1
+fi
+installed=$("$PYTHON" -c "import importlib.metadata as m; print(m.version('schemathesis'))" 2>/dev/null || true)
+if [ "$installed" != "$SCHEMATHESIS_VERSION" ]; then
+    echo "test.sh: installing schemathesis $SCHEMATHESIS_VERSION (found: ${installed:-none})"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # The black-box tests start the real binaries, so build all of them first.

@@ -1,4 +1,4 @@
-//! HTTP routes of the write side: `/buy`, `/sell`, `/cancel`, `/health`. Handlers
+//! HTTP routes of the write side: `/buy`, `/sell`, `/cancel`, `/health`, `/openapi.json`. Handlers
 //! validate everything before the writer sees it, and answer every failure with a
 //! JSON `{"error": ...}` body; [`recover`] does the same for warp's own rejections.
 
@@ -251,7 +251,31 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
     map
 }
 
-/// All routes of a stand-alone command-svc: the API plus `/health`, errors as JSON.
+/// `GET /openapi.json`: `document`, the OpenAPI description of the routes served here
+/// (see `shared_events::openapi`).
+pub fn openapi(document: bytes::Bytes) -> BoxedFilter<(Response,)> {
+    warp::path("openapi.json")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            warp::http::Response::builder()
+                .header("content-type", "application/json")
+                .body(document.clone().into())
+                .expect("valid response")
+        })
+        .boxed()
+}
+
+/// The write side's part of the OpenAPI document, serialized.
+pub fn openapi_document() -> bytes::Bytes {
+    use shared_events::openapi::{TAG_OPERATIONS, TAG_WRITES, for_tags};
+    serde_json::to_vec(&for_tags(&[TAG_WRITES, TAG_OPERATIONS]))
+        .expect("serializing to memory cannot fail")
+        .into()
+}
+
+/// All routes of a stand-alone command-svc: the API plus `/health` and
+/// `/openapi.json`, errors as JSON.
 pub fn routes(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
     let health_handle = handle.clone();
     let health = warp::path("health")
@@ -265,6 +289,8 @@ pub fn routes(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilte
         });
     api(handle, auth)
         .or(health)
+        .unify()
+        .or(openapi(openapi_document()))
         .unify()
         .recover(recover)
         .unify()

@@ -66,20 +66,24 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
+/// The first path segments of every route any binary serves (besides `/`): the
+/// labels of `foldbook_http_requests_total`.
+pub const ROUTES: &[&str] = &[
+    "buy",
+    "sell",
+    "cancel",
+    "orderbook",
+    "orders",
+    "users",
+    "trades",
+    "events",
+    "health",
+    "metrics",
+    "openapi.json",
+];
+
 /// A bounded label for a request path: its first segment if it is one of ours.
 fn route_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "buy",
-        "sell",
-        "cancel",
-        "orderbook",
-        "orders",
-        "users",
-        "trades",
-        "events",
-        "health",
-        "metrics",
-    ];
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if first.is_empty() {
         return "index";
@@ -91,21 +95,41 @@ fn route_label(path: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// `routes` plus `GET /metrics`, with every request counted by route and status.
+/// `routes` plus `GET /metrics`, with every request counted by route and status, and
+/// every 405 carrying `Allow` (RFC 9110), the route's methods from the OpenAPI document.
 pub fn instrument(routes: BoxedFilter<(Response,)>) -> BoxedFilter<(Response,)> {
     let handle = metrics();
+    // `routes` answers every request (its errors already recovered into JSON), so this
+    // route must answer another method itself, or `routes` would say 404.
     let metrics_route = warp::path("metrics")
         .and(warp::path::end())
-        .and(warp::get())
-        .map(move || {
+        .and(warp::method())
+        .map(move |method: warp::http::Method| {
+            if method != warp::http::Method::GET {
+                return json_error(
+                    warp::http::StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed for this route".to_owned(),
+                );
+            }
             warp::http::Response::builder()
                 .header("content-type", "text/plain; version=0.0.4")
                 .body(handle.render().into())
                 .expect("valid response")
         });
-    metrics_route
-        .or(routes)
-        .unify()
+    warp::path::full()
+        .and(metrics_route.or(routes).unify())
+        .map(|path: warp::path::FullPath, mut response: Response| {
+            let allow = warp::http::header::ALLOW;
+            if response.status() == warp::http::StatusCode::METHOD_NOT_ALLOWED
+                && !response.headers().contains_key(&allow)
+                && let Some(methods) = shared_events::openapi::allowed_methods(path.as_str())
+            {
+                response
+                    .headers_mut()
+                    .insert(allow, warp::http::HeaderValue::from_static(methods));
+            }
+            response
+        })
         .with(warp::log::custom(|info| {
             metrics::counter!(
                 "foldbook_http_requests_total",

@@ -45,6 +45,13 @@ pub fn index() -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// `GET /openapi.json`: the whole OpenAPI document, as written.
+pub fn openapi() -> BoxedFilter<(Response,)> {
+    command_svc::http::openapi(bytes::Bytes::from_static(
+        shared_events::openapi::DOCUMENT.as_bytes(),
+    ))
+}
+
 /// Every route of the combined gateway, errors as JSON. `auth` (from `--auth-file`)
 /// guards writes; with `auth_reads` it guards reads too.
 pub fn combined_routes(
@@ -79,6 +86,8 @@ pub fn combined_routes(
         .or(health)
         .unify()
         .or(index())
+        .unify()
+        .or(openapi())
         .unify()
         .recover(command_svc::http::recover)
         .unify()

@@ -46,8 +46,11 @@ const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
     "content-type",
     "x-event-seq",
     "x-applied-seq",
+    "x-book-seq",
     "retry-after",
     "cache-control",
+    "www-authenticate",
+    "allow",
 ];
 
 /// One query-svc replica.
@@ -171,6 +174,13 @@ async fn forward(
 ) -> Result<Response, Infallible> {
     let path = path.as_str();
     let Some(side) = side_of(path) else {
+        // The gateway's own routes (`/health`, `/`, ...) with another method.
+        if shared_events::openapi::allowed_methods(path).is_some() {
+            return Ok(json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed for this route",
+            ));
+        }
         return Ok(json_error(StatusCode::NOT_FOUND, "no such route"));
     };
     let target = if query.is_empty() {
@@ -326,6 +336,8 @@ pub fn routes(up: Arc<Upstreams>) -> BoxedFilter<(Response,)> {
         .and_then(forward);
     health
         .or(crate::index())
+        .unify()
+        .or(crate::openapi())
         .unify()
         .or(proxied)
         .unify()

@@ -151,11 +151,19 @@ async fn wait_min_seq(state: &QueryState, query: &ReadQuery) -> Result<(), Respo
     Err(response)
 }
 
-/// Parses the query, then waits for `min_seq`: what every read handler does first.
-async fn prepare(state: &QueryState, query: &str, own: &[&str]) -> Result<ReadQuery, Response> {
+/// What every read handler does first: checks all of its input with `check`, and only
+/// then waits for `min_seq`, so that invalid input is a 400 at once, never a wait and a
+/// 504.
+async fn prepare<T>(
+    state: &QueryState,
+    query: &str,
+    own: &[&str],
+    check: impl FnOnce(&ReadQuery) -> Result<T, String>,
+) -> Result<T, Response> {
     let query = ReadQuery::parse(query, own).map_err(bad_request)?;
+    let checked = check(&query).map_err(bad_request)?;
     wait_min_seq(state, &query).await?;
-    Ok(query)
+    Ok(checked)
 }
 
 fn book_response(body: bytes::Bytes, seq: u64, applied: u64) -> Response {
@@ -168,25 +176,20 @@ fn book_response(body: bytes::Bytes, seq: u64, applied: u64) -> Response {
 }
 
 async fn orderbook(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
-    let query = match prepare(&state, &query, &["at", "depth"]).await {
-        Ok(q) => q,
+    let prepared = prepare(&state, &query, &["at", "depth"], |query| {
+        let at = query.get("at", None, |raw| parse_seq("at", raw).map(Some))?;
+        let depth = query.get("depth", None, |raw| {
+            parse_limit(raw, DEPTH_MAX)
+                .map(Some)
+                .map_err(|_| format!("depth must be an integer 1..={DEPTH_MAX}, got {raw:?}"))
+        })?;
+        Ok((at, depth))
+    });
+    let (at, depth) = match prepared.await {
+        Ok(p) => p,
         Err(response) => return Ok(response),
     };
     let snap = state.snapshot();
-    let parsed = query
-        .get("at", None, |raw| parse_seq("at", raw).map(Some))
-        .and_then(|at| {
-            let depth = query.get("depth", None, |raw| {
-                parse_limit(raw, DEPTH_MAX)
-                    .map(Some)
-                    .map_err(|_| format!("depth must be an integer 1..={DEPTH_MAX}, got {raw:?}"))
-            })?;
-            Ok((at, depth))
-        });
-    let (at, depth) = match parsed {
-        Ok(p) => p,
-        Err(e) => return Ok(bad_request(e)),
-    };
     let book = match at {
         None => snap.clone(),
         Some(at) if at > snap.seq => {
@@ -244,14 +247,14 @@ async fn time_travel(state: &Arc<QueryState>, at: u64) -> Result<Arc<BookSnapsho
 }
 
 async fn order(state: Arc<QueryState>, id: String, query: String) -> Result<Response, Infallible> {
-    if let Err(response) = prepare(&state, &query, &[]).await {
-        return Ok(response);
-    }
-    let seq = state.applied_seq();
-    let id = match domain::parse_order_id(&id) {
+    let prepared = prepare(&state, &query, &[], |_| {
+        domain::parse_order_id(&id).map_err(|e| e.to_string())
+    });
+    let id = match prepared.await {
         Ok(id) => id,
-        Err(e) => return Ok(bad_request(e)),
+        Err(response) => return Ok(response),
     };
+    let seq = state.applied_seq();
     let found = state.orders.get(&id).map(|o| o.clone());
     let response = match found {
         Some(view) => json(StatusCode::OK, &view),
@@ -268,25 +271,18 @@ async fn user_orders(
     user: String,
     query: String,
 ) -> Result<Response, Infallible> {
-    let query = match prepare(&state, &query, &["limit"]).await {
-        Ok(q) => q,
+    let prepared = prepare(&state, &query, &["limit"], |query| {
+        let user = domain::parse_user(&user).map_err(|e| e.to_string())?;
+        let limit = query.get("limit", USER_ORDERS_LIMIT_DEFAULT, |raw| {
+            parse_limit(raw, USER_ORDERS_LIMIT_MAX)
+        })?;
+        Ok((user, limit))
+    });
+    let (user, limit) = match prepared.await {
+        Ok(p) => p,
         Err(response) => return Ok(response),
     };
     let seq = state.applied_seq();
-    let parsed = domain::parse_user(&user)
-        .map_err(|e| e.to_string())
-        .and_then(|user| {
-            Ok((
-                user,
-                query.get("limit", USER_ORDERS_LIMIT_DEFAULT, |raw| {
-                    parse_limit(raw, USER_ORDERS_LIMIT_MAX)
-                })?,
-            ))
-        });
-    let (user, limit) = match parsed {
-        Ok(p) => p,
-        Err(e) => return Ok(bad_request(e)),
-    };
     let ids: Vec<u64> = state
         .user_orders
         .get(user.as_str())
@@ -311,17 +307,16 @@ async fn user_orders(
 }
 
 async fn trades(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
-    let query = match prepare(&state, &query, &["limit"]).await {
-        Ok(q) => q,
+    let prepared = prepare(&state, &query, &["limit"], |query| {
+        query.get("limit", TRADES_LIMIT_DEFAULT, |raw| {
+            parse_limit(raw, TRADES_KEPT)
+        })
+    });
+    let limit = match prepared.await {
+        Ok(limit) => limit,
         Err(response) => return Ok(response),
     };
     let snap = state.snapshot();
-    let limit = match query.get("limit", TRADES_LIMIT_DEFAULT, |raw| {
-        parse_limit(raw, TRADES_KEPT)
-    }) {
-        Ok(l) => l,
-        Err(e) => return Ok(bad_request(e)),
-    };
     // Trades recorded past the published snapshot are not shown yet: one consistent seq.
     let trades: Vec<TradeView> = {
         let kept = state.trades.read().expect("trades lock");
@@ -349,26 +344,25 @@ async fn events(
     query: String,
     headers: HeaderMap,
 ) -> Result<Response, Infallible> {
-    let query = match prepare(&state, &query, &["from"]).await {
-        Ok(q) => q,
+    let prepared = prepare(&state, &query, &["from"], |query| {
+        let resume = headers.get("last-event-id").map(|v| {
+            v.to_str()
+                .map_err(|_| "Last-Event-ID must be a seq".to_owned())
+                .and_then(|raw| parse_seq("Last-Event-ID", raw.trim()))
+                // Saturating: u64::MAX is a valid seq to resume after, and no later one exists.
+                .map(|last| last.saturating_add(1))
+        });
+        let resume = resume.transpose()?;
+        let from = query.get("from", None, |raw| parse_seq("from", raw).map(Some))?;
+        // A reconnecting client's Last-Event-ID wins over the URL it first used.
+        Ok(resume.or(from))
+    });
+    let from = match prepared.await {
+        Ok(from) => from,
         Err(response) => return Ok(response),
     };
     let seq = state.applied_seq();
-    let resume = headers.get("last-event-id").map(|v| {
-        v.to_str()
-            .map_err(|_| "Last-Event-ID must be a seq".to_owned())
-            .and_then(|raw| parse_seq("Last-Event-ID", raw.trim()))
-            .map(|last| last + 1)
-    });
-    let from = match (
-        resume.transpose(),
-        query.get("from", None, |raw| parse_seq("from", raw).map(Some)),
-    ) {
-        // A reconnecting client's Last-Event-ID wins over the URL it first used.
-        (Ok(Some(from)), Ok(_)) | (Ok(None), Ok(Some(from))) => from,
-        (Ok(None), Ok(None)) => seq + 1,
-        (Err(e), _) | (_, Err(e)) => return Ok(bad_request(e)),
-    };
+    let from = from.unwrap_or(seq + 1);
     let Ok(permit) = state.streams.clone().try_acquire_owned() else {
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -501,7 +495,27 @@ fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// All routes of a stand-alone query-svc: the API plus `/health`, errors as JSON.
+/// `GET /openapi.json`: the read side's part of the OpenAPI document (see
+/// `shared_events::openapi`), serialized once.
+fn openapi() -> BoxedFilter<(Response,)> {
+    use shared_events::openapi::{TAG_OPERATIONS, TAG_READS, for_tags};
+    let document: bytes::Bytes = serde_json::to_vec(&for_tags(&[TAG_READS, TAG_OPERATIONS]))
+        .expect("serializing to memory cannot fail")
+        .into();
+    warp::path("openapi.json")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            warp::http::Response::builder()
+                .header("content-type", "application/json")
+                .body(document.clone().into())
+                .expect("valid response")
+        })
+        .boxed()
+}
+
+/// All routes of a stand-alone query-svc: the API plus `/health` and
+/// `/openapi.json`, errors as JSON.
 pub fn routes(
     state: Arc<QueryState>,
     read_auth: Option<Arc<AuthTable>>,
@@ -525,6 +539,8 @@ pub fn routes(
         });
     api(state, read_auth)
         .or(health)
+        .unify()
+        .or(openapi())
         .unify()
         .recover(recover)
         .unify()

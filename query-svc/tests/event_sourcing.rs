@@ -131,6 +131,19 @@ async fn min_seq_waits_for_the_write_or_answers_504() {
     ] {
         assert_eq!(get(&service, bad).await.0, 400, "{bad}");
     }
+    // Invalid input is refused at once, not after waiting for a seq that never comes.
+    let started = std::time::Instant::now();
+    for bad in [
+        "/orderbook?min_seq=99&timeout_ms=10000&depth=0",
+        "/orderbook?min_seq=99&timeout_ms=10000&at=x",
+        "/orders/0?min_seq=99&timeout_ms=10000",
+        "/users/no%20one/orders?min_seq=99&timeout_ms=10000",
+        "/trades?min_seq=99&timeout_ms=10000&limit=1001",
+        "/events?min_seq=99&timeout_ms=10000&from=-1",
+    ] {
+        assert_eq!(get(&service, bad).await.0, 400, "{bad}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "a 400 waited");
     service.stop();
 }
 

@@ -2,8 +2,9 @@
 //!
 //! The one crate `command-svc` and `query-svc` share: the event vocabulary, the log
 //! line codec, the book-state schema, and the two small files both sides agree on
-//! (snapshots, the durable watermark). It holds no I/O runtime and no HTTP: types,
-//! pure functions, and plain `std` file access.
+//! (snapshots, the durable watermark), plus the API's OpenAPI document, which both
+//! serve. It holds no I/O runtime and no HTTP code: types, pure functions, data, and
+//! plain `std` file access.
 //!
 //! ## Layout
 //!
@@ -14,6 +15,8 @@
 //! - [`state`]: the genesis (`init.txt`) / snapshot book state.
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
+//! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
+//!   binary serves, as data.
 //!
 //! ## Log format (`log.txt`), schema version 1
 //!
@@ -71,6 +74,7 @@ pub mod auth;
 pub mod codec;
 pub mod domain;
 pub mod event;
+pub mod openapi;
 pub mod snapshot;
 pub mod state;
 pub mod watermark;

@@ -1,0 +1,156 @@
+//! Black box: schemathesis, a property-based API tester, attacks a real gateway
+//! (combined mode) from its own `/openapi.json`, with all of its checks: every status
+//! code, content type, header and body conforms to the document, invalid input is
+//! rejected with a 4xx and valid input accepted, no 5xx but the documented
+//! read-your-writes 504, 405 with `Allow` for other methods, and stateful sequences
+//! (place, then read or cancel what was placed). So a change that breaks the
+//! document or the API fails here.
+//!
+//! schemathesis comes from PyPI; `scripts/test.sh` installs [`SCHEMATHESIS_VERSION`]
+//! when it is missing. Its settings and hooks are in `tests/schemathesis/`. The seed
+//! is random and printed; `SCHEMATHESIS_SEED=N` replays a run.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The version `scripts/test.sh` installs (keep the two equal).
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// Test cases per operation and phase.
+const MAX_EXAMPLES: &str = "50";
+/// Longest a run may take (it takes one to two minutes on a 2-core machine).
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// The installed schemathesis version, or why there is none.
+fn installed_version() -> Result<String, String> {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('schemathesis'))",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn support_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/schemathesis")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_wrong() {
+    let version = installed_version().unwrap_or_else(|why| {
+        panic!(
+            "schemathesis is not installed ({why}); scripts/test.sh installs it, or: \
+             {} -m pip install 'schemathesis=={SCHEMATHESIS_VERSION}'",
+            python()
+        )
+    });
+    if version != SCHEMATHESIS_VERSION {
+        eprintln!(
+            "note: schemathesis {version} is installed; this test pins {SCHEMATHESIS_VERSION}"
+        );
+    }
+
+    let dir = workdir();
+    let gateway = Proc::start("gateway", dir.path(), &[]);
+    let output = dir.path().join("schemathesis.out");
+    let mut args = vec![
+        "--config-file".to_owned(),
+        support_file("schemathesis.toml").display().to_string(),
+        "run".to_owned(),
+        format!("{}/openapi.json", gateway.url),
+        "--checks=all".to_owned(),
+        format!("--max-examples={MAX_EXAMPLES}"),
+        // One worker: Python 3.11's parser is not safe for hypothesis in threads.
+        "--workers=1".to_owned(),
+        "--request-timeout=10".to_owned(),
+        "--no-color".to_owned(),
+    ];
+    if let Ok(seed) = std::env::var("SCHEMATHESIS_SEED") {
+        args.push(format!("--seed={seed}"));
+    }
+    eprintln!("running: schemathesis {}", args.join(" "));
+    let started = Instant::now();
+    let mut child = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from schemathesis.cli import schemathesis; \
+             sys.argv[0] = 'schemathesis'; sys.exit(schemathesis())",
+        ])
+        .args(&args)
+        // Its example database and reports go to the temporary directory.
+        .current_dir(dir.path())
+        .env("SCHEMATHESIS_HOOKS", support_file("hooks.py"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("schemathesis.err")).unwrap(),
+        ))
+        .spawn()
+        .expect("starting schemathesis");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let elapsed = started.elapsed();
+    let report = format!(
+        "{}{}",
+        std::fs::read_to_string(&output).unwrap_or_default(),
+        std::fs::read_to_string(dir.path().join("schemathesis.err")).unwrap_or_default()
+    );
+    let Some(status) = status else {
+        panic!("schemathesis did not finish within {RUN_TIMEOUT:?}; its output:\n{report}");
+    };
+    assert!(
+        status.success(),
+        "schemathesis found problems ({status}, {elapsed:?}); its output:\n{report}\n\
+         gateway log:\n{}",
+        gateway.log()
+    );
+    // Every operation of the document was tested, but `GET /openapi.json`, which
+    // schemathesis leaves out as the document it runs from (`openapi` tests it).
+    let operations = shared_events::openapi::document()["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| *path != "/openapi.json")
+        .flat_map(|(_, item)| item.as_object().unwrap().keys())
+        .filter(|key| ["get", "put", "post", "delete", "patch"].contains(&key.as_str()))
+        .count();
+    assert!(
+        report.contains(&format!("Tested: {operations}")),
+        "not all {operations} operations were tested:\n{report}"
+    );
+    eprintln!("schemathesis passed in {elapsed:.1?}:\n{report}");
+
+    // After the attack the server is healthy and both sides agree.
+    let client = client();
+    let health = caught_up(&client, &gateway.url).await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["write_digest"], health["read_digest"], "{health}");
+    assert!(
+        health["durable_seq"].as_u64().unwrap() > 0,
+        "schemathesis placed no order: {health}"
+    );
+    assert!(!gateway.log().contains("panicked"), "{}", gateway.log());
+}
