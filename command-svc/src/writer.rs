@@ -15,9 +15,9 @@ use shared_events::snapshot::Checkpointer;
 use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Watermark};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
 /// Most commands decided and committed in one write + fdatasync.
@@ -185,9 +185,9 @@ impl WriterTask {
             let _ = tx.send(Request::Stop);
             self.join.join()
         })
-            .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or_else(|_| Err("the writer thread panicked".to_owned()))
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|_| Err("the writer thread panicked".to_owned()))
     }
 }
 
@@ -322,7 +322,8 @@ impl<S: Storage> Writer<S> {
                 }
                 next = rx.try_recv().ok();
                 if next.is_none() && lingering {
-                    let quiet = BATCH_LINGER_QUIET.min(linger_until.saturating_duration_since(Instant::now()));
+                    let quiet = BATCH_LINGER_QUIET
+                        .min(linger_until.saturating_duration_since(Instant::now()));
                     next = rx.recv_timeout(quiet).ok();
                 }
             }

@@ -1,0 +1,94 @@
+//! `genlog`: writes a synthetic, valid foldbook data set for `scripts/bench.sh`:
+//! `OUT_DIR/init.txt` (an empty book, `next_order_id` 1) and `OUT_DIR/log.txt` with
+//! COUNT `OrderPlaced` events that all rest and never cross: buys and sells
+//! alternate, buys at `499_999 - (k % levels)`, sells at `500_001 + (k % levels)`,
+//! ids 1..=COUNT, seq 1..=COUNT, no fills, `resting_qty` = `qty`. After replaying it
+//! the book holds exactly COUNT resting orders.
+//!
+//! ```sh
+//! cargo run --release --example genlog -- 1000000 target/bench/genlog
+//! ```
+//!
+//! No `log.txt.durable` is written: the writer (command-svc or gateway) recovers the
+//! log and writes the watermark at start; a query-svc started on its own waits for it.
+
+use clap::Parser;
+use shared_events::{Envelope, Event, Order, SCHEMA_VERSION, Side};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Writes init.txt + log.txt with COUNT resting, non-crossing orders.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Number of events (= resting orders).
+    count: u64,
+    /// Directory to write `init.txt` and `log.txt` into (created if missing).
+    out_dir: PathBuf,
+    /// Price levels per side the orders are spread over (1..=499_999).
+    #[arg(long, default_value_t = 1000)]
+    levels: u64,
+    /// Distinct user names (`u0`, `u1`, ...).
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        (1..=499_999).contains(&args.levels),
+        "--levels must be 1..=499999"
+    );
+    anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    std::fs::create_dir_all(&args.out_dir)?;
+    std::fs::write(
+        args.out_dir.join("init.txt"),
+        "{\"next_order_id\": 1, \"orders\": []}\n",
+    )?;
+    let path = args.out_dir.join("log.txt");
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+    let started = Instant::now();
+    let ts0 = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
+    let mut buf = Vec::with_capacity(512);
+    let mut bytes = 0u64;
+    for k in 0..args.count {
+        let seq = k + 1;
+        let step = (k / 2) % args.levels;
+        let (side, price) = if k.is_multiple_of(2) {
+            (Side::Buy, 499_999 - step)
+        } else {
+            (Side::Sell, 500_001 + step)
+        };
+        let qty = 1 + k % 100;
+        let env = Envelope {
+            seq,
+            ts_us: ts0 + k,
+            v: SCHEMA_VERSION,
+            event: Event::OrderPlaced {
+                order: Order {
+                    id: seq,
+                    user: format!("u{}", k % args.users),
+                    side,
+                    price,
+                    qty,
+                },
+                fills: vec![],
+                resting_qty: qty,
+                idempotency_key: None,
+            },
+        };
+        buf.clear();
+        shared_events::encode_into(&mut buf, &env); // one line, `\n` included
+        bytes += buf.len() as u64;
+        out.write_all(&buf)?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    eprintln!(
+        "genlog: {} events, {} bytes in {} ({:.1} s)",
+        args.count,
+        bytes,
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

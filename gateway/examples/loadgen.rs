@@ -1,0 +1,258 @@
+//! `loadgen`: a rate-limited order generator for `scripts/bench.sh`.
+//!
+//! It sends COUNT = RATE x DURATION requests on exactly `--connections` keep-alive
+//! connections, request `k` due at `k / RATE` seconds after the start, whatever the
+//! answers say: connection `c` sends requests `c, c + N, c + 2N, ...`, each at its due
+//! time (so the load is spread evenly over the connections and over time, not sent in
+//! bursts). The schedule never adapts to the server: HTTP/1.1 cannot have two requests
+//! outstanding on one connection, so if an answer comes later than the connection's
+//! next due time, that next request goes out the moment the answer arrives, and the
+//! ones after it try to catch up with the schedule (the wrk2 model). `late` in the
+//! report counts requests sent more than 5 ms after they were due (the timer
+//! ticks in milliseconds, so "on time" means within about 1 ms); while it is 0 the
+//! load is exactly the fixed rate. Latencies are measured from the moment a request
+//! was due (`lat_ms_*`, no coordinated omission) and from the moment it was sent
+//! (`svc_ms_*`). One `reqwest` client per connection, on a single-threaded tokio
+//! runtime, so the generator takes at most one core from the server.
+//!
+//! Orders (`--pattern`):
+//! - `cross` (default): alternately `POST /buy/lgN/P` and `POST /sell/lgN/P`, qty 1, at
+//!   one price P (`--price`, default 100, between the shipped book's bid 99 and ask
+//!   101): a buy rests or fills against a resting sell and vice versa, so the book
+//!   stays small and about half the events carry a fill.
+//! - `rest`: buys at 1..=90 and sells at 1000..=1999: every order rests and the book
+//!   grows by one order per request.
+//!
+//! The last line on stdout is one `key=value` summary, e.g.
+//! `loadgen: pattern=Cross sent=100000 ok=100000 errors=0 ... send_rate=9999.9 ...`.
+//! Exit status 0 when every request got a 2xx.
+//!
+//! ```sh
+//! cargo run --release --example loadgen -- --url http://127.0.0.1:8080 --rate 10000 --duration 10
+//! ```
+
+use clap::{Parser, ValueEnum};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Pattern {
+    /// Alternate buy/sell at one price: fills, small book.
+    Cross,
+    /// Non-crossing buys and sells: every order rests.
+    Rest,
+}
+
+/// Open-loop order load at a fixed rate.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Base URL of a gateway or command-svc.
+    #[arg(long)]
+    url: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Keep-alive connections opened up front and shared by the requests.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Which orders to send.
+    #[arg(long, value_enum, default_value_t = Pattern::Cross)]
+    pattern: Pattern,
+    /// The price of the `cross` pattern.
+    #[arg(long, default_value_t = 100)]
+    price: u64,
+    /// Per-request timeout, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+/// A request sent later than this after its due time counts as `late`. The timer
+/// ticks in milliseconds, so on time means within about 1 ms.
+const LATE: Duration = Duration::from_millis(5);
+
+/// What one connection saw.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    ok: u64,
+    errors: u64,
+    late: u64,
+    first_error: Option<String>,
+    /// Microseconds: answer minus due time, answer minus send time.
+    from_due: Vec<u64>,
+    from_sent: Vec<u64>,
+    /// When the last answer arrived, since the start.
+    last_answer: Duration,
+}
+
+fn path(args: &Args, k: u64) -> String {
+    let user = k % 64;
+    match args.pattern {
+        Pattern::Cross => {
+            let side = if k.is_multiple_of(2) { "buy" } else { "sell" };
+            format!("/{side}/lg{user}/{}", args.price)
+        }
+        Pattern::Rest => {
+            if k.is_multiple_of(2) {
+                format!("/buy/lg{user}/{}", 1 + (k / 2) % 90)
+            } else {
+                format!("/sell/lg{user}/{}", 1000 + (k / 2) % 1000)
+            }
+        }
+    }
+}
+
+/// Connection `c` of `n`: sends requests `c, c + n, ...` below `total` at their due times.
+async fn connection(
+    args: Arc<Args>,
+    base: String,
+    client: reqwest::Client,
+    start: Instant,
+    c: u64,
+    n: u64,
+    total: u64,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut k = c;
+    while k < total {
+        let due = start + Duration::from_secs_f64(k as f64 / args.rate);
+        tokio::time::sleep_until(due.into()).await;
+        let sent_at = Instant::now();
+        if sent_at.duration_since(due) > LATE {
+            tally.late += 1;
+        }
+        tally.sent += 1;
+        let url = format!("{base}{}", path(&args, k));
+        match client.post(url).send().await {
+            Ok(answer) if answer.status().is_success() => match answer.bytes().await {
+                Ok(_) => tally.ok += 1,
+                Err(e) => tally.error(format!("reading the answer: {e}")),
+            },
+            Ok(answer) => {
+                let status = answer.status();
+                let body = answer.text().await.unwrap_or_default();
+                tally.error(format!("{status}: {}", body.trim()));
+            }
+            Err(e) => tally.error(format!("{e}")),
+        }
+        let done = Instant::now();
+        tally
+            .from_due
+            .push(done.duration_since(due).as_micros() as u64);
+        tally
+            .from_sent
+            .push(done.duration_since(sent_at).as_micros() as u64);
+        tally.last_answer = done.duration_since(start);
+        k += n;
+    }
+    tally
+}
+
+impl Tally {
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    anyhow::ensure!(
+        args.rate > 0.0 && args.duration > 0.0 && args.connections > 0,
+        "rate, duration and connections must be > 0"
+    );
+    let base = args.url.trim_end_matches('/').to_owned();
+    let n = args.connections as u64;
+    let total = (args.rate * args.duration).round() as u64;
+
+    // One client (one keep-alive connection) per connection task, opened up front.
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs_f64(args.timeout))
+            .tcp_nodelay(true)
+            .build()?;
+        client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .and_then(|a| a.error_for_status())
+            .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?
+            .bytes()
+            .await?;
+        clients.push(client);
+    }
+
+    let start = Instant::now() + Duration::from_millis(10);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, client) in clients.into_iter().enumerate() {
+        tasks.spawn(connection(
+            args.clone(),
+            base.clone(),
+            client,
+            start,
+            c as u64,
+            n,
+            total,
+        ));
+    }
+    let mut all = Tally::default();
+    while let Some(tally) = tasks.join_next().await {
+        let t = tally?;
+        all.sent += t.sent;
+        all.ok += t.ok;
+        all.errors += t.errors;
+        all.late += t.late;
+        all.last_answer = all.last_answer.max(t.last_answer);
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
+        all.from_due.extend(t.from_due);
+        all.from_sent.extend(t.from_sent);
+    }
+    all.from_due.sort_unstable();
+    all.from_sent.sort_unstable();
+    let answer_s = all.last_answer.as_secs_f64().max(1e-9);
+    if let Some(e) = &all.first_error {
+        eprintln!("loadgen: first error: {e}");
+    }
+    println!(
+        "loadgen: pattern={:?} sent={} ok={} errors={} late={} \
+         target_rate={:.0} achieved_rate={:.1} duration_s={:.3} connections={n} \
+         lat_ms_p50={:.3} lat_ms_p99={:.3} lat_ms_max={:.3} \
+         svc_ms_p50={:.3} svc_ms_p99={:.3} svc_ms_max={:.3}",
+        args.pattern,
+        all.sent,
+        all.ok,
+        all.errors,
+        all.late,
+        args.rate,
+        all.ok as f64 / answer_s,
+        answer_s,
+        percentile(&all.from_due, 0.50),
+        percentile(&all.from_due, 0.99),
+        percentile(&all.from_due, 1.0),
+        percentile(&all.from_sent, 0.50),
+        percentile(&all.from_sent, 0.99),
+        percentile(&all.from_sent, 1.0),
+    );
+    std::process::exit(if all.errors == 0 && all.ok == total {
+        0
+    } else {
+        1
+    });
+}
