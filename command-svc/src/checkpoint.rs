@@ -5,70 +5,78 @@
 use crate::book::Book;
 use crate::idempotency::IdempotencyIndex;
 use crate::model::WriteModel;
-use serde::{Deserialize, Serialize};
+use shared_events::LogCursor;
+use shared_events::binary::{BodyReader, BodyWriter};
 use shared_events::snapshot::{self, SnapshotHeader};
-use shared_events::{BookState, Envelope, LogCursor};
 use std::path::{Path, PathBuf};
 
 /// Snapshot kind of the write side.
 pub const KIND: &str = "command";
 /// Version of the write side's fold and snapshot body. Bump it whenever `Book::apply`
-/// or [`CommandSnapshot`] changes meaning: older snapshots are then ignored and the
-/// log is replayed from genesis.
-pub const FOLD_VERSION: u32 = 2;
+/// or the body's encoding changes meaning: older snapshots are then ignored and the
+/// log is replayed from genesis. 3: the body is binary ([`encode`]), not JSON.
+pub const FOLD_VERSION: u32 = 3;
 pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
-/// The body of a write-side snapshot.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandSnapshot {
-    pub book: BookState,
-    /// The remembered idempotency keys' events, oldest first.
-    pub idempotency: Vec<Envelope>,
+/// Most idempotency keys a snapshot body may carry.
+const SNAPSHOT_KEYS_MAX: usize = 100_000_000;
+
+/// The write model as a snapshot body ([`shared_events::binary`]): the book
+/// ([`Book::encode`]), then the remembered idempotency keys' events, oldest first,
+/// each as its log line. Encoding is a sequential copy of the book, done on the
+/// writer thread; writing the file happens on another.
+pub fn encode(model: &WriteModel) -> Vec<u8> {
+    let mut w = BodyWriter::with_capacity(64 + model.book.resting_count() * 24);
+    model.book.encode(&mut w);
+    w.count(model.keys.len());
+    for env in model.keys.events() {
+        let line = shared_events::encode(env);
+        w.bytes(&line[..line.len() - 1]);
+    }
+    w.finish()
 }
 
-impl CommandSnapshot {
-    pub fn of(model: &WriteModel) -> Self {
-        CommandSnapshot {
-            book: model.book.to_state(),
-            idempotency: model.keys.events().cloned().collect(),
-        }
+/// The write model of a snapshot body written by [`encode`], every value checked.
+pub fn decode(body: &[u8], keys_kept: usize) -> Result<WriteModel, String> {
+    let mut r = BodyReader::new(body);
+    let book = Book::decode(&mut r).map_err(|e| e.to_string())?;
+    let mut keys = IdempotencyIndex::new(keys_kept);
+    // A log line is far longer than the 4 bytes of its length.
+    for _ in 0..r.count(SNAPSHOT_KEYS_MAX, 4).map_err(|e| e.to_string())? {
+        let line = r.bytes().map_err(|e| e.to_string())?;
+        let env = shared_events::decode_line(line)
+            .map_err(|e| format!("{}: {e}", r.error("idempotency key event")))?;
+        keys.record(&env);
     }
-
-    pub fn into_model(self, keys_kept: usize) -> WriteModel {
-        let mut keys = IdempotencyIndex::new(keys_kept);
-        for env in &self.idempotency {
-            keys.record(env);
-        }
-        WriteModel {
-            book: Book::from_state(&self.book),
-            keys,
-        }
-    }
+    r.end().map_err(|e| e.to_string())?;
+    Ok(WriteModel { book, keys })
 }
 
-/// A book at a log position, ready to be written.
+/// A write model at a log position, encoded and ready to be written.
 pub struct Checkpoint {
     pub seq: u64,
     pub log_offset: u64,
-    pub body: CommandSnapshot,
+    pub body: Vec<u8>,
 }
 
 impl Checkpoint {
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        let body = serde_json::to_vec(&self.body)?;
-        snapshot::write(dir, KIND, FOLD_VERSION, self.seq, self.log_offset, &body)
+        snapshot::write(
+            dir,
+            KIND,
+            FOLD_VERSION,
+            self.seq,
+            self.log_offset,
+            &self.body,
+        )
     }
 }
 
 /// The newest usable snapshot for `log`: the write model and where replay continues.
 pub fn load(dir: &Path, log: &Path, keys_kept: usize) -> Option<(WriteModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
-        let snap: CommandSnapshot =
-            serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
-        snap.book.validate()?;
         snapshot::check_log_continues(log, header.seq, header.log_offset)?;
-        Ok(snap)
+        decode(body, keys_kept)
     };
     let skipped = |path: &Path, reason: &str| {
         tracing::warn!(path = %path.display(), %reason, "ignoring snapshot: {reason}");
@@ -81,7 +89,7 @@ pub fn load(dir: &Path, log: &Path, keys_kept: usize) -> Option<(WriteModel, Log
                 lines: h.seq,
                 next_seq: h.seq + 1,
             };
-            Some((loaded.state.into_model(keys_kept), cursor, loaded.path))
+            Some((loaded.state, cursor, loaded.path))
         }
         Ok(None) => None,
         Err(e) => {

@@ -6,7 +6,7 @@
 //! the writer stops, and the process is expected to exit non-zero. fsync is never
 //! retried: after a failed fsync the kernel may have dropped the dirty pages.
 
-use crate::checkpoint::{Checkpoint, CommandSnapshot, SnapshotOptions};
+use crate::checkpoint::{self, Checkpoint, SnapshotOptions};
 use crate::command::{Command, Rejection};
 use crate::log_file::Storage;
 use crate::model::WriteModel;
@@ -419,7 +419,7 @@ impl<S: Storage> Writer<S> {
         Checkpoint {
             seq: self.next_seq - 1,
             log_offset: self.offset,
-            body: CommandSnapshot::of(&self.model),
+            body: checkpoint::encode(&self.model),
         }
     }
 

@@ -2,7 +2,7 @@
 //! shared snapshot file format. Start loads the newest usable one (unless told to
 //! rebuild) and follows the log from there.
 
-use crate::projection::{QuerySnapshot, ReadModel};
+use crate::projection::ReadModel;
 use shared_events::LogCursor;
 use shared_events::snapshot::{self, SnapshotHeader};
 use std::path::{Path, PathBuf};
@@ -11,16 +11,16 @@ use std::path::{Path, PathBuf};
 pub const KIND: &str = "query";
 /// Version of the read side's fold and snapshot body. Bump it whenever
 /// `ReadModel::apply` or [`QuerySnapshot`] changes meaning: older snapshots are then
-/// ignored and the read model is rebuilt from genesis.
-pub const FOLD_VERSION: u32 = 1;
+/// ignored and the read model is rebuilt from genesis. 2: the body is binary
+/// ([`ReadModel::encode`]), not JSON.
+pub const FOLD_VERSION: u32 = 2;
 pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
-/// Writes `body` as the read side's snapshot at (`seq`, `log_offset`), logging the outcome.
-pub fn write(dir: &Path, seq: u64, log_offset: u64, body: &QuerySnapshot) {
+/// Writes `body` ([`ReadModel::encode`]) as the read side's snapshot at (`seq`,
+/// `log_offset`), logging the outcome.
+pub fn write(dir: &Path, seq: u64, log_offset: u64, body: &[u8]) {
     let started = std::time::Instant::now();
-    let written = serde_json::to_vec(body)
-        .map_err(std::io::Error::from)
-        .and_then(|bytes| snapshot::write(dir, KIND, FOLD_VERSION, seq, log_offset, &bytes));
+    let written = snapshot::write(dir, KIND, FOLD_VERSION, seq, log_offset, body);
     match written {
         Ok(path) => tracing::info!(
             seq,
@@ -41,10 +41,8 @@ pub fn load(dir: &Path, log: &Path) -> Option<(ReadModel, LogCursor, PathBuf)> {
 /// [`load`] among the snapshots taken at or before `seq_max`.
 pub fn load_until(dir: &Path, log: &Path, seq_max: u64) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
-        let snap: QuerySnapshot =
-            serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
         snapshot::check_log_continues(log, header.seq, header.log_offset)?;
-        ReadModel::from_snapshot(snap, header.seq)
+        ReadModel::decode(body, header.seq)
     };
     let skipped = |path: &Path, reason: &str| {
         tracing::warn!(path = %path.display(), %reason, "ignoring snapshot: {reason}");

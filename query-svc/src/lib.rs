@@ -27,9 +27,8 @@ pub mod projection;
 pub mod tailer;
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use history::{LineEvent, SeekIndex, Sources};
-use projection::{BookSnapshot, OrderView, ReadModel, TradeView};
+use projection::{BookSnapshot, DashMap, OrderView, ReadModel, TradeView};
 use shared_events::{BookState, LogCursor, StateError};
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -26,6 +26,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Most bytes read from the log per batch: bounds memory and the time between snapshots.
 pub const READ_BYTES_MAX: usize = 4 << 20;
+/// A backlog at least this large is caught up with decoding on a second thread.
+pub const PIPELINE_BYTES_MIN: usize = 1 << 20;
+/// Most bytes one pipelined catch-up step reads (then the loop looks at the stop
+/// flag and the snapshot schedule).
+pub const PIPELINE_BYTES_MAX: u64 = 256 << 20;
+/// Bytes the catch-up decoder reads at a time.
+const PIPELINE_CHUNK_BYTES: usize = 1 << 20;
+/// Events per hand-over from the catch-up decoder (and per published snapshot).
+pub const PIPELINE_BATCH_EVENTS: usize = 4096;
+/// How often a catch-up publishes its progress to readers.
+pub const CATCH_UP_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// Batches the catch-up decoder may run ahead: bounds its memory.
+const PIPELINE_BATCHES_AHEAD: usize = 4;
 /// How often the lag summary is logged at info level while events flow.
 pub const LAG_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Most lag samples kept per summary interval (enough for exact percentiles at 100k/s).
@@ -118,13 +131,25 @@ struct Tailer {
 }
 
 /// Watches the log's directory (the log may not exist yet, and the watermark file
-/// lives there too) and turns every notification into a wake-up token.
+/// lives there too) and turns every notification that concerns the log or the
+/// watermark into a wake-up token.
 fn watch_dir(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+    let names = [
+        path.file_name().map(|n| n.to_owned()),
+        shared_events::watermark::path_for(path)
+            .file_name()
+            .map(|n| n.to_owned()),
+    ];
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = &event
+            && !wakes_tailer(event, &names)
+        {
+            return;
+        }
         // A full channel already holds a wake-up: coalesce.
         let _ = wake.try_send(());
     })
@@ -137,6 +162,22 @@ fn watch_dir(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWat
             None
         }
     }
+}
+
+/// Whether a change notification may mean new durable events. Opening or reading
+/// a file is an event too (inotify's `IN_OPEN`): the tailer's own reads of the
+/// watermark must not wake it, or it wakes itself forever and spins a core. Other
+/// files in the directory (snapshots, a second log) do not concern it either. An
+/// event without paths (the watcher lost track) wakes it, to be safe.
+fn wakes_tailer(event: &notify::Event, names: &[Option<std::ffi::OsString>; 2]) -> bool {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.is_empty()
+        || event.paths.iter().any(|p| {
+            let name = p.file_name().map(|n| n.to_owned());
+            names.contains(&name)
+        })
 }
 
 impl Tailer {
@@ -199,10 +240,14 @@ impl Tailer {
                 mark.offset, self.cursor.offset, self.model.seq
             )));
         }
-        let want = ((end - self.cursor.offset) as usize).min(READ_BYTES_MAX);
-        if want == 0 {
+        let backlog = end - self.cursor.offset;
+        if backlog == 0 {
             return Ok(false);
         }
+        if backlog >= PIPELINE_BYTES_MIN as u64 && self.state.live.receiver_count() == 0 {
+            return self.catch_up(end, mark);
+        }
+        let want = (backlog as usize).min(READ_BYTES_MAX);
         self.buf.resize(want, 0);
         file.seek(SeekFrom::Start(self.cursor.offset)).map_err(io)?;
         let got = read_full(file, &mut self.buf).map_err(io)?;
@@ -215,51 +260,18 @@ impl Tailer {
             batch.push((env, at, raw.len()));
             at += raw.len();
         });
-        let applied_before = self.model.seq;
-        let now_us = now_us();
-        let streaming = self.state.live.receiver_count() > 0;
-        let mut live = Vec::new();
+        let mut applied = Applied::new(self.model.seq, self.state.live.receiver_count() > 0);
         let mut misfit = None;
+        let buf = std::mem::take(&mut self.buf);
         for (env, start, line_len) in &batch {
-            if let Err(e) = self.model.apply(env) {
-                misfit = Some(e.to_string());
+            if let Err(e) = self.apply_one(env, &buf[*start..start + line_len], &mark, &mut applied)
+            {
+                misfit = Some(e);
                 break;
             }
-            // The cursor moves event by event, so a stop leaves it right after the
-            // last applied one.
-            self.cursor.offset += *line_len as u64;
-            self.cursor.lines += 1;
-            self.cursor.next_seq += 1;
-            self.state.seek.note(self.cursor);
-            if streaming {
-                let line = &self.buf[*start..start + line_len - 1];
-                live.push(LineEvent {
-                    seq: env.seq,
-                    kind: env.event.kind(),
-                    line: line.to_vec().into(),
-                });
-            }
-            // Lag counts from when the event became durable (acknowledgeable), which
-            // is at or after its commit timestamp.
-            let lag_us = now_us.saturating_sub(env.ts_us.max(mark.ts_us));
-            self.lag.record(lag_us);
-            self.lag_seconds.record(lag_us as f64 / 1e6);
-            self.state.set_last_lag_us(lag_us);
         }
-        if self.model.seq != applied_before {
-            self.publish();
-            if !live.is_empty() {
-                // No receiver left is fine: nobody is streaming.
-                let _ = self.state.live.send(Arc::new(live));
-            }
-            self.applied_seq.set(self.model.seq as f64);
-            tracing::debug!(
-                seq = self.model.seq,
-                events = self.model.seq - applied_before,
-                behind = mark.seq.saturating_sub(self.model.seq),
-                "applied batch"
-            );
-        }
+        self.buf = buf;
+        self.finish_batch(applied, &mark);
         if let Some(message) = misfit {
             return Err(StepError::Stuck(message));
         }
@@ -267,6 +279,114 @@ impl Tailer {
             Ok(_) => Ok(want == READ_BYTES_MAX),
             Err(bad) => Err(StepError::Stuck(format!("bad line in the log: {bad}"))),
         }
+    }
+
+    /// A large backlog (a start from genesis, a read side that fell far behind):
+    /// reading and decoding (checksums, JSON) move to a second thread that runs a
+    /// few batches ahead, so the two cores split the work; this thread applies, and
+    /// publishes every [`CATCH_UP_PUBLISH_INTERVAL`], so reads see progress.
+    /// Same checks and the same outcome as the plain path, which handles live
+    /// streams (they want the raw lines) and small steps.
+    fn catch_up(&mut self, end: u64, mark: Watermark) -> Result<bool, StepError> {
+        let stop_at = end.min(self.cursor.offset + PIPELINE_BYTES_MAX);
+        let path = self.path.clone();
+        let start = self.cursor;
+        let outcome = std::thread::scope(|scope| {
+            let (tx, rx) = sync_channel::<Vec<(Envelope, u64)>>(PIPELINE_BATCHES_AHEAD);
+            let decoder = scope.spawn(move || decode_range(&path, start, stop_at, tx));
+            let mut misfit = None;
+            let mut applied = Applied::new(self.model.seq, false);
+            let mut published = Instant::now();
+            'batches: for batch in rx {
+                for (env, line_len) in &batch {
+                    if let Err(e) = self.apply_len(env, *line_len, &mark, &mut applied) {
+                        misfit = Some(e);
+                        // Dropping the receiver stops the decoder at its next batch.
+                        break 'batches;
+                    }
+                }
+                // Publishing is cheap, but the next change to a published level
+                // copies its path: during a catch-up, publish a few times a second.
+                if published.elapsed() >= CATCH_UP_PUBLISH_INTERVAL {
+                    self.finish_batch(applied, &mark);
+                    applied = Applied::new(self.model.seq, false);
+                    published = Instant::now();
+                }
+            }
+            self.finish_batch(applied, &mark);
+            let decoded = decoder.join().expect("the log decoder thread panicked");
+            (misfit, decoded)
+        });
+        match outcome {
+            (Some(message), _) => Err(StepError::Stuck(message)),
+            (None, Err(stuck)) => Err(stuck),
+            (None, Ok(())) => Ok(self.cursor.offset < end),
+        }
+    }
+
+    /// Applies one event whose line (with its `\n`) is `line`.
+    fn apply_one(
+        &mut self,
+        env: &Envelope,
+        line: &[u8],
+        mark: &Watermark,
+        applied: &mut Applied,
+    ) -> Result<(), String> {
+        self.apply_len(env, line.len() as u64, mark, applied)?;
+        if applied.streaming {
+            applied.live.push(LineEvent {
+                seq: env.seq,
+                kind: env.event.kind(),
+                line: line[..line.len() - 1].to_vec().into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies one event whose line is `line_len` bytes long, and moves the cursor
+    /// past it: a stop leaves the cursor right after the last applied event.
+    fn apply_len(
+        &mut self,
+        env: &Envelope,
+        line_len: u64,
+        mark: &Watermark,
+        applied: &mut Applied,
+    ) -> Result<(), String> {
+        self.model.apply(env).map_err(|e| e.to_string())?;
+        self.cursor.offset += line_len;
+        self.cursor.lines += 1;
+        self.cursor.next_seq += 1;
+        self.state.seek.note(self.cursor);
+        // Lag counts from when the event became durable (acknowledgeable), which
+        // is at or after its commit timestamp.
+        let lag_us = applied.now_us.saturating_sub(env.ts_us.max(mark.ts_us));
+        self.lag.record(lag_us);
+        self.lag_seconds.record(lag_us as f64 / 1e6);
+        applied.lag_us = Some(lag_us);
+        Ok(())
+    }
+
+    /// After a batch: publish the new snapshot and the live events, if anything
+    /// was applied.
+    fn finish_batch(&mut self, applied: Applied, mark: &Watermark) {
+        if let Some(lag_us) = applied.lag_us {
+            self.state.set_last_lag_us(lag_us);
+        }
+        if self.model.seq == applied.seq_before {
+            return;
+        }
+        self.publish();
+        if !applied.live.is_empty() {
+            // No receiver left is fine: nobody is streaming.
+            let _ = self.state.live.send(Arc::new(applied.live));
+        }
+        self.applied_seq.set(self.model.seq as f64);
+        tracing::debug!(
+            seq = self.model.seq,
+            events = self.model.seq - applied.seq_before,
+            behind = mark.seq.saturating_sub(self.model.seq),
+            "applied batch"
+        );
     }
 
     fn publish(&mut self) {
@@ -279,8 +399,7 @@ impl Tailer {
             return;
         };
         checkpointer.maybe(self.model.seq, || {
-            let (seq, offset, body) =
-                (self.model.seq, self.cursor.offset, self.model.to_snapshot());
+            let (seq, offset, body) = (self.model.seq, self.cursor.offset, self.model.encode());
             move |dir: &Path| checkpoint::write(dir, seq, offset, &body)
         });
         self.snapshots = Some(checkpointer);
@@ -292,10 +411,87 @@ impl Tailer {
             return;
         };
         checkpointer.finish(self.model.seq, || {
-            let (seq, offset, body) =
-                (self.model.seq, self.cursor.offset, self.model.to_snapshot());
+            let (seq, offset, body) = (self.model.seq, self.cursor.offset, self.model.encode());
             move |dir: &Path| checkpoint::write(dir, seq, offset, &body)
         });
+    }
+}
+
+/// What one applied batch collected on the way.
+struct Applied {
+    seq_before: u64,
+    /// Whether live streams want the raw lines.
+    streaming: bool,
+    live: Vec<LineEvent>,
+    /// The clock, read once per batch.
+    now_us: u64,
+    /// Lag of the last applied event.
+    lag_us: Option<u64>,
+}
+
+impl Applied {
+    fn new(seq_before: u64, streaming: bool) -> Self {
+        Applied {
+            seq_before,
+            streaming,
+            live: Vec::new(),
+            now_us: now_us(),
+            lag_us: None,
+        }
+    }
+}
+
+/// The decoding half of [`Tailer::catch_up`]: reads the log from `start` up to
+/// `stop_at` in chunks, checks and decodes every complete line, and hands batches of
+/// (event, line length) to `tx`. Stops early when the receiver goes away.
+fn decode_range(
+    path: &Path,
+    start: LogCursor,
+    stop_at: u64,
+    tx: SyncSender<Vec<(Envelope, u64)>>,
+) -> Result<(), StepError> {
+    let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
+    let mut file = File::open(path).map_err(io)?;
+    file.seek(SeekFrom::Start(start.offset)).map_err(io)?;
+    let mut reader = file.take(stop_at - start.offset);
+    let mut cursor = start;
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * PIPELINE_CHUNK_BYTES);
+    let mut batch = Vec::with_capacity(PIPELINE_BATCH_EVENTS);
+    loop {
+        let before = buf.len();
+        buf.resize(before + PIPELINE_CHUNK_BYTES, 0);
+        let got = read_full(&mut reader, &mut buf[before..]).map_err(io)?;
+        buf.truncate(before + got);
+        let mut gone = false;
+        let decoded = cursor.decode_lines(&buf, |env, raw| {
+            batch.push((env, raw.len() as u64));
+            if batch.len() == PIPELINE_BATCH_EVENTS && !gone {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPELINE_BATCH_EVENTS));
+                gone = tx.send(full).is_err();
+            }
+        });
+        if gone {
+            return Ok(());
+        }
+        match decoded {
+            Ok(used) => {
+                buf.drain(..used);
+            }
+            Err(bad) => {
+                // What decoded before the bad line is applied; then the tailer stops.
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
+                }
+                return Err(StepError::Stuck(format!("bad line in the log: {bad}")));
+            }
+        }
+        if got == 0 {
+            // The end of the range; an incomplete last line waits for the next step.
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            return Ok(());
+        }
     }
 }
 
@@ -306,7 +502,7 @@ enum StepError {
     Stuck(String),
 }
 
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {

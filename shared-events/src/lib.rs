@@ -14,6 +14,7 @@
 //! - [`codec`]: one envelope <-> one checksummed line; log scanning and recovery rules.
 //! - [`state`]: the genesis (`init.txt`) / snapshot book state.
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
+//! - [`binary`]: the byte encoding of snapshot bodies (integers, strings, a user table).
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
@@ -71,6 +72,7 @@
 //! time-priority order, ids strictly increasing; see [`state::BookState`].
 
 pub mod auth;
+pub mod binary;
 pub mod codec;
 pub mod domain;
 pub mod event;

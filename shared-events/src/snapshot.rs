@@ -172,11 +172,13 @@ fn list(dir: &Path, kind: &str) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Reads and checks one snapshot file; the error says why it is not usable.
+/// Returns the header, the file's bytes and where the body starts in them (the
+/// body is not copied out: it may be tens of megabytes).
 pub fn read(
     path: &Path,
     kind: &str,
     fold_version: u32,
-) -> Result<(SnapshotHeader, Vec<u8>), String> {
+) -> Result<(SnapshotHeader, Vec<u8>, usize), String> {
     let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let nl = memchr::memchr(b'\n', &bytes).ok_or("no header line")?;
     let header: SnapshotHeader =
@@ -212,7 +214,7 @@ pub fn read(
             header.body_crc
         ));
     }
-    Ok((header, body.to_vec()))
+    Ok((header, bytes, nl + 1))
 }
 
 /// What [`load_newest`] found.
@@ -250,7 +252,7 @@ pub fn load_newest_until<T>(
         .filter(|(seq, _)| *seq <= seq_max)
     {
         match read(&path, kind, fold_version)
-            .and_then(|(header, body)| Ok((accept(&header, &body)?, header)))
+            .and_then(|(header, bytes, body)| Ok((accept(&header, &bytes[body..])?, header)))
         {
             Ok((state, header)) => {
                 return Ok(Some(Loaded {

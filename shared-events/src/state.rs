@@ -67,23 +67,26 @@ impl BookState {
         let mut prev_id = 0;
         let (mut best_bid, mut best_ask) = (0u64, u64::MAX);
         for (i, o) in self.orders.iter().enumerate() {
-            let at = format!("orders[{i}] (id {})", o.id);
+            // Only formatted on failure: this loop runs over millions of orders.
+            let at = || format!("orders[{i}] (id {})", o.id);
             if o.id <= prev_id {
                 return Err(format!(
-                    "{at}: ids must be positive and strictly increase (time-priority order)"
+                    "{}: ids must be positive and strictly increase (time-priority order)",
+                    at()
                 ));
             }
             prev_id = o.id;
             if !is_valid_user(&o.user) {
                 return Err(format!(
-                    "{at}: user must be 1..=64 characters of [A-Za-z0-9_.-]"
+                    "{}: user must be 1..=64 characters of [A-Za-z0-9_.-]",
+                    at()
                 ));
             }
             if !(PRICE_MIN..=PRICE_MAX).contains(&o.price) {
-                return Err(format!("{at}: price must be {PRICE_MIN}..={PRICE_MAX}"));
+                return Err(format!("{}: price must be {PRICE_MIN}..={PRICE_MAX}", at()));
             }
             if !(QTY_MIN..=QTY_MAX).contains(&o.qty) {
-                return Err(format!("{at}: qty must be {QTY_MIN}..={QTY_MAX}"));
+                return Err(format!("{}: qty must be {QTY_MIN}..={QTY_MAX}", at()));
             }
             match o.side {
                 Side::Buy => best_bid = best_bid.max(o.price),
