@@ -395,7 +395,10 @@ async fn the_web_ui_in_combined_mode() {
             .await;
         page.wait_level("frank's ask from init.txt", "ask", 102, Some("12 (1)"))
             .await;
-        assert_eq!(page.text("#stat-applied").await, "0", "{}", page.name);
+        page.wait_text("the applied seq from /health", "#stat-applied", |t| {
+            t == "0"
+        })
+        .await;
         assert_eq!(page.js("document.title", vec![]).await, "foldbook");
         // The inline style ran too (the policy names its hash, as the script's).
         let display = page
@@ -491,6 +494,12 @@ async fn the_web_ui_in_combined_mode() {
     a.wait_level("init.txt's bid at seq 0", "bid", 99, Some("10 (1)"))
         .await;
     assert_eq!(a.text("#travel-out").await, "seq 0");
+    let spoken = slider.attr("aria-valuetext").await.unwrap();
+    assert_eq!(
+        spoken.as_deref(),
+        Some("seq 0"),
+        "what a screen reader says"
+    );
     slider.send_keys(&Key::Right).await.unwrap();
     a.wait_text("the book at seq 1", "#book-caption", |t| {
         t.starts_with("History: the book right after event 1")
