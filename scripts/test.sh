@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine, installing what the tests need when it is
-# missing: schemathesis (PyPI) for the API test, the Rust workspace's tests, then the
-# deployment checks (which install Debian's docker-compose and systemd when missing).
+# missing: schemathesis (PyPI) for the API test, Debian's chromium and chromium-driver
+# for the web UI test, the Rust workspace's tests, then the deployment checks (which
+# install Debian's docker-compose and systemd when missing).
 #
 #   scripts/test.sh            all tests
 #   scripts/test.sh -- NAME    extra arguments go to `cargo test` (e.g. a test name filter)
@@ -26,6 +27,20 @@ installed=$("$PYTHON" -c "import importlib.metadata as m; print(m.version('schem
 if [ "$installed" != "$SCHEMATHESIS_VERSION" ]; then
     echo "test.sh: installing schemathesis $SCHEMATHESIS_VERSION (found: ${installed:-none})"
     "$PYTHON" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# gateway/tests/browser.rs drives the web UI in headless Chromium through chromedriver;
+# it fails, saying so, when they are missing. Debian's packages, as root,
+# non-interactive (CI runs as root on a fresh Debian machine).
+if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: install Debian's chromium and chromium-driver (as root) for the browser test" >&2
+        exit 1
+    fi
+    echo "test.sh: installing chromium and chromium-driver (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 # The black-box tests start the real binaries, so build all of them first.

@@ -4,42 +4,68 @@
 //! side and the read side in this process: command-svc's writer appends to the log,
 //! query-svc's tailer follows the same file exactly as it would from another process,
 //! and their routes share one warp server. `/health` merges both sides' fields.
-//! In proxy mode ([`proxy`]) it fronts separately running services instead.
+//! In proxy mode ([`proxy`]) it fronts separately running services instead. In
+//! both modes `GET /` is the web UI ([`index`], the page in `index.html`).
 
 pub mod proxy;
 
 use command_svc::CommandHandle;
 use query_svc::QueryState;
 use shared_events::auth::AuthTable;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-/// What `GET /` answers until the web UI exists: where to go next.
-const INDEX: &str = "foldbook: an event-sourced order book\n\
-\n\
-  POST /buy/{user}/{price}[?qty=N]     place a buy order (GET works too)\n\
-  POST /sell/{user}/{price}[?qty=N]    place a sell order (GET works too)\n\
-  POST /cancel/{user}/{order_id}       cancel a resting order\n\
-  GET  /orderbook                      bids and asks\n\
-  GET  /orders/{id}                    one order\n\
-  GET  /users/{user}/orders[?limit=N]  a user's orders, newest first\n\
-  GET  /trades[?limit=N]               recent trades, newest first\n\
-  GET  /orderbook?at=N                 the book right after event N\n\
-  GET  /events[?from=N]                events as Server-Sent Events\n\
-  any read route ?min_seq=N            wait until event N is visible\n\
-  GET  /health                         sequence numbers and status\n";
+/// The web UI: one HTML page with its CSS and JS inline, no build step.
+pub const PAGE: &str = include_str!("index.html");
 
-/// `GET /`: what is here.
+/// The page's Content-Security-Policy: it may load and connect to this origin only
+/// (it needs nothing else, and machines may be offline, so a stylesheet, font or
+/// script from elsewhere is refused by the browser), and run only its own inline
+/// script and style, named by their SHA-256, so injected markup could run nothing.
+/// Built once, from the page itself.
+pub fn page_csp() -> &'static str {
+    static CSP: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+             img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            inline_hash("script"),
+            inline_hash("style")
+        )
+    });
+    &CSP
+}
+
+/// `'sha256-…'` of the text inside the page's one `<tag>` element.
+fn inline_hash(tag: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    assert_eq!(PAGE.matches(&open).count(), 1, "index.html has one {open}");
+    let start = PAGE.find(&open).expect("checked") + open.len();
+    let end = start + PAGE[start..].find(&close).expect("a closing tag");
+    let digest = sha2::Sha256::digest(&PAGE.as_bytes()[start..end]);
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// `GET /`: the web UI (live ladder, order form, trades, event feed, time travel).
+/// The route list is in its footer; `/openapi.json` describes every route.
 pub fn index() -> BoxedFilter<(Response,)> {
     warp::path::end()
         .and(warp::get())
         .map(|| {
             warp::http::Response::builder()
-                .header("content-type", "text/plain; charset=utf-8")
-                .body(INDEX.into())
+                .header("content-type", "text/html; charset=utf-8")
+                .header("content-security-policy", page_csp())
+                .header("x-content-type-options", "nosniff")
+                .header("referrer-policy", "no-referrer")
+                .header("cache-control", "no-cache")
+                .body(PAGE.into())
                 .expect("valid response")
         })
         .boxed()
@@ -92,4 +118,20 @@ pub fn combined_routes(
         .recover(command_svc::http::recover)
         .unify()
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_names_the_pages_own_script_and_style() {
+        let csp = page_csp();
+        assert!(!csp.contains("unsafe"), "{csp}");
+        for tag in ["script", "style"] {
+            let hash = inline_hash(tag);
+            assert!(hash.len() == "'sha256-'".len() + 44, "{hash}");
+            assert!(csp.contains(&format!("{tag}-src {hash};")), "{csp}");
+        }
+    }
 }
