@@ -7,7 +7,7 @@ use crate::idempotency::IdempotencyIndex;
 use crate::model::WriteModel;
 use serde::{Deserialize, Serialize};
 use shared_events::snapshot::{self, SnapshotHeader};
-use shared_events::{BookState, Envelope, LogCursor};
+use shared_events::{BookState, Envelope, LogCursor, LogRead};
 use std::path::{Path, PathBuf};
 
 /// Snapshot kind of the write side.
@@ -61,13 +61,17 @@ impl Checkpoint {
     }
 }
 
-/// The newest usable snapshot for `log`: the write model and where replay continues.
-pub fn load(dir: &Path, log: &Path, keys_kept: usize) -> Option<(WriteModel, LogCursor, PathBuf)> {
+/// The newest usable snapshot that `log` continues: the write model and where replay continues.
+pub fn load(
+    dir: &Path,
+    log: &mut dyn LogRead,
+    keys_kept: usize,
+) -> Option<(WriteModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
         let snap: CommandSnapshot =
             serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
         snap.book.validate()?;
-        snapshot::check_log_continues(log, header.seq, header.log_offset)?;
+        snapshot::check_log_continues(&mut *log, header.seq, header.log_offset)?;
         Ok(snap)
     };
     let skipped = |path: &Path, reason: &str| {

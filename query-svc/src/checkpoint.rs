@@ -3,8 +3,8 @@
 //! rebuild) and follows the log from there.
 
 use crate::projection::{QuerySnapshot, ReadModel};
-use shared_events::LogCursor;
 use shared_events::snapshot::{self, SnapshotHeader};
+use shared_events::{LogCursor, LogRead};
 use std::path::{Path, PathBuf};
 
 /// Snapshot kind of the read side.
@@ -33,17 +33,21 @@ pub fn write(dir: &Path, seq: u64, log_offset: u64, body: &QuerySnapshot) {
     }
 }
 
-/// The newest usable snapshot for `log`: the read model and where to follow on.
-pub fn load(dir: &Path, log: &Path) -> Option<(ReadModel, LogCursor, PathBuf)> {
+/// The newest usable snapshot that `log` continues: the read model and where to follow on.
+pub fn load(dir: &Path, log: &mut dyn LogRead) -> Option<(ReadModel, LogCursor, PathBuf)> {
     load_until(dir, log, u64::MAX)
 }
 
 /// [`load`] among the snapshots taken at or before `seq_max`.
-pub fn load_until(dir: &Path, log: &Path, seq_max: u64) -> Option<(ReadModel, LogCursor, PathBuf)> {
+pub fn load_until(
+    dir: &Path,
+    log: &mut dyn LogRead,
+    seq_max: u64,
+) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
         let snap: QuerySnapshot =
             serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
-        snapshot::check_log_continues(log, header.seq, header.log_offset)?;
+        snapshot::check_log_continues(&mut *log, header.seq, header.log_offset)?;
         ReadModel::from_snapshot(snap, header.seq)
     };
     let skipped = |path: &Path, reason: &str| {

@@ -14,6 +14,8 @@
 //! - [`codec`]: one envelope <-> one checksummed line; log scanning and recovery rules.
 //! - [`state`]: the genesis (`init.txt`) / snapshot book state.
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
+//! - [`source`]: the read interface to a log ([`LogRead`]: length, bytes at an
+//!   offset) and its file implementation.
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
@@ -76,6 +78,7 @@ pub mod domain;
 pub mod event;
 pub mod openapi;
 pub mod snapshot;
+pub mod source;
 pub mod state;
 pub mod watermark;
 
@@ -85,6 +88,7 @@ pub use codec::{
 };
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};
+pub use source::{FileLog, LogRead};
 pub use state::{BookState, StateError};
 pub use watermark::Watermark;
 
