@@ -65,7 +65,10 @@
 //! acknowledged (acknowledgement follows `fdatasync`), so recovery cuts it off and says
 //! how many bytes it dropped. A bad line with anything after it cannot be the result
 //! of a torn append: it is corruption, and recovery refuses to start, naming the line
-//! number, byte offset and the seq it should have had. Nothing is ever skipped.
+//! number, byte offset and the seq it should have had. So is a bad last line that is
+//! two valid lines (the expected seq and the next) joined by one byte where a newline
+//! was: a torn append loses only the end of what it wrote, never a newline inside it.
+//! Nothing is ever skipped.
 //!
 //! ## Book state (`init.txt`, snapshots)
 //!
