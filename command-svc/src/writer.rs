@@ -320,6 +320,12 @@ impl<S: Storage> Writer<S> {
         &self.model
     }
 
+    /// Where the log ends after the last batch: the seq the next event gets and the
+    /// byte offset it is written at.
+    pub fn log_end(&self) -> (u64, u64) {
+        (self.next_seq, self.offset)
+    }
+
     /// The shared counters (head, durable seq, digest).
     pub fn stats(&self) -> &Arc<WriterStats> {
         &self.stats

@@ -5,8 +5,12 @@
 //! query-svc's tailer follows the same file exactly as it would from another process,
 //! and their routes share one warp server. `/health` merges both sides' fields.
 //! In proxy mode ([`proxy`]) it fronts separately running services instead.
+//!
+//! [`sim`] is the deterministic simulation of the storage path: both sides' real
+//! code on a seeded, faulty, simulated disk (`scripts/sim.sh`).
 
 pub mod proxy;
+pub mod sim;
 
 use command_svc::CommandHandle;
 use query_svc::QueryState;
