@@ -5,8 +5,9 @@
 //! and fire inside the real writer's calls: a failed write (nothing written), a write
 //! torn at any byte (a prefix written, then an error), a failed sync (written, not
 //! durable), a failed watermark publish. A power cut keeps what was synced plus,
-//! chosen by the seed, nothing, a prefix, or a prefix and garbage (without a
-//! newline) of the unsynced bytes, and may lose the watermark file (it is never synced). Change notifications
+//! chosen by the seed, nothing, a prefix, a prefix and garbage (without a newline),
+//! or a prefix of whole lines whose last line has a run of zeros (a bad last line)
+//! of the unsynced bytes, and may lose the watermark file (it is never synced). Change notifications
 //! to the tailer are delayed or dropped.
 //!
 //! The writer's side ([`WriterDisk`]: `Storage`, `Recoverable`) and the reader's side
@@ -55,6 +56,13 @@ pub enum PowerCut {
     /// The first `kept`, then `garbage` bytes of rubbish, none a newline (a size
     /// extended before its data was written).
     Garbage { kept: usize, garbage: usize },
+    /// The first `kept`, ending with a whole line, except that `zeroed` bytes of
+    /// that last line, from `at`, never reached the platter (a bad last line).
+    Scribbled {
+        kept: usize,
+        at: usize,
+        zeroed: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -143,6 +151,29 @@ impl Disk {
         self.state().durable.clone()
     }
 
+    /// Whether the platter's log starts with `prefix`; else where they first differ.
+    pub fn durable_starts_with(&self, prefix: &[u8]) -> Result<(), usize> {
+        let s = self.state();
+        if s.durable.starts_with(prefix) {
+            return Ok(());
+        }
+        match s.durable.iter().zip(prefix).position(|(a, b)| a != b) {
+            Some(at) => Err(at),
+            None if s.durable.len() < prefix.len() => Err(s.durable.len()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether everything reads see is synced.
+    pub fn all_synced(&self) -> bool {
+        let s = self.state();
+        s.durable == s.current
+    }
+
+    pub fn current_len(&self) -> u64 {
+        self.state().current.len() as u64
+    }
+
     pub fn durable_len(&self) -> u64 {
         self.state().durable.len() as u64
     }
@@ -184,16 +215,38 @@ impl Disk {
         } else {
             0
         };
-        let cut = match s.rng.below(10) {
+        // Complete unsynced lines: (start, end) relative to the durable end.
+        let whole_lines: Vec<(usize, usize)> = {
+            let tail = &s.current[durable_len..durable_len + unsynced];
+            let mut out = Vec::new();
+            let mut start = 0;
+            for (i, _) in tail.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+                out.push((start, i + 1));
+                start = i + 1;
+            }
+            out
+        };
+        let cut = match s.rng.below(12) {
             _ if unsynced == 0 => PowerCut::LostAll,
             0..=4 => PowerCut::LostAll,
             5..=7 => PowerCut::KeptPrefix {
                 kept: s.rng.below(unsynced as u64 + 1) as usize,
             },
-            _ => PowerCut::Garbage {
+            8 | 9 => PowerCut::Garbage {
                 kept: s.rng.below(unsynced as u64 + 1) as usize,
                 garbage: s.rng.range(1, POWER_CUT_GARBAGE_BYTES_MAX) as usize,
             },
+            _ if whole_lines.is_empty() => PowerCut::LostAll,
+            _ => {
+                let (start, end) = *s.rng.pick(&whole_lines);
+                let at = s.rng.range(start as u64, end as u64 - 2) as usize;
+                let zeroed = s.rng.range(1, (end - 1 - at) as u64) as usize;
+                PowerCut::Scribbled {
+                    kept: end,
+                    at,
+                    zeroed,
+                }
+            }
         };
         let mut survived = s.durable.clone();
         match cut {
@@ -211,6 +264,10 @@ impl Disk {
                     let byte = if zeros { 0 } else { s.rng.next_u64() as u8 };
                     survived.push(if byte == b'\n' { b' ' } else { byte });
                 }
+            }
+            PowerCut::Scribbled { kept, at, zeroed } => {
+                survived.extend_from_slice(&s.current[durable_len..durable_len + kept]);
+                survived[durable_len + at..durable_len + at + zeroed].fill(0);
             }
         }
         s.current = survived.clone();
@@ -333,5 +390,73 @@ impl LogSource for ReaderDisk {
 
     fn name(&self) -> String {
         "sim-disk".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_synced_bytes_are_sure_to_survive_a_power_cut() {
+        for seed in 0..200 {
+            let disk = Disk::new(seed);
+            let mut w = disk.writer();
+            w.append(b"one\ntwo\n").unwrap();
+            w.sync().unwrap();
+            w.append(b"three\nfour\n").unwrap();
+            assert_eq!(disk.current(), b"one\ntwo\nthree\nfour\n");
+            assert_eq!(disk.durable(), b"one\ntwo\n");
+            let cut = disk.power_cut();
+            let after = disk.current();
+            assert!(after.starts_with(b"one\ntwo\n"), "{cut:?}");
+            assert_eq!(
+                disk.durable(),
+                after,
+                "after a cut the page cache is the platter"
+            );
+            let unsynced = &after[8..];
+            match cut {
+                PowerCut::LostAll => assert!(unsynced.is_empty()),
+                PowerCut::KeptPrefix { kept } => assert_eq!(unsynced, &b"three\nfour\n"[..kept]),
+                PowerCut::Garbage { kept, garbage } => {
+                    assert_eq!(&unsynced[..kept], &b"three\nfour\n"[..kept]);
+                    assert_eq!(unsynced.len(), kept + garbage);
+                    assert!(!unsynced[kept..].contains(&b'\n'));
+                }
+                PowerCut::Scribbled { kept, at, zeroed } => {
+                    assert_eq!(unsynced.len(), kept);
+                    assert!(
+                        unsynced.ends_with(b"\n")
+                            && unsynced[at..at + zeroed].iter().all(|&b| b == 0)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn armed_faults_fire_once() {
+        let disk = Disk::new(1);
+        let mut w = disk.writer();
+        disk.arm(Fault::FailWrite);
+        assert!(w.append(b"lost\n").is_err());
+        assert!(disk.current().is_empty());
+        disk.arm(Fault::TearWrite);
+        assert!(w.append(b"0123456789\n").is_err());
+        let torn = disk.current();
+        assert!(torn.len() < 11 && b"0123456789\n".starts_with(&torn));
+        disk.arm(Fault::FailSync);
+        assert!(w.sync().is_err());
+        assert!(
+            disk.durable().is_empty(),
+            "a failed sync makes nothing durable"
+        );
+        assert!(w.sync().is_ok(), "a fault fires once");
+        assert_eq!(disk.durable(), torn);
+        disk.arm(Fault::FailPublish);
+        assert!(w.publish_durable(Watermark::default()).is_err());
+        assert_eq!(disk.watermark(), None);
+        assert!(!disk.disarm());
     }
 }

@@ -4,7 +4,8 @@
 //! occur, and replays it exactly. One seed drives everything: a random workload
 //! (orders, cancels, idempotent retries and conflicting reuses of keys), faults on a
 //! simulated disk ([`disk`]: failed writes and syncs, writes torn at any byte, power
-//! cuts that keep none, some or garbage of the unsynced bytes, a lost watermark file,
+//! cuts that keep none, some, some and garbage, or a scribbled last line of the
+//! unsynced bytes, a lost watermark file,
 //! late or lost change notifications, flipped bytes in synced lines), process
 //! crashes and restarts of either side, and snapshots of either side. There is no
 //! wall clock (a simulated clock stamps events), no thread in the loop, and no
@@ -416,20 +417,13 @@ impl World {
 
     /// Every acknowledged event is on the platter, byte for byte.
     fn check_acked_durable(&self) -> Result<(), String> {
-        let durable = self.disk.durable();
-        if !durable.starts_with(&self.acked) {
-            let at = durable
-                .iter()
-                .zip(&self.acked)
-                .position(|(a, b)| a != b)
-                .unwrap_or(durable.len());
-            return Err(format!(
+        self.disk.durable_starts_with(&self.acked).map_err(|at| {
+            format!(
                 "acknowledged events are not durable: the synced log ({} bytes) differs from the acknowledged bytes ({}) at byte {at}",
-                durable.len(),
+                self.disk.durable_len(),
                 self.acked.len()
-            ));
-        }
-        Ok(())
+            )
+        })
     }
 
     /// The whole log decodes to seq 1..n without a torn tail, n the writer's head.
@@ -480,15 +474,14 @@ impl World {
         if recovery.torn.is_some() {
             self.stats.torn_tails_cut += 1;
         }
-        let current = self.disk.current();
-        if current.len() as u64 != recovery.cursor.offset {
+        let len = self.disk.current_len();
+        if len != recovery.cursor.offset {
             return Err(format!(
-                "after recovery the log is {} bytes, recovery says it ends at {}",
-                current.len(),
+                "after recovery the log is {len} bytes, recovery says it ends at {}",
                 recovery.cursor.offset
             ));
         }
-        if self.disk.durable() != current {
+        if !self.disk.all_synced() {
             return Err("recovery published a log it did not sync".into());
         }
         let mark = self.disk.watermark();
@@ -515,7 +508,7 @@ impl World {
         let writer = Writer::new(model, storage, recovery.cursor, options)
             .with_clock(Arc::new(move || clock.load(Ordering::Relaxed)));
         self.writer = Some(writer);
-        self.check_log_decodes()
+        Ok(())
     }
 
     /// Records (or checks) the write side's digest at `seq`.
@@ -548,6 +541,7 @@ impl World {
             self.tail("before the writer is back")?;
         }
         self.start_writer(before)?;
+        self.check_log_decodes()?;
         if self.tailer.is_none() {
             self.start_reader()?;
         }
@@ -800,7 +794,7 @@ impl World {
         let writer = self.writer.as_ref().expect("a running writer");
         let (next_seq, new_len) = writer.log_end();
         let current = self.disk.current();
-        if current.len() as u64 != new_len || self.disk.durable() != current {
+        if current.len() as u64 != new_len || !self.disk.all_synced() {
             return Err("a committed batch is not exactly the synced end of the log".into());
         }
         let start = LogCursor {
@@ -964,6 +958,7 @@ impl World {
         self.corrupt_line = None;
         self.note("log restored from a copy".into());
         self.start_writer(before)?;
+        self.check_log_decodes()?;
         self.tail("after the restore")
     }
 }
