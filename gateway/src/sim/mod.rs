@@ -821,8 +821,13 @@ impl World {
             });
             match (answer, known) {
                 // A key seen before: the first answer again, or 409 for another request.
+                (Ok(outcome), Some((first_cmd, _))) if !same_request(cmd, first_cmd) => {
+                    return Err(format!(
+                        "{cmd:?} reuses the key of {first_cmd:?}: it must get 409, it got {outcome:?}"
+                    ));
+                }
                 (Ok(outcome), Some((first_cmd, first))) => {
-                    if !same_request(cmd, first_cmd) || outcome != first {
+                    if outcome != first {
                         return Err(format!(
                             "a retry of {cmd:?} got {outcome:?}, the first answer was {first:?} to {first_cmd:?}"
                         ));
