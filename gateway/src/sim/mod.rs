@@ -721,7 +721,7 @@ impl World {
                 idempotency_key,
             }
         };
-        if cmd_has_key(&cmd) {
+        if key_of(&cmd).is_some() {
             self.keyed.push(cmd.clone());
         }
         cmd
@@ -966,10 +966,6 @@ impl World {
         self.check_log_decodes()?;
         self.tail("after the restore")
     }
-}
-
-fn cmd_has_key(cmd: &Command) -> bool {
-    key_of(cmd).is_some()
 }
 
 /// Whether two commands are the same request (what a key's retry must repeat).
