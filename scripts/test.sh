@@ -3,6 +3,8 @@
 # missing: schemathesis (PyPI) for the API test, Debian's chromium and chromium-driver
 # for the web UI test, the Rust workspace's tests, then the deployment checks (which
 # install Debian's docker-compose and systemd when missing).
+# `cargo test` includes 200 seeds of the storage-path simulation (gateway/tests/sim.rs);
+# scripts/sim.sh runs thousands.
 #
 #   scripts/test.sh            all tests
 #   scripts/test.sh -- NAME    extra arguments go to `cargo test` (e.g. a test name filter)

@@ -6,6 +6,7 @@ use crate::book::Book;
 use crate::idempotency::IdempotencyIndex;
 use crate::model::WriteModel;
 use shared_events::LogCursor;
+use shared_events::LogRead;
 use shared_events::binary::{BodyReader, BodyWriter};
 use shared_events::snapshot::{self, SnapshotHeader};
 use std::path::{Path, PathBuf};
@@ -72,10 +73,14 @@ impl Checkpoint {
     }
 }
 
-/// The newest usable snapshot for `log`: the write model and where replay continues.
-pub fn load(dir: &Path, log: &Path, keys_kept: usize) -> Option<(WriteModel, LogCursor, PathBuf)> {
+/// The newest usable snapshot that `log` continues: the write model and where replay continues.
+pub fn load(
+    dir: &Path,
+    log: &mut dyn LogRead,
+    keys_kept: usize,
+) -> Option<(WriteModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
-        snapshot::check_log_continues(log, header.seq, header.log_offset)?;
+        snapshot::check_log_continues(&mut *log, header.seq, header.log_offset)?;
         decode(body, keys_kept)
     };
     let skipped = |path: &Path, reason: &str| {

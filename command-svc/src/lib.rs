@@ -31,10 +31,10 @@ pub mod writer;
 use book::Book;
 use checkpoint::SnapshotOptions;
 use idempotency::IdempotencyIndex;
-use log_file::{LogFile, OpenError};
+use log_file::{LogFile, OpenError, Recoverable, Recovery};
 use model::WriteModel;
 use shared_events::{BookState, LogCursor, StateError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 pub use writer::{CommandHandle, FsyncMode, WriterOptions, WriterTask};
 
@@ -90,24 +90,15 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
     let mut log = LogFile::open(&config.log)?;
     let started = Instant::now();
     let snapshot_dir = config.snapshot_dir();
-    let keys_kept = config.idempotency_keys;
-    let (mut model, from) = match checkpoint::load(&snapshot_dir, &config.log, keys_kept) {
-        Some((model, cursor, path)) => {
-            tracing::info!(seq = cursor.next_seq - 1, path = %path.display(), "write side starts from a snapshot");
-            (model, cursor)
-        }
-        None => {
-            let book = Book::from_state(&genesis);
-            (
-                WriteModel {
-                    book,
-                    keys: IdempotencyIndex::new(keys_kept),
-                },
-                LogCursor::start(),
-            )
-        }
-    };
-    let recovery = log.recover(from, |env| model.apply(env).map_err(|e| e.to_string()))?;
+    let name = config.log.display().to_string();
+    let (model, recovery) = recover_model(
+        &mut log,
+        &name,
+        &genesis,
+        &snapshot_dir,
+        config.idempotency_keys,
+        log_file::now_us(),
+    )?;
     let elapsed = started.elapsed();
     tracing::info!(
         log = %config.log.display(),
@@ -126,4 +117,39 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
         }),
     };
     Ok(writer::spawn(model, log, recovery.cursor, options))
+}
+
+/// Rebuilds the write model from the log in `storage` (called `name` in messages):
+/// the newest usable snapshot in `snapshot_dir` (else `genesis`), then the log after
+/// it through [`log_file::recover`], which cuts a torn tail, refuses corruption, and
+/// publishes the durable watermark stamped `now_us`. The start of every writer, and
+/// of every simulated one.
+pub fn recover_model<S: Recoverable>(
+    storage: &mut S,
+    name: &str,
+    genesis: &BookState,
+    snapshot_dir: &Path,
+    keys_kept: usize,
+    now_us: u64,
+) -> Result<(WriteModel, Recovery), OpenError> {
+    let (mut model, from) = match checkpoint::load(snapshot_dir, storage, keys_kept) {
+        Some((model, cursor, path)) => {
+            tracing::info!(seq = cursor.next_seq - 1, path = %path.display(), "write side starts from a snapshot");
+            (model, cursor)
+        }
+        None => {
+            let book = Book::from_state(genesis);
+            (
+                WriteModel {
+                    book,
+                    keys: IdempotencyIndex::new(keys_kept),
+                },
+                LogCursor::start(),
+            )
+        }
+    };
+    let recovery = log_file::recover(storage, name, from, now_us, |env| {
+        model.apply(env).map_err(|e| e.to_string())
+    })?;
+    Ok((model, recovery))
 }

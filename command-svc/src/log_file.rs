@@ -1,12 +1,14 @@
 //! The file log as the writer sees it: open it under an exclusive lock, replay it
 //! (cutting off a torn tail, refusing corruption), then append, `fdatasync`, and
 //! publish the durable watermark for readers. The writer talks to it through
-//! [`Storage`], so tests can put a failing disk in its place.
+//! [`Storage`] and recovery through [`Recoverable`], so tests can put a failing
+//! disk in its place and the simulator (`gateway::sim`) a seeded one.
 
+use shared_events::source::{LogRead, Reader};
 use shared_events::watermark::{self, WatermarkFile};
 use shared_events::{Envelope, LogCursor, ScanError, TornTail, Watermark};
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,13 @@ pub trait Storage: Send + 'static {
     /// Tells readers, in any process, how far the log is durable. Called only after
     /// the events up to `mark` are durable (or written, with `--fsync never`).
     fn publish_durable(&mut self, mark: Watermark) -> io::Result<()>;
+}
+
+/// What recovery needs besides [`Storage`]: the log's bytes as they are now
+/// ([`LogRead`]), and cutting off a torn tail.
+pub trait Recoverable: Storage + LogRead {
+    /// Cuts the log to its first `len` bytes; the next append goes there.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
 /// Why the log cannot be opened for writing.
@@ -71,11 +80,11 @@ impl LogFile {
             source,
         };
         let existed = path.exists();
+        // Appends always go to the end of the file, also after a torn tail was cut.
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .append(true)
             .create(true)
-            .truncate(false)
             .open(path)
             .map_err(io_err)?;
         match file.try_lock() {
@@ -103,63 +112,71 @@ impl LogFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    /// Replays the log from `from` (the start, or a snapshot's position) through
-    /// `apply`, logging progress on long replays; then cuts off a torn tail, syncs, and
-    /// publishes the watermark, so the next append starts on a clean, durable line.
-    /// Corruption, or an event `apply` refuses, is an error.
-    pub fn recover(
-        &mut self,
-        from: LogCursor,
-        mut apply: impl FnMut(&Envelope) -> Result<(), String>,
-    ) -> Result<Recovery, OpenError> {
-        let path = self.path.display().to_string();
-        let io_err = |source| OpenError::Io {
-            path: path.clone(),
-            source,
-        };
-        let total_bytes = self.file.metadata().map_err(io_err)?.len();
-        self.file
-            .seek(SeekFrom::Start(from.offset))
-            .map_err(io_err)?;
-        let mut refused = None;
-        let mut progress = ReplayProgress::new(from.offset, total_bytes);
-        let report = shared_events::scan(&mut self.file, from, |env, end| {
-            if refused.is_none()
-                && let Err(message) = apply(&env)
-            {
-                refused = Some((env.seq, message));
-            }
-            progress.event(end);
-        })
-        .map_err(|source| OpenError::Scan {
-            path: path.clone(),
-            source,
-        })?;
-        if let Some((seq, message)) = refused {
-            return Err(OpenError::Replay { path, seq, message });
+/// Replays the log in `storage` (called `name` in errors) from `from` (the start, or
+/// a snapshot's position) through `apply`, logging progress on long replays; then
+/// cuts off a torn tail, syncs, and publishes the watermark (stamped `now_us`), so
+/// the next append starts on a clean, durable line. Corruption, or an event `apply`
+/// refuses, is an error, and the log is left as it was.
+pub fn recover<S: Recoverable + ?Sized>(
+    storage: &mut S,
+    name: &str,
+    from: LogCursor,
+    now_us: u64,
+    mut apply: impl FnMut(&Envelope) -> Result<(), String>,
+) -> Result<Recovery, OpenError> {
+    let path = name.to_owned();
+    let io_err = |source| OpenError::Io {
+        path: path.clone(),
+        source,
+    };
+    let total_bytes = storage.length().map_err(io_err)?.unwrap_or(0);
+    let mut refused = None;
+    let mut progress = ReplayProgress::new(from.offset, total_bytes);
+    let report = shared_events::scan(Reader::new(&mut *storage, from.offset), from, |env, end| {
+        if refused.is_none()
+            && let Err(message) = apply(&env)
+        {
+            refused = Some((env.seq, message));
         }
-        if let Some(torn) = &report.torn {
-            tracing::warn!(
-                path = %path, offset = torn.offset, bytes_dropped = torn.bytes, reason = %torn.reason,
-                "torn write at the end of the log: cutting off {} bytes", torn.bytes
-            );
-            self.file.set_len(torn.offset).map_err(io_err)?;
-        }
-        // What replay read may still sit only in the page cache (after a kill -9):
-        // make it durable before telling readers it is.
-        self.file.sync_all().map_err(io_err)?;
-        self.file
-            .seek(SeekFrom::Start(report.cursor.offset))
-            .map_err(io_err)?;
-        let mark = Watermark::now(report.cursor.next_seq - 1, report.cursor.offset);
-        self.publish_durable(mark).map_err(io_err)?;
-        Ok(Recovery {
-            cursor: report.cursor,
-            torn: report.torn,
-            replayed: report.cursor.next_seq - from.next_seq,
-        })
+        progress.event(end);
+    })
+    .map_err(|source| OpenError::Scan {
+        path: path.clone(),
+        source,
+    })?;
+    if let Some((seq, message)) = refused {
+        return Err(OpenError::Replay { path, seq, message });
     }
+    if let Some(torn) = &report.torn {
+        tracing::warn!(
+            path = %path, offset = torn.offset, bytes_dropped = torn.bytes, reason = %torn.reason,
+            "torn write at the end of the log: cutting off {} bytes", torn.bytes
+        );
+        storage.truncate(torn.offset).map_err(io_err)?;
+    }
+    // What replay read may still sit only in the page cache (after a kill -9):
+    // make it durable before telling readers it is.
+    storage.sync().map_err(io_err)?;
+    let mark = Watermark {
+        seq: report.cursor.next_seq - 1,
+        offset: report.cursor.offset,
+        ts_us: now_us,
+    };
+    storage.publish_durable(mark).map_err(io_err)?;
+    Ok(Recovery {
+        cursor: report.cursor,
+        torn: report.torn,
+        replayed: report.cursor.next_seq - from.next_seq,
+    })
+}
+
+/// Microseconds since the Unix epoch, by the wall clock.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Progress lines for long replays: events, rate, percent of the bytes.
@@ -216,6 +233,22 @@ impl Storage for LogFile {
 
     fn publish_durable(&mut self, mark: Watermark) -> io::Result<()> {
         self.watermark.publish(mark)
+    }
+}
+
+impl LogRead for LogFile {
+    fn length(&mut self) -> io::Result<Option<u64>> {
+        LogRead::length(&mut self.file)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        LogRead::read_at(&mut self.file, offset, buf)
+    }
+}
+
+impl Recoverable for LogFile {
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
     }
 }
 

@@ -5,6 +5,9 @@
 //! then answer the whole batch. A failed write or sync is fatal: the batch gets 503,
 //! the writer stops, and the process is expected to exit non-zero. fsync is never
 //! retried: after a failed fsync the kernel may have dropped the dirty pages.
+//!
+//! [`Writer::commit_batch`] is one group commit, callable without the thread: the
+//! simulator (`gateway::sim`) drives the writer through it batch by batch.
 
 use crate::checkpoint::{self, Checkpoint, SnapshotOptions};
 use crate::command::{Command, Rejection};
@@ -17,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
 /// Most commands decided and committed in one write + fdatasync.
@@ -28,6 +30,10 @@ pub const BATCH_LINGER_QUIET: Duration = Duration::from_micros(100);
 pub const BATCH_LINGER_MAX: Duration = Duration::from_micros(500);
 /// Most commands waiting for the writer; beyond it writes get 503 at once.
 pub const QUEUE_COMMANDS_MAX: usize = 8192;
+
+/// Where commit timestamps come from: microseconds since the Unix epoch. The wall
+/// clock ([`crate::log_file::now_us`]) by default; the simulator's own in a simulation.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Whether a 2xx waits for `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -208,30 +214,9 @@ pub fn spawn<S: Storage>(
     options: WriterOptions,
 ) -> (CommandHandle, WriterTask) {
     let (tx, rx) = mpsc::sync_channel(QUEUE_COMMANDS_MAX);
-    let stats = Arc::new(WriterStats {
-        started: std::time::Instant::now(),
-        head_seq: AtomicU64::new(0),
-        durable_seq: AtomicU64::new(0),
-        events_appended: AtomicU64::new(0),
-        batches: AtomicU64::new(0),
-        digest: std::sync::Mutex::new((end.next_seq - 1, model.book.digest())),
-    });
-    let last_seq = end.next_seq - 1;
-    stats.head_seq.store(last_seq, Ordering::Relaxed);
-    stats.durable_seq.store(last_seq, Ordering::Relaxed);
-    let (durable_tx, durable) = watch::channel(last_seq);
+    let writer = Writer::new(model, storage, end, options);
+    let (stats, durable) = (writer.stats.clone(), writer.durable.subscribe());
     let (failure_tx, failure) = watch::channel(None);
-    let writer = Writer {
-        model,
-        storage,
-        next_seq: end.next_seq,
-        offset: end.offset,
-        fsync: options.fsync,
-        stats: stats.clone(),
-        durable: durable_tx,
-        snapshots: options.snapshots.map(|o| Checkpointer::new(o, last_seq)),
-        metrics: WriterMetrics::new(),
-    };
     let join = std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || {
@@ -251,7 +236,9 @@ pub fn spawn<S: Storage>(
     (handle, WriterTask { join, tx, failure })
 }
 
-struct Writer<S> {
+/// The single writer: the write model, the log, and group commit. [`spawn`] runs it
+/// on its own thread; a simulation calls [`Writer::commit_batch`] directly.
+pub struct Writer<S> {
     /// The book and the idempotency index.
     model: WriteModel,
     storage: S,
@@ -265,6 +252,10 @@ struct Writer<S> {
     /// Writes snapshots, if any are wanted.
     snapshots: Option<Checkpointer>,
     metrics: WriterMetrics,
+    /// Commit timestamps.
+    clock: Clock,
+    /// The batch's encoded lines, reused from batch to batch.
+    buf: Vec<u8>,
 }
 
 /// Prometheus handles, looked up once.
@@ -291,11 +282,58 @@ impl WriterMetrics {
 }
 
 impl<S: Storage> Writer<S> {
+    /// A writer of `model` whose log, in `storage`, ends at `end`: the seq the next
+    /// event gets and the byte offset it is written at.
+    pub fn new(model: WriteModel, storage: S, end: LogCursor, options: WriterOptions) -> Self {
+        let last_seq = end.next_seq - 1;
+        let stats = Arc::new(WriterStats {
+            started: std::time::Instant::now(),
+            head_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(last_seq),
+            events_appended: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            digest: std::sync::Mutex::new((last_seq, model.book.digest())),
+        });
+        Writer {
+            model,
+            storage,
+            next_seq: end.next_seq,
+            offset: end.offset,
+            fsync: options.fsync,
+            stats,
+            durable: watch::channel(last_seq).0,
+            snapshots: options.snapshots.map(|o| Checkpointer::new(o, last_seq)),
+            metrics: WriterMetrics::new(),
+            clock: Arc::new(crate::log_file::now_us),
+            buf: Vec::with_capacity(BATCH_EVENTS_MAX * 256),
+        }
+    }
+
+    /// The same writer with another clock for commit timestamps.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The write model as of the last batch.
+    pub fn model(&self) -> &WriteModel {
+        &self.model
+    }
+
+    /// Where the log ends after the last batch: the seq the next event gets and the
+    /// byte offset it is written at.
+    pub fn log_end(&self) -> (u64, u64) {
+        (self.next_seq, self.offset)
+    }
+
+    /// The shared counters (head, durable seq, digest).
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Request>) -> Result<(), String> {
-        let mut batch: Vec<(Command, Reply)> = Vec::with_capacity(BATCH_EVENTS_MAX);
-        let mut answers: Vec<(Reply, Result<Envelope, Rejection>)> =
-            Vec::with_capacity(BATCH_EVENTS_MAX);
-        let mut buf: Vec<u8> = Vec::with_capacity(BATCH_EVENTS_MAX * 256);
+        let mut batch: Vec<Command> = Vec::with_capacity(BATCH_EVENTS_MAX);
+        let mut replies: Vec<Reply> = Vec::with_capacity(BATCH_EVENTS_MAX);
         let mut stopping = false;
         let mut last_batch = 0usize;
         while !stopping {
@@ -311,7 +349,10 @@ impl<S: Storage> Writer<S> {
             let linger_until = Instant::now() + BATCH_LINGER_MAX;
             while let Some(request) = next.take() {
                 match request {
-                    Request::Command(cmd, reply) => batch.push((cmd, reply)),
+                    Request::Command(cmd, reply) => {
+                        batch.push(cmd);
+                        replies.push(reply);
+                    }
                     Request::Stop => {
                         stopping = true;
                         break;
@@ -328,73 +369,93 @@ impl<S: Storage> Writer<S> {
                 }
             }
             last_batch = batch.len();
-            let ts_us = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
-            buf.clear();
-            let mut new_events = 0u64;
-            for (cmd, reply) in batch.drain(..) {
-                let decided = match self.model.keys.check(&cmd) {
-                    // A retry: the first answer again, nothing written.
-                    Some(first) => first.cloned(),
-                    None => self.model.book.decide(&cmd).map(|event| {
-                        let env = Envelope {
-                            seq: self.next_seq,
-                            ts_us,
-                            v: SCHEMA_VERSION,
-                            event,
-                        };
-                        self.model
-                            .apply(&env)
-                            .expect("an event decided against this book fits it");
-                        self.next_seq += 1;
-                        new_events += 1;
-                        shared_events::encode_into(&mut buf, &env);
-                        env
-                    }),
-                };
-                answers.push((reply, decided));
-            }
-            let head_seq = self.next_seq - 1;
-            self.stats.head_seq.store(head_seq, Ordering::Release);
-            *self.stats.digest.lock().expect("digest lock") = (head_seq, self.model.book.digest());
-            if !buf.is_empty() {
-                let end_offset = self.offset + buf.len() as u64;
-                if let Err(reason) = self.commit(&buf, head_seq, end_offset) {
-                    for (reply, _) in answers.drain(..) {
+            match self.commit_batch(batch.drain(..)) {
+                Ok(answers) => {
+                    for (reply, answer) in replies.drain(..).zip(answers) {
+                        // A client that went away just does not read its answer.
+                        let _ = reply.send(answer.map_err(DispatchError::from));
+                    }
+                }
+                Err(reason) => {
+                    for reply in replies.drain(..) {
                         let _ = reply.send(Err(DispatchError::Unavailable(format!(
                             "log write failed: {reason}"
                         ))));
                     }
                     return Err(reason);
                 }
-                self.offset = end_offset;
-                let events = new_events;
-                self.stats
-                    .events_appended
-                    .fetch_add(events, Ordering::Relaxed);
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats.durable_seq.store(head_seq, Ordering::Release);
-                self.metrics.events_appended.increment(events);
-                self.metrics.batches.increment(1);
-                self.metrics.batch_events.record(events as f64);
-                self.metrics.head_seq.set(head_seq as f64);
-                self.metrics.durable_seq.set(head_seq as f64);
-                self.durable.send_replace(head_seq);
-            }
-            let durable = self.fsync == FsyncMode::Always;
-            for (reply, decided) in answers.drain(..) {
-                // A client that went away just does not read its answer.
-                let _ = reply.send(
-                    decided
-                        .map(|env| Outcome::new(&env, durable))
-                        .map_err(DispatchError::from),
-                );
             }
             self.maybe_checkpoint();
         }
         self.final_checkpoint();
         Ok(())
+    }
+
+    /// One group commit: decides and applies each command in order, appends all new
+    /// events in one write, syncs (unless `--fsync never`), publishes the durable
+    /// watermark, and returns each command's answer, in order (a retry gets its first
+    /// answer, a rejection writes nothing). `Err` means the write or the sync failed:
+    /// nothing of the batch may be acknowledged, the model is ahead of the log, and
+    /// the writer must not be used again (fail-stop).
+    pub fn commit_batch(
+        &mut self,
+        commands: impl IntoIterator<Item = Command>,
+    ) -> Result<Vec<Result<Outcome, Rejection>>, String> {
+        let ts_us = (self.clock)();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut decided: Vec<Result<Envelope, Rejection>> = Vec::new();
+        let mut new_events = 0u64;
+        for cmd in commands {
+            decided.push(match self.model.keys.check(&cmd) {
+                // A retry: the first answer again, nothing written.
+                Some(first) => first.cloned(),
+                None => self.model.book.decide(&cmd).map(|event| {
+                    let env = Envelope {
+                        seq: self.next_seq,
+                        ts_us,
+                        v: SCHEMA_VERSION,
+                        event,
+                    };
+                    self.model
+                        .apply(&env)
+                        .expect("an event decided against this book fits it");
+                    self.next_seq += 1;
+                    new_events += 1;
+                    shared_events::encode_into(&mut buf, &env);
+                    env
+                }),
+            });
+        }
+        let head_seq = self.next_seq - 1;
+        self.stats.head_seq.store(head_seq, Ordering::Release);
+        *self.stats.digest.lock().expect("digest lock") = (head_seq, self.model.book.digest());
+        if !buf.is_empty() {
+            let end_offset = self.offset + buf.len() as u64;
+            let committed = self.commit(&buf, head_seq, end_offset);
+            self.buf = buf;
+            committed?;
+            self.offset = end_offset;
+            let events = new_events;
+            self.stats
+                .events_appended
+                .fetch_add(events, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.durable_seq.store(head_seq, Ordering::Release);
+            self.metrics.events_appended.increment(events);
+            self.metrics.batches.increment(1);
+            self.metrics.batch_events.record(events as f64);
+            self.metrics.head_seq.set(head_seq as f64);
+            self.metrics.durable_seq.set(head_seq as f64);
+            self.durable.send_replace(head_seq);
+        } else {
+            self.buf = buf;
+        }
+        let durable = self.fsync == FsyncMode::Always;
+        Ok(decided
+            .into_iter()
+            .map(|decided| decided.map(|env| Outcome::new(&env, durable)))
+            .collect())
     }
 
     /// Write, sync (unless `--fsync never`), then tell readers how far the log is
@@ -410,12 +471,19 @@ impl<S: Storage> Writer<S> {
                 .fsync_seconds
                 .record(started.elapsed().as_secs_f64());
         }
+        let mark = Watermark {
+            seq,
+            offset: end_offset,
+            ts_us: (self.clock)(),
+        };
         self.storage
-            .publish_durable(Watermark::now(seq, end_offset))
+            .publish_durable(mark)
             .map_err(|e| format!("durable watermark: {e}"))
     }
 
-    fn checkpoint(&self) -> Checkpoint {
+    /// The write model at the last batch, with its log position, ready to be
+    /// written as a snapshot.
+    pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             seq: self.next_seq - 1,
             log_offset: self.offset,

@@ -6,8 +6,12 @@
 //! and their routes share one warp server. `/health` merges both sides' fields.
 //! In proxy mode ([`proxy`]) it fronts separately running services instead. In
 //! both modes `GET /` is the web UI ([`index`], the page in `index.html`).
+//!
+//! [`sim`] is the deterministic simulation of the storage path: both sides' real
+//! code on a seeded, faulty, simulated disk (`scripts/sim.sh`).
 
 pub mod proxy;
+pub mod sim;
 
 use command_svc::CommandHandle;
 use query_svc::QueryState;

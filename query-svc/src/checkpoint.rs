@@ -3,14 +3,14 @@
 //! rebuild) and follows the log from there.
 
 use crate::projection::ReadModel;
-use shared_events::LogCursor;
 use shared_events::snapshot::{self, SnapshotHeader};
+use shared_events::{LogCursor, LogRead};
 use std::path::{Path, PathBuf};
 
 /// Snapshot kind of the read side.
 pub const KIND: &str = "query";
 /// Version of the read side's fold and snapshot body. Bump it whenever
-/// `ReadModel::apply` or [`QuerySnapshot`] changes meaning: older snapshots are then
+/// `ReadModel::apply` or its snapshot body ([`ReadModel::encode`]) changes meaning: older snapshots are then
 /// ignored and the read model is rebuilt from genesis. 2: the body is binary
 /// ([`ReadModel::encode`]), not JSON.
 pub const FOLD_VERSION: u32 = 2;
@@ -33,15 +33,19 @@ pub fn write(dir: &Path, seq: u64, log_offset: u64, body: &[u8]) {
     }
 }
 
-/// The newest usable snapshot for `log`: the read model and where to follow on.
-pub fn load(dir: &Path, log: &Path) -> Option<(ReadModel, LogCursor, PathBuf)> {
+/// The newest usable snapshot that `log` continues: the read model and where to follow on.
+pub fn load(dir: &Path, log: &mut dyn LogRead) -> Option<(ReadModel, LogCursor, PathBuf)> {
     load_until(dir, log, u64::MAX)
 }
 
 /// [`load`] among the snapshots taken at or before `seq_max`.
-pub fn load_until(dir: &Path, log: &Path, seq_max: u64) -> Option<(ReadModel, LogCursor, PathBuf)> {
+pub fn load_until(
+    dir: &Path,
+    log: &mut dyn LogRead,
+    seq_max: u64,
+) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
-        snapshot::check_log_continues(log, header.seq, header.log_offset)?;
+        snapshot::check_log_continues(&mut *log, header.seq, header.log_offset)?;
         ReadModel::decode(body, header.seq)
     };
     let skipped = |path: &Path, reason: &str| {

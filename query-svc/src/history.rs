@@ -72,14 +72,18 @@ impl SeekIndex {
 /// The book right after event `n` (`n` = 0: the genesis state), rebuilt from the
 /// newest snapshot at or before `n` and the log after it.
 pub fn book_at(sources: &Sources, n: u64) -> Result<BookSnapshot, String> {
-    let (mut model, cursor) = checkpoint::load_until(&sources.snapshots, &sources.log, n)
-        .map(|(model, cursor, _)| (model, cursor))
-        .unwrap_or_else(|| {
-            (
-                ReadModel::from_state(&sources.genesis, 0),
-                LogCursor::start(),
-            )
-        });
+    let (mut model, cursor) = checkpoint::load_until(
+        &sources.snapshots,
+        &mut shared_events::FileLog::new(&sources.log),
+        n,
+    )
+    .map(|(model, cursor, _)| (model, cursor))
+    .unwrap_or_else(|| {
+        (
+            ReadModel::from_state(&sources.genesis, 0),
+            LogCursor::start(),
+        )
+    });
     if model.seq < n {
         let mut file = File::open(&sources.log).map_err(|e| format!("opening the log: {e}"))?;
         file.seek(SeekFrom::Start(cursor.offset))

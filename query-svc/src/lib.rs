@@ -6,7 +6,9 @@
 //! ## Layout
 //!
 //! - [`projection`]: the read model and its pure fold; the immutable book snapshot.
-//! - [`tailer`]: follows the log file (notify + poll) up to the durable watermark,
+//! - [`source`]: the log as the read side sees it: the durable watermark, the bytes
+//!   from an offset, wake-ups ([`source::LogSource`]); the file implementation.
+//! - [`tailer`]: follows the log (notify + poll) up to the durable watermark,
 //!   verifies and applies lines, publishes snapshots and live events, writes
 //!   checkpoints.
 //! - [`checkpoint`]: the read side's snapshots.
@@ -24,6 +26,7 @@ pub mod events;
 pub mod history;
 pub mod http;
 pub mod projection;
+pub mod source;
 pub mod tailer;
 
 use arc_swap::ArcSwap;
@@ -115,7 +118,8 @@ pub struct QueryState {
 }
 
 impl QueryState {
-    fn new(model: &ReadModel, sources: Sources, start: LogCursor) -> Self {
+    /// The state of a read side that starts at `model`, at log position `start`.
+    pub fn new(model: &ReadModel, sources: Sources, start: LogCursor) -> Self {
         QueryState {
             snapshot: ArcSwap::from_pointee(model.book_snapshot()),
             orders: model.orders.clone(),
@@ -222,19 +226,8 @@ impl QueryService {
 pub fn start(config: &Config) -> Result<QueryService, StateError> {
     let genesis = BookState::load(&config.init)?;
     let dir = config.snapshot_dir();
-    let loaded = if config.rebuild {
-        tracing::info!("--rebuild: ignoring snapshots, rebuilding from genesis");
-        None
-    } else {
-        checkpoint::load(&dir, &config.log)
-    };
-    let (model, cursor) = match loaded {
-        Some((model, cursor, path)) => {
-            tracing::info!(seq = model.seq, path = %path.display(), "read side starts from a snapshot");
-            (model, cursor)
-        }
-        None => (ReadModel::from_state(&genesis, 0), LogCursor::start()),
-    };
+    let mut log = shared_events::FileLog::new(&config.log);
+    let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
     let sources = Sources {
         genesis,
         log: config.log.clone(),
@@ -242,7 +235,7 @@ pub fn start(config: &Config) -> Result<QueryService, StateError> {
     };
     let state = Arc::new(QueryState::new(&model, sources, cursor));
     let setup = tailer::TailerSetup {
-        log: config.log.clone(),
+        source: Box::new(source::FileSource::new(&config.log)),
         model,
         cursor,
         snapshots: Some(checkpoint::SnapshotOptions {
@@ -252,4 +245,27 @@ pub fn start(config: &Config) -> Result<QueryService, StateError> {
     };
     let tailer = tailer::spawn(setup, state.clone());
     Ok(QueryService { state, tailer })
+}
+
+/// The read model to start from and where in `log` it continues: the newest usable
+/// snapshot in `dir` (unless `rebuild`), else `genesis` at the start of the log.
+pub fn load_model(
+    genesis: &BookState,
+    dir: &std::path::Path,
+    log: &mut dyn shared_events::LogRead,
+    rebuild: bool,
+) -> (ReadModel, LogCursor) {
+    let loaded = if rebuild {
+        tracing::info!("--rebuild: ignoring snapshots, rebuilding from genesis");
+        None
+    } else {
+        checkpoint::load(dir, log)
+    };
+    match loaded {
+        Some((model, cursor, path)) => {
+            tracing::info!(seq = model.seq, path = %path.display(), "read side starts from a snapshot");
+            (model, cursor)
+        }
+        None => (ReadModel::from_state(genesis, 0), LogCursor::start()),
+    }
 }

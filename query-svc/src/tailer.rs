@@ -6,16 +6,20 @@
 //! (the `notify` crate) and also polls every [`POLL_INTERVAL`], because inotify can
 //! drop or coalesce events. On a bad line or a misfit event it stops applying, says
 //! so in `/health` and the log, and retries at each poll: it never skips an event.
+//!
+//! The log comes through a [`LogSource`] (the file, or the simulator's disk), and
+//! [`Tailer::step`] is one round of reading, verifying, applying and publishing,
+//! callable without the thread.
 
 use crate::QueryState;
 use crate::checkpoint::{self, SnapshotOptions};
 use crate::history::LineEvent;
 use crate::projection::ReadModel;
+use crate::source::LogSource;
 use notify::Watcher;
 use shared_events::snapshot::Checkpointer;
 use shared_events::{Envelope, LogCursor, Watermark};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +37,7 @@ pub const PIPELINE_BYTES_MIN: usize = 1 << 20;
 pub const PIPELINE_BYTES_MAX: u64 = 256 << 20;
 /// Bytes the catch-up decoder reads at a time.
 const PIPELINE_CHUNK_BYTES: usize = 1 << 20;
-/// Events per hand-over from the catch-up decoder (and per published snapshot).
+/// Events per hand-over from the catch-up decoder.
 pub const PIPELINE_BATCH_EVENTS: usize = 4096;
 /// How often a catch-up publishes its progress to readers.
 pub const CATCH_UP_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
@@ -74,7 +78,8 @@ impl Drop for TailerTask {
 
 /// What the tailer starts from and where it writes snapshots.
 pub struct TailerSetup {
-    pub log: PathBuf,
+    /// The log and its durable watermark.
+    pub source: Box<dyn LogSource>,
     /// The model at `cursor` (genesis or a snapshot).
     pub model: ReadModel,
     pub cursor: LogCursor,
@@ -85,20 +90,7 @@ pub struct TailerSetup {
 pub fn spawn(setup: TailerSetup, state: Arc<QueryState>) -> TailerTask {
     let (wake, woken) = sync_channel(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let start_seq = setup.model.seq;
-    let tailer = Tailer {
-        watermark_path: shared_events::watermark::path_for(&setup.log),
-        path: setup.log,
-        model: setup.model,
-        cursor: setup.cursor,
-        state,
-        file: None,
-        buf: Vec::new(),
-        lag: LagWindow::default(),
-        snapshots: setup.snapshots.map(|o| Checkpointer::new(o, start_seq)),
-        lag_seconds: metrics::histogram!("foldbook_lag_seconds"),
-        applied_seq: metrics::gauge!("foldbook_applied_seq"),
-    };
+    let tailer = Tailer::new(setup, state);
     let (stop2, wake2) = (stop.clone(), wake.clone());
     let join = std::thread::Builder::new()
         .name("tailer".into())
@@ -111,15 +103,15 @@ pub fn spawn(setup: TailerSetup, state: Arc<QueryState>) -> TailerTask {
     }
 }
 
-struct Tailer {
-    path: PathBuf,
-    /// The writer's durable watermark: never apply past it.
-    watermark_path: PathBuf,
+/// Follows the log into the read model. [`spawn`] runs it on its own thread; a
+/// simulation calls [`Tailer::step`] directly.
+pub struct Tailer {
+    /// The log and the writer's durable watermark: never apply past it.
+    source: Box<dyn LogSource>,
     model: ReadModel,
     /// Just past the last applied line.
     cursor: LogCursor,
     state: Arc<QueryState>,
-    file: Option<File>,
     /// Read buffer, reused.
     buf: Vec<u8>,
     lag: LagWindow,
@@ -133,7 +125,7 @@ struct Tailer {
 /// Watches the log's directory (the log may not exist yet, and the watermark file
 /// lives there too) and turns every notification that concerns the log or the
 /// watermark into a wake-up token.
-fn watch_dir(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
+pub(crate) fn watch_dir(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -181,8 +173,34 @@ fn wakes_tailer(event: &notify::Event, names: &[Option<std::ffi::OsString>; 2]) 
 }
 
 impl Tailer {
+    /// A tailer that continues `setup.model` from `setup.cursor`, publishing into `state`.
+    pub fn new(setup: TailerSetup, state: Arc<QueryState>) -> Self {
+        let start_seq = setup.model.seq;
+        Tailer {
+            source: setup.source,
+            model: setup.model,
+            cursor: setup.cursor,
+            state,
+            buf: Vec::new(),
+            lag: LagWindow::default(),
+            snapshots: setup.snapshots.map(|o| Checkpointer::new(o, start_seq)),
+            lag_seconds: metrics::histogram!("foldbook_lag_seconds"),
+            applied_seq: metrics::gauge!("foldbook_applied_seq"),
+        }
+    }
+
+    /// The read model as of the last applied event.
+    pub fn model(&self) -> &ReadModel {
+        &self.model
+    }
+
+    /// Just past the last applied line.
+    pub fn cursor(&self) -> LogCursor {
+        self.cursor
+    }
+
     fn run(mut self, stop: Arc<AtomicBool>, wake: SyncSender<()>, woken: Receiver<()>) {
-        let _watcher = watch_dir(&self.path, wake);
+        let _watcher = self.source.watch(wake);
         let mut waiting_logged = false;
         while !stop.load(Ordering::Acquire) {
             match self.step() {
@@ -192,13 +210,13 @@ impl Tailer {
                 }
                 Err(StepError::Waiting(what)) => {
                     if !waiting_logged {
-                        tracing::info!(path = %self.path.display(), "waiting for {what}");
+                        tracing::info!(path = %self.source.name(), "waiting for {what}");
                         waiting_logged = true;
                     }
                 }
                 Err(StepError::Stuck(message)) => {
                     if self.state.set_error(Some(message.clone())) {
-                        tracing::error!(path = %self.path.display(), error = %message, "read side stopped applying the log");
+                        tracing::error!(path = %self.source.name(), error = %message, "read side stopped applying the log");
                     }
                 }
             }
@@ -212,27 +230,19 @@ impl Tailer {
         self.final_checkpoint();
     }
 
-    /// Reads and applies what is new and durable. `Ok(true)` when it stopped at the
-    /// read bound and more is waiting.
-    fn step(&mut self) -> Result<bool, StepError> {
+    /// Reads and applies what is new and durable, then publishes it. `Ok(true)` when
+    /// it stopped at the read bound and more is waiting.
+    pub fn step(&mut self) -> Result<bool, StepError> {
         let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
-        let mark = match Watermark::read(&self.watermark_path).map_err(io)? {
+        let mark = match self.source.watermark().map_err(io)? {
             Some(mark) => mark,
             // Missing, or caught mid-rewrite: nothing is known to be durable yet.
             None => return Err(StepError::Waiting("the writer's durable watermark")),
         };
         self.state.set_durable_seq(mark.seq);
-        if self.file.is_none() {
-            match File::open(&self.path) {
-                Ok(f) => self.file = Some(f),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StepError::Waiting("the log to appear"));
-                }
-                Err(e) => return Err(io(e)),
-            }
-        }
-        let file = self.file.as_mut().expect("opened above");
-        let len = file.metadata().map_err(io)?.len();
+        let Some(len) = self.source.length().map_err(io)? else {
+            return Err(StepError::Waiting("the log to appear"));
+        };
         let end = len.min(mark.offset);
         if end < self.cursor.offset {
             return Err(StepError::Stuck(format!(
@@ -249,8 +259,12 @@ impl Tailer {
         }
         let want = (backlog as usize).min(READ_BYTES_MAX);
         self.buf.resize(want, 0);
-        file.seek(SeekFrom::Start(self.cursor.offset)).map_err(io)?;
-        let got = read_full(file, &mut self.buf).map_err(io)?;
+        let got = shared_events::source::read_full_at(
+            &mut *self.source,
+            self.cursor.offset,
+            &mut self.buf,
+        )
+        .map_err(io)?;
         self.buf.truncate(got);
 
         let mut batch: Vec<(Envelope, usize, usize)> = Vec::new();
@@ -289,11 +303,14 @@ impl Tailer {
     /// streams (they want the raw lines) and small steps.
     fn catch_up(&mut self, end: u64, mark: Watermark) -> Result<bool, StepError> {
         let stop_at = end.min(self.cursor.offset + PIPELINE_BYTES_MAX);
-        let path = self.path.clone();
         let start = self.cursor;
+        // The decoder borrows the source while this thread folds into the rest
+        // of `self`; the placeholder is never read.
+        let mut source = std::mem::replace(&mut self.source, Box::new(Lent));
         let outcome = std::thread::scope(|scope| {
             let (tx, rx) = sync_channel::<Vec<(Envelope, u64)>>(PIPELINE_BATCHES_AHEAD);
-            let decoder = scope.spawn(move || decode_range(&path, start, stop_at, tx));
+            let source = &mut *source;
+            let decoder = scope.spawn(move || decode_range(source, start, stop_at, tx));
             let mut misfit = None;
             let mut applied = Applied::new(self.model.seq, false);
             let mut published = Instant::now();
@@ -317,6 +334,7 @@ impl Tailer {
             let decoded = decoder.join().expect("the log decoder thread panicked");
             (misfit, decoded)
         });
+        self.source = source;
         match outcome {
             (Some(message), _) => Err(StepError::Stuck(message)),
             (None, Err(stuck)) => Err(stuck),
@@ -445,15 +463,14 @@ impl Applied {
 /// `stop_at` in chunks, checks and decodes every complete line, and hands batches of
 /// (event, line length) to `tx`. Stops early when the receiver goes away.
 fn decode_range(
-    path: &Path,
+    source: &mut dyn LogSource,
     start: LogCursor,
     stop_at: u64,
     tx: SyncSender<Vec<(Envelope, u64)>>,
 ) -> Result<(), StepError> {
     let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
-    let mut file = File::open(path).map_err(io)?;
-    file.seek(SeekFrom::Start(start.offset)).map_err(io)?;
-    let mut reader = file.take(stop_at - start.offset);
+    let mut reader =
+        shared_events::source::Reader::new(source, start.offset).take(stop_at - start.offset);
     let mut cursor = start;
     let mut buf: Vec<u8> = Vec::with_capacity(2 * PIPELINE_CHUNK_BYTES);
     let mut batch = Vec::with_capacity(PIPELINE_BATCH_EVENTS);
@@ -495,17 +512,39 @@ fn decode_range(
     }
 }
 
-enum StepError {
-    /// The log or the watermark does not exist yet.
-    Waiting(&'static str),
-    /// Applying cannot go on until the log changes.
-    Stuck(String),
+/// What [`Tailer::catch_up`] leaves in the tailer while the decoder thread holds
+/// the real source. Nothing reads it: the tailer's thread is inside the catch-up.
+struct Lent;
+
+impl shared_events::source::LogRead for Lent {
+    fn length(&mut self) -> std::io::Result<Option<u64>> {
+        unreachable!("the log source is lent to the catch-up decoder")
+    }
+
+    fn read_at(&mut self, _: u64, _: &mut [u8]) -> std::io::Result<usize> {
+        unreachable!("the log source is lent to the catch-up decoder")
+    }
 }
 
-fn read_full(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+impl LogSource for Lent {
+    fn watermark(&mut self) -> std::io::Result<Option<Watermark>> {
+        unreachable!("the log source is lent to the catch-up decoder")
+    }
+
+    fn watch(&mut self, _: SyncSender<()>) -> Option<Box<dyn Send>> {
+        None
+    }
+
+    fn name(&self) -> String {
+        "(lent)".to_owned()
+    }
+}
+
+/// Fills `buf` from `reader` as far as it goes; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
+        match reader.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -513,6 +552,15 @@ fn read_full(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Why a step applied nothing more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepError {
+    /// The log or the watermark does not exist yet.
+    Waiting(&'static str),
+    /// Applying cannot go on until the log changes.
+    Stuck(String),
 }
 
 pub(crate) fn now_us() -> u64 {

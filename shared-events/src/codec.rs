@@ -313,6 +313,9 @@ fn scan_sequential<R: Read>(
                 if after_bad || read_some(&mut reader, &mut chunk)? > 0 {
                     return Err(ScanError::Corrupt(bad));
                 }
+                if joins_two_lines(&buf[..bad.len as usize], bad.expected_seq) {
+                    return Err(ScanError::Corrupt(bad));
+                }
                 return Ok(ScanReport {
                     cursor,
                     torn: Some(TornTail {
@@ -324,6 +327,20 @@ fn scan_sequential<R: Read>(
             }
         }
     }
+}
+
+/// Whether a bad last line is two valid lines, seqs `expected_seq` and the next,
+/// joined by one byte where the first one's newline was. A torn append only loses
+/// the end of what it wrote, never a newline in the middle, so this is corruption (a
+/// flipped byte in a synced line), not a torn tail to cut off with both events.
+fn joins_two_lines(bad: &[u8], expected_seq: u64) -> bool {
+    let bad = bad.strip_suffix(b"\n").unwrap_or(bad);
+    memchr::memmem::find_iter(bad, CRC_PREFIX).any(|at| {
+        let end = at + CRC_SUFFIX_LEN;
+        end < bad.len()
+            && decode_line(&bad[..end]).is_ok_and(|env| env.seq == expected_seq)
+            && decode_line(&bad[end + 1..]).is_ok_and(|env| env.seq == expected_seq + 1)
+    })
 }
 
 fn read_some<R: Read>(reader: &mut R, chunk: &mut [u8]) -> io::Result<usize> {
@@ -442,6 +459,29 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lost_newline_between_the_last_two_lines_is_corruption() {
+        // Found by the simulator (gateway::sim, seed 28): the two lines merge into one
+        // bad last line, which must not be cut off as a torn write.
+        let mut log = log_of(3);
+        let newline = log.len() - encode(&placed(3)).len() - 1;
+        for garbage in [b' ', 0, b'x'] {
+            let mut damaged = log.clone();
+            damaged[newline] = garbage;
+            match scan(&damaged[..], LogCursor::start(), |_, _| {}) {
+                Err(ScanError::Corrupt(bad)) => assert_eq!((bad.line, bad.expected_seq), (2, 2)),
+                other => panic!("expected corruption, got {other:?}"),
+            }
+        }
+        // A torn write after a whole line (its newline lost with what followed) is
+        // still a torn tail.
+        log.truncate(log.len() - 1);
+        log.extend_from_slice(b"\0\0\0\n");
+        let report = scan(&log[..], LogCursor::start(), |_, _| {}).unwrap();
+        assert_eq!(report.cursor.next_seq, 3);
+        assert!(report.torn.is_some());
     }
 
     #[test]

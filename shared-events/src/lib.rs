@@ -15,6 +15,8 @@
 //! - [`state`]: the genesis (`init.txt`) / snapshot book state.
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
 //! - [`binary`]: the byte encoding of snapshot bodies (integers, strings, a user table).
+//! - [`source`]: the read interface to a log ([`LogRead`]: length, bytes at an
+//!   offset) and its file implementation.
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
@@ -64,7 +66,10 @@
 //! acknowledged (acknowledgement follows `fdatasync`), so recovery cuts it off and says
 //! how many bytes it dropped. A bad line with anything after it cannot be the result
 //! of a torn append: it is corruption, and recovery refuses to start, naming the line
-//! number, byte offset and the seq it should have had. Nothing is ever skipped.
+//! number, byte offset and the seq it should have had. So is a bad last line that is
+//! two valid lines (the expected seq and the next) joined by one byte where a newline
+//! was: a torn append loses only the end of what it wrote, never a newline inside it.
+//! Nothing is ever skipped.
 //!
 //! ## Book state (`init.txt`, snapshots)
 //!
@@ -78,6 +83,7 @@ pub mod domain;
 pub mod event;
 pub mod openapi;
 pub mod snapshot;
+pub mod source;
 pub mod state;
 pub mod watermark;
 
@@ -87,6 +93,7 @@ pub use codec::{
 };
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};
+pub use source::{FileLog, LogRead};
 pub use state::{BookState, StateError};
 pub use watermark::Watermark;
 

@@ -13,6 +13,7 @@
 //! Writing is atomic: temp file, `fsync`, `rename`, `fsync` of the directory. The
 //! newest [`SNAPSHOTS_KEPT`] of each kind are kept.
 
+use crate::source::LogRead;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -267,18 +268,21 @@ pub fn load_newest_until<T>(
     Ok(None)
 }
 
-/// Checks that a log at `log` continues a snapshot taken at (`seq`, `offset`): the log
-/// is at least that long, the byte before `offset` ends a line, and the line at
-/// `offset`, if complete, carries `seq + 1`. A log that was replaced or truncated
-/// behind the snapshot's back fails, and the snapshot is not used.
-pub fn check_log_continues(log: &Path, seq: u64, offset: u64) -> Result<(), String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = match File::open(log) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => return Ok(()),
+/// Checks that `log` continues a snapshot taken at (`seq`, `offset`): the log is at
+/// least that long, the byte before `offset` ends a line, and the line at `offset`,
+/// if complete, carries `seq + 1`. A log that was replaced or truncated behind the
+/// snapshot's back fails, and the snapshot is not used.
+pub fn check_log_continues(
+    log: &mut (impl LogRead + ?Sized),
+    seq: u64,
+    offset: u64,
+) -> Result<(), String> {
+    let len = match log.length() {
+        Ok(Some(len)) => len,
+        Ok(None) if offset == 0 => return Ok(()),
+        Ok(None) => return Err("cannot open the log: it does not exist".to_owned()),
         Err(e) => return Err(format!("cannot open the log: {e}")),
     };
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len < offset {
         return Err(format!(
             "the log is {len} bytes, shorter than the snapshot's offset {offset}"
@@ -287,11 +291,15 @@ pub fn check_log_continues(log: &Path, seq: u64, offset: u64) -> Result<(), Stri
     if offset == 0 {
         return Ok(());
     }
-    file.seek(SeekFrom::Start(offset - 1))
-        .map_err(|e| e.to_string())?;
     let mut buf =
         vec![0u8; (len - offset + 1).min(crate::codec::LINE_BYTES_MAX as u64 + 1) as usize];
-    file.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    let got = crate::source::read_full_at(log, offset - 1, &mut buf).map_err(|e| e.to_string())?;
+    if got < buf.len() {
+        return Err(format!(
+            "the log ended while reading byte {}",
+            offset - 1 + got as u64
+        ));
+    }
     if buf[0] != b'\n' {
         return Err(format!("byte {offset} of the log does not start a line"));
     }

@@ -1,0 +1,68 @@
+//! Where the read side reads the log from: [`LogSource`] is the durable watermark,
+//! the log's bytes from an offset ([`LogRead`]), and a wake-up source. The tailer
+//! needs nothing else, so the same tailer code follows the file on disk
+//! ([`FileSource`]) and the simulator's seeded disk (`gateway::sim`).
+
+use shared_events::source::{FileLog, LogRead};
+use shared_events::{Watermark, watermark};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
+
+/// The log as the read side sees it.
+pub trait LogSource: LogRead + Send + 'static {
+    /// How far the writer says the log is durable; `None` while it has said nothing
+    /// (or is caught mid-rewrite). Nothing past it may be applied.
+    fn watermark(&mut self) -> io::Result<Option<Watermark>>;
+
+    /// Starts sending a token to `wake` whenever the log or the watermark may have
+    /// changed; the returned guard keeps the notifications coming. `None`: there are
+    /// none, the tailer only polls. Notifications may be late, coalesced or lost.
+    fn watch(&mut self, wake: SyncSender<()>) -> Option<Box<dyn Send>>;
+
+    /// Names the log in messages.
+    fn name(&self) -> String;
+}
+
+/// The log file and its watermark side file (`<log>.durable`), with change
+/// notifications on their directory.
+#[derive(Debug)]
+pub struct FileSource {
+    log: FileLog,
+    /// The writer's durable watermark.
+    watermark_path: PathBuf,
+}
+
+impl FileSource {
+    pub fn new(log: &Path) -> Self {
+        FileSource {
+            log: FileLog::new(log),
+            watermark_path: watermark::path_for(log),
+        }
+    }
+}
+
+impl LogRead for FileSource {
+    fn length(&mut self) -> io::Result<Option<u64>> {
+        self.log.length()
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.log.read_at(offset, buf)
+    }
+}
+
+impl LogSource for FileSource {
+    fn watermark(&mut self) -> io::Result<Option<Watermark>> {
+        Watermark::read(&self.watermark_path)
+    }
+
+    fn watch(&mut self, wake: SyncSender<()>) -> Option<Box<dyn Send>> {
+        crate::tailer::watch_dir(self.log.path(), wake)
+            .map(|watcher| Box::new(watcher) as Box<dyn Send>)
+    }
+
+    fn name(&self) -> String {
+        self.log.path().display().to_string()
+    }
+}
