@@ -409,79 +409,126 @@ impl Book {
         let names = UserTable::read(r)?;
         // An order is 20 bytes.
         let total = r.count(SNAPSHOT_ORDERS_MAX, 20)?;
-        let mut book = Book {
-            bids: BTreeMap::new(),
-            asks: BTreeMap::new(),
-            index: foldhash::HashMap::with_capacity_and_hasher(total, Default::default()),
-            users: names.iter().cloned().collect(),
-            next_order_id,
-            digest: 0,
-        };
-        // A level is at least side, price and count; an order is 20 bytes.
+        // First read and check every value (sequential), then build the index and
+        // the levels from them on two threads: each is a million small writes.
+        // A level is at least side, price and count.
         let level_count = r.count(SNAPSHOT_ORDERS_MAX, 17)?;
-        let mut bids = Vec::new();
-        let mut asks = Vec::new();
+        let mut levels: Vec<(Side, u64, Vec<OrderRecord>)> = Vec::with_capacity(level_count);
+        let mut read = 0usize;
         for _ in 0..level_count {
             let side = side_of(r.u8()?).ok_or_else(|| r.error("side is not 0 or 1"))?;
             let price = r.u64()?;
             if !(PRICE_MIN..=PRICE_MAX).contains(&price) {
                 return Err(r.error(format!("price {price} is out of bounds")));
             }
-            let n = r.count(total - book.index.len(), 20)?;
+            if levels
+                .iter()
+                .rev()
+                .find(|(s, _, _)| *s == side)
+                .is_some_and(|&(_, p, _)| p >= price)
+            {
+                return Err(r.error(format!("price level {price} is out of order")));
+            }
+            let n = r.count(total - read, 20)?;
             if n == 0 {
                 return Err(r.error("an empty price level"));
             }
+            read += n;
             let mut orders = Vec::with_capacity(n);
             let mut prev_id = 0;
             for _ in 0..n {
-                let id = r.u64()?;
-                let user = shared_events::binary::user_at(&names, r.u32()?, r)?;
-                let qty = r.u64()?;
+                let (id, user, qty) = (r.u64()?, r.u32()?, r.u64()?);
                 if id <= prev_id || id >= next_order_id {
                     return Err(r.error(format!(
                         "order id {id} is out of time-priority order or not below next_order_id {next_order_id}"
                     )));
                 }
                 prev_id = id;
+                if user as usize >= names.len() {
+                    return Err(r.error(format!("user index {user} is not in the table")));
+                }
                 if !(QTY_MIN..=QTY_MAX).contains(&qty) {
                     return Err(r.error(format!("order {id}: qty {qty} is out of bounds")));
                 }
-                if book.index.insert(id, (side, price)).is_some() {
-                    return Err(r.error(format!("order id {id} appears twice")));
+                orders.push((id, user, qty));
+            }
+            levels.push((side, price, orders));
+        }
+        if read != total {
+            return Err(r.error(format!("{read} orders in the levels, {total} announced")));
+        }
+        let best_bid = levels
+            .iter()
+            .filter(|l| l.0 == Side::Buy)
+            .map(|l| l.1)
+            .max();
+        let best_ask = levels
+            .iter()
+            .filter(|l| l.0 == Side::Sell)
+            .map(|l| l.1)
+            .min();
+        if let (Some(bid), Some(ask)) = (best_bid, best_ask)
+            && bid >= ask
+        {
+            return Err(r.error(format!(
+                "the book is crossed: best bid {bid} >= best ask {ask}"
+            )));
+        }
+        let (index, built) = std::thread::scope(|scope| {
+            let indexing = scope.spawn(|| {
+                let mut index: foldhash::HashMap<u64, (Side, u64)> =
+                    foldhash::HashMap::with_capacity_and_hasher(total, Default::default());
+                let mut digest = 0u64;
+                for (side, price, orders) in &levels {
+                    for &(id, user, qty) in orders {
+                        if index.insert(id, (*side, *price)).is_some() {
+                            return Err(id);
+                        }
+                        let user = &names[user as usize];
+                        digest =
+                            digest.wrapping_add(resting_fingerprint(id, user, *side, *price, qty));
+                    }
                 }
-                book.digest = book
-                    .digest
-                    .wrapping_add(resting_fingerprint(id, &user, side, price, qty));
-                orders.push((id, Resting { user, qty }));
+                Ok((index, digest))
+            });
+            let mut bids = Vec::new();
+            let mut asks = Vec::new();
+            for (side, price, orders) in &levels {
+                // Sorted by id: the level is built in bulk, not by repeated inserts.
+                let level: Level = orders
+                    .iter()
+                    .map(|&(id, user, qty)| {
+                        let user = names[user as usize].clone();
+                        (id, Resting { user, qty })
+                    })
+                    .collect();
+                match side {
+                    Side::Buy => bids.push((*price, level)),
+                    Side::Sell => asks.push((*price, level)),
+                }
             }
-            let levels = match side {
-                Side::Buy => &mut bids,
-                Side::Sell => &mut asks,
-            };
-            if levels.last().is_some_and(|&(p, _)| p >= price) {
-                return Err(r.error(format!("price level {price} is out of order")));
-            }
-            levels.push((price, orders.into_iter().collect::<Level>()));
-        }
-        if book.index.len() != total {
-            return Err(r.error(format!(
-                "{} orders in the levels, {total} announced",
-                book.index.len()
-            )));
-        }
-        let best_bid = bids.last().map_or(0, |&(p, _)| p);
-        let best_ask = asks.first().map_or(u64::MAX, |&(p, _)| p);
-        if best_bid >= best_ask {
-            return Err(r.error(format!(
-                "the book is crossed: best bid {best_bid} >= best ask {best_ask}"
-            )));
-        }
-        // Sorted input: both maps are built in bulk, not by repeated inserts.
-        book.bids = bids.into_iter().collect();
-        book.asks = asks.into_iter().collect();
-        Ok(book)
+            let built = (bids.into_iter().collect(), asks.into_iter().collect());
+            (
+                indexing.join().expect("the indexing thread panicked"),
+                built,
+            )
+        });
+        let (index, digest) =
+            index.map_err(|id| r.error(format!("order id {id} appears twice")))?;
+        let (bids, asks) = built;
+        Ok(Book {
+            bids,
+            asks,
+            index,
+            users: names.into_iter().collect(),
+            next_order_id,
+            digest,
+        })
     }
 }
+
+/// A resting order as a snapshot body holds it: `(id, user index, qty)`.
+type OrderRecord = (u64, u32, u64);
 
 /// A side as one byte in snapshot bodies.
 fn side_byte(side: Side) -> u8 {

@@ -402,7 +402,8 @@ impl ReadModel {
         let (book, duplicate) = std::thread::scope(|scope| {
             let indexing = scope.spawn(|| {
                 for o in &orders {
-                    if index.insert(o.id, o.clone()).is_some() {
+                    let view = o.view(&names);
+                    if index.insert(o.id, view).is_some() {
                         return Some(o.id);
                     }
                 }
@@ -414,20 +415,22 @@ impl ReadModel {
                 users: names.iter().cloned().collect(),
                 ..ReadModel::default()
             };
-            let mut by_user: foldhash::HashMap<Arc<str>, Vec<u64>> = Default::default();
+            // By user index: no hashing of names per order.
+            let mut by_user: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
             let mut levels: foldhash::HashMap<(Side, u64), Vec<(u64, u64)>> = Default::default();
             for o in &orders {
                 if o.status == Status::Resting {
                     let left = o.qty - o.filled_qty;
+                    let user = &names[o.user as usize];
                     book.digest = book
                         .digest
-                        .wrapping_add(resting_fingerprint(o.id, &o.user, o.side, o.price, left));
+                        .wrapping_add(resting_fingerprint(o.id, user, o.side, o.price, left));
                     levels
                         .entry((o.side, o.price))
                         .or_default()
                         .push((o.id, left));
                 }
-                by_user.entry(o.user.clone()).or_default().push(o.id);
+                by_user[o.user as usize].push(o.id);
             }
             for ((side, price), mut resting) in levels {
                 resting.sort_unstable();
@@ -437,10 +440,15 @@ impl ReadModel {
                 };
                 book.levels_mut(side).insert(price, level);
             }
-            for ids in by_user.values_mut() {
-                ids.sort_unstable();
-            }
-            let lists: DashMap<Arc<str>, Vec<u64>> = by_user.into_iter().collect();
+            let lists: DashMap<Arc<str>, Vec<u64>> = by_user
+                .into_iter()
+                .zip(&names)
+                .filter(|(ids, _)| !ids.is_empty())
+                .map(|(mut ids, name)| {
+                    ids.sort_unstable();
+                    (name.clone(), ids)
+                })
+                .collect();
             book.user_orders = Arc::new(lists);
             (book, indexing.join().expect("the indexing thread panicked"))
         });
@@ -627,13 +635,42 @@ impl BookSnapshot {
 /// Most orders a read-side snapshot may hold (every order ever placed).
 pub const SNAPSHOT_ORDERS_MAX: usize = 1 << 32;
 
+/// An order as a snapshot body holds it: its user as an index in the user table.
+#[derive(Debug, Clone, Copy)]
+struct OrderRecord {
+    id: u64,
+    user: u32,
+    side: Side,
+    price: u64,
+    qty: u64,
+    filled_qty: u64,
+    status: Status,
+    seq: u64,
+}
+
+impl OrderRecord {
+    /// The order index's entry, with the user's shared name from `names`.
+    fn view(&self, names: &[Arc<str>]) -> OrderView {
+        OrderView {
+            id: self.id,
+            user: names[self.user as usize].clone(),
+            side: self.side,
+            price: self.price,
+            qty: self.qty,
+            filled_qty: self.filled_qty,
+            status: self.status,
+            seq: self.seq,
+        }
+    }
+}
+
 /// The checked parts of a read-side snapshot body: orders, user names, the id
 /// counter and the trades.
 #[allow(clippy::type_complexity)]
 fn decode_parts(
     r: &mut BodyReader,
     seq: u64,
-) -> Result<(Vec<OrderView>, Vec<Arc<str>>, u64, Vec<TradeView>), BodyError> {
+) -> Result<(Vec<OrderRecord>, Vec<Arc<str>>, u64, Vec<TradeView>), BodyError> {
     use shared_events::domain::{PRICE_MAX, PRICE_MIN, QTY_MAX, QTY_MIN};
     let next_order_id = r.u64()?;
     let names = UserTable::read(r)?;
@@ -642,7 +679,10 @@ fn decode_parts(
     let mut orders = Vec::with_capacity(n);
     for _ in 0..n {
         let id = r.u64()?;
-        let user = user_at(&names, r.u32()?, r)?;
+        let user = r.u32()?;
+        if user as usize >= names.len() {
+            return Err(r.error(format!("user index {user} is not in the table")));
+        }
         let side = side_of(r.u8()?).ok_or_else(|| r.error("side is not 0 or 1"))?;
         let (price, qty, filled_qty) = (r.u64()?, r.u64()?, r.u64()?);
         let status = status_of(r.u8()?).ok_or_else(|| r.error("status is not 0, 1 or 2"))?;
@@ -658,7 +698,7 @@ fn decode_parts(
         if !fits {
             return Err(r.error(format!("order {id} is inconsistent")));
         }
-        orders.push(OrderView {
+        orders.push(OrderRecord {
             id,
             user,
             side,
