@@ -34,6 +34,14 @@
 #             the state moved since the start), is stopped with SIGTERM (snapshot)
 #             and started again from the snapshot; then the same for query-svc
 #             (wall time until /health shows applied_seq = the head);
+#   - soak (only when asked for: BENCH_ONLY=soak): a combined gateway under
+#             loadgen's `mixed` pattern (orders, cancels, reads; open loop at
+#             SOAK_RATE requests/s) for SOAK_SECONDS, with --finished-orders-kept
+#             SOAK_KEPT so that retention is reached early; VmRSS sampled every
+#             SOAK_SAMPLE seconds into the logs. RSS is flat when its highest value
+#             in the second half is at most 1.10x its value at half-time; no error
+#             answers means loadgen saw only 2xx, and cancels that lost a race with a
+#             fill (404 "not resting", counted apart as `raced`);
 #   - rss:    command-svc + query-svc (split) on that log; once query-svc's
 #             applied_seq is the head, VmRSS of each from /proc/PID/status, minus
 #             VmRSS of the same binary on an empty log, divided by the number of
@@ -52,6 +60,9 @@
 #   LAG_SECONDS      seconds per lag run (default 10)
 #   BIG_EVENTS       events in the generated log for replay and rss (default 1000000)
 #   CATCHUP_TIMEOUT  seconds a read side may take to apply the big log (default 300)
+#   SOAK_SECONDS     soak duration (default 600), SOAK_RATE requests/s (default
+#                    2000), SOAK_KEPT finished orders kept (default 100000),
+#                    SOAK_SAMPLE seconds between RSS samples (default 10)
 #   BENCH_KEEP=1     keep the data directories (target/bench/work.*) after the run
 #
 # Caveats: wrk, the load generator and the servers share the machine; on a small
@@ -72,14 +83,18 @@ LAG_SECONDS=${LAG_SECONDS:-10}
 LAG_CONNECTIONS=${LAG_CONNECTIONS:-64}
 BIG_EVENTS=${BIG_EVENTS:-1000000}
 CATCHUP_TIMEOUT=${CATCHUP_TIMEOUT:-300}
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+SOAK_RATE=${SOAK_RATE:-2000}
+SOAK_KEPT=${SOAK_KEPT:-100000}
+SOAK_SAMPLE=${SOAK_SAMPLE:-10}
 START_TIMEOUT=${START_TIMEOUT:-120}
 STOP_TIMEOUT=${STOP_TIMEOUT:-60}
 
 for section in ${BENCH_ONLY//,/ }; do
     case $section in
-    reads | writes | lag | replay | rss) ;;
+    reads | writes | lag | replay | rss | soak) ;;
     *)
-        echo "bench.sh: unknown section '$section' in BENCH_ONLY (reads,writes,lag,replay,rss)" >&2
+        echo "bench.sh: unknown section '$section' in BENCH_ONLY (reads,writes,lag,replay,rss,soak)" >&2
         exit 2
         ;;
     esac
@@ -602,6 +617,57 @@ bench_rss() {
     done
 }
 
+# --- soak -------------------------------------------------------------------------
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+bench_soak() {
+    say "soak: mixed load at $SOAK_RATE requests/s for ${SOAK_SECONDS}s on a combined gateway (--finished-orders-kept $SOAK_KEPT)"
+    local d pid lg=$logs/loadgen-soak.txt samples=$logs/soak-rss.txt t0 lgpid
+    d=$(fresh_dir soak)
+    start_server "$logs/gateway-soak.log" "$bin/gateway" --listen 127.0.0.1:0 \
+        --init "$d/init.txt" --log "$d/log.txt" --finished-orders-kept "$SOAK_KEPT"
+    pid=$SERVER_PID
+    timeout $((SOAK_SECONDS + 120)) "$bin/examples/loadgen" --url "$SERVER_URL" --pattern mixed \
+        --rate "$SOAK_RATE" --duration "$SOAK_SECONDS" --connections 16 >"$lg" 2>&1 &
+    lgpid=$!
+    PIDS+=("$lgpid")
+    t0=$SECONDS
+    echo "t_s rss_kb" >"$samples"
+    while kill -0 "$lgpid" 2>/dev/null; do
+        echo "$((SECONDS - t0)) $(rss_kb "$pid")" >>"$samples"
+        [ $(((SECONDS - t0) % 60)) -ge "$SOAK_SAMPLE" ] || say "  ${SOAK_SECONDS}s soak: $((SECONDS - t0)) s, RSS $(rss_kb "$pid") kB"
+        sleep "$SOAK_SAMPLE"
+    done
+    wait "$lgpid" || note "soak: loadgen reported errors (see $lg): $({ grep -a 'first error' "$lg" || true; } | head -n1)"
+    echo "$((SECONDS - t0)) $(rss_kb "$pid")" >>"$samples"
+    local health
+    health=$(curl -fsS "$SERVER_URL/health")
+    stop_server "$pid"
+    rm -rf "$d"
+    local summary half growth
+    summary=$({ grep -a '^loadgen:' "$lg" || true; } | tail -n1)
+    half=$((SOAK_SECONDS / 2))
+    # RSS at half-time, and the highest RSS from then on.
+    read -r growth < <(awk -v h="$half" 'NR > 1 {
+            if ($1 >= h && at == "") at = $2
+            if ($1 >= h && $2 > max) max = $2
+        } END { if (at > 0) printf "%.3f\n", max / at; else print "n/a" }' "$samples")
+    add soak.rss_growth "$growth"
+    add soak.rss_end_kb "$(tail -n1 "$samples" | cut -d' ' -f2)"
+    add soak.rss_half_kb "$(awk -v h="$half" 'NR > 1 && $1 >= h {print $2; exit}' "$samples")"
+    add soak.errors "$(loadgen_field errors "$summary")"
+    add soak.raced "$(loadgen_field raced "$summary")"
+    add soak.ok "$(loadgen_field ok "$summary")"
+    add soak.rate "$(loadgen_field achieved_rate "$summary")"
+    add soak.events "$(echo "$health" | json_num events_appended)"
+    say "  soak: ${summary#loadgen: }; RSS growth over the second half ${growth}x"
+    row "soak, ${SOAK_SECONDS} s mixed load at $(fmt "$SOAK_RATE") req/s: RSS growth over the second half (highest / at half-time; $(fmt "$(med soak.rss_half_kb)") kB at half-time, $(fmt "$(med soak.rss_end_kb)") kB at the end)" \
+        "-" "$(med soak.rss_growth)x" "-" "<= 1.10x" "$(meets "$(med soak.rss_growth)" "<=" 1.10)"
+    row "soak: error answers (of $(fmt "$(med soak.ok)") 2xx; $(fmt "$(med soak.raced)") cancels lost a race with a fill)" \
+        "-" "$(med soak.errors)" "-" "0" "$(meets "$(med soak.errors)" "<=" 0)"
+}
+
 # --- run ------------------------------------------------------------------------
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -611,6 +677,7 @@ wants writes && bench_writes
 wants lag && bench_lag
 wants replay && bench_replay
 wants rss && bench_rss
+wants soak && bench_soak
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain 2>/dev/null)" ] || commit="$commit (with uncommitted changes)"
@@ -651,7 +718,8 @@ fs=$(df -T "$work" | awk 'NR == 2 {print $2}')
     echo "loadgen's achieved rate, \`late\` requests sent > 5 ms after due, \`errors\`;"
     echo "\`replay.*.wall\` ms from exec to ready, \`.start\` start_ms from the log,"
     echo "\`.rate\` events/s, \`replay.cmd.snapms\` ms to write the snapshot at stop;"
-    echo "\`rss.*\` kB, \`rss.*.per\` bytes per resting order. Server logs: $logs/."
+    echo "\`rss.*\` kB, \`rss.*.per\` bytes per resting order; \`soak.*\`: RSS growth, kB,"
+    echo "loadgen's counts and rate, events appended. Server logs: $logs/."
 } >"$out/results.md"
 cat "$out/results.md"
 say "written: $out/results.md; server logs and wrk/loadgen output in $logs/"

@@ -78,9 +78,25 @@ pub fn metrics() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Only fails if another recorder is installed; then ours just stays empty.
         let _ = metrics::set_global_recorder(recorder);
+        // Histogram samples pile up until they are folded into their buckets, which
+        // only a render or an upkeep does: without a Prometheus scraping /metrics,
+        // every recorded lag sample would stay in memory (found by the soak).
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawning the metrics upkeep thread");
         handle
     })
 }
+
+/// How often recorded histogram samples are folded into their buckets.
+pub const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The first path segments of every route any binary serves (besides `/`): the
 /// labels of `foldbook_http_requests_total`.

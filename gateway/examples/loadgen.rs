@@ -22,6 +22,12 @@
 //!   stays small and about half the events carry a fill.
 //! - `rest`: buys at 1..=90 and sells at 1000..=1999: every order rests and the book
 //!   grows by one order per request.
+//! - `mixed` (the soak): per request, seeded per connection: 35% orders (100 users,
+//!   either side, prices 95..=105, qty 1..=5, so some fill and some rest), 15%
+//!   cancels of an order this connection saw resting, 50% reads (`/orderbook`,
+//!   `?depth=10`, the connection's last order with `min_seq`, a user's orders,
+//!   trades). A cancel answered 404 "not resting" lost a race with a fill: it is
+//!   counted as `raced`, not as an error; every other non-2xx is an error.
 //!
 //! The last line on stdout is one `key=value` summary, e.g.
 //! `loadgen: pattern=Cross sent=100000 ok=100000 errors=0 ... send_rate=9999.9 ...`.
@@ -41,6 +47,8 @@ enum Pattern {
     Cross,
     /// Non-crossing buys and sells: every order rests.
     Rest,
+    /// Orders, cancels and reads: the soak's mix.
+    Mixed,
 }
 
 /// Open-loop order load at a fixed rate.
@@ -79,6 +87,8 @@ struct Tally {
     sent: u64,
     ok: u64,
     errors: u64,
+    /// Cancels that found the order already filled (mixed pattern).
+    raced: u64,
     late: u64,
     first_error: Option<String>,
     /// Microseconds: answer minus due time, answer minus send time.
@@ -88,9 +98,111 @@ struct Tally {
     last_answer: Duration,
 }
 
+/// One request of the mixed pattern.
+struct Mixed {
+    post: bool,
+    path: String,
+    /// For an order: its user, to cancel it later if it rests.
+    user: Option<String>,
+    /// A cancel (a 404 "not resting" is a lost race, not an error).
+    cancel: bool,
+}
+
+/// Resting orders a connection remembers for cancels.
+const REMEMBERED_MAX: usize = 1_000;
+
+/// The mixed pattern's state on one connection: a seeded generator, the orders it
+/// saw resting, its last order.
+struct Mixer {
+    rng: u64,
+    resting: Vec<(String, u64)>,
+    /// (id, seq) of the last order placed on this connection.
+    last: Option<(u64, u64)>,
+}
+
+impl Mixer {
+    fn new(seed: u64) -> Self {
+        Mixer {
+            rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d,
+            resting: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// SplitMix64.
+    fn next(&mut self, below: u64) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % below
+    }
+
+    fn request(&mut self) -> Mixed {
+        let roll = self.next(100);
+        let user = format!("lg{}", self.next(100));
+        let read = |path: String| Mixed {
+            post: false,
+            path,
+            user: None,
+            cancel: false,
+        };
+        match roll {
+            0..35 => {}
+            35..50 if !self.resting.is_empty() => {
+                let at = self.next(self.resting.len() as u64) as usize;
+                let (owner, id) = self.resting.swap_remove(at);
+                return Mixed {
+                    post: true,
+                    path: format!("/cancel/{owner}/{id}"),
+                    user: None,
+                    cancel: true,
+                };
+            }
+            35..50 => {}
+            50..65 => return read("/orderbook?depth=10".into()),
+            65..75 => return read("/orderbook".into()),
+            75..85 => {
+                if let Some((id, seq)) = self.last {
+                    return read(format!("/orders/{id}?min_seq={seq}"));
+                }
+                return read("/trades?limit=10".into());
+            }
+            85..95 => return read(format!("/users/{user}/orders?limit=10")),
+            _ => return read("/trades?limit=10".into()),
+        }
+        let side = if self.next(2) == 0 { "buy" } else { "sell" };
+        let (price, qty) = (95 + self.next(11), 1 + self.next(5));
+        Mixed {
+            post: true,
+            path: format!("/{side}/{user}/{price}?qty={qty}"),
+            user: Some(user),
+            cancel: false,
+        }
+    }
+
+    /// Remembers what an order's answer says.
+    fn placed(&mut self, user: String, answer: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(answer) else {
+            return;
+        };
+        let (Some(id), Some(seq)) = (v["order"]["id"].as_u64(), v["seq"].as_u64()) else {
+            return;
+        };
+        self.last = Some((id, seq));
+        if v["resting_qty"].as_u64().unwrap_or(0) > 0 {
+            if self.resting.len() == REMEMBERED_MAX {
+                self.resting.swap_remove(0);
+            }
+            self.resting.push((user, id));
+        }
+    }
+}
+
 fn path(args: &Args, k: u64) -> String {
     let user = k % 64;
     match args.pattern {
+        Pattern::Mixed => unreachable!("the mixed pattern makes its own requests"),
         Pattern::Cross => {
             let side = if k.is_multiple_of(2) { "buy" } else { "sell" };
             format!("/{side}/lg{user}/{}", args.price)
@@ -116,6 +228,7 @@ async fn connection(
     total: u64,
 ) -> Tally {
     let mut tally = Tally::default();
+    let mut mixer = Mixer::new(c);
     let mut k = c;
     while k < total {
         let due = start + Duration::from_secs_f64(k as f64 / args.rate);
@@ -125,16 +238,36 @@ async fn connection(
             tally.late += 1;
         }
         tally.sent += 1;
-        let url = format!("{base}{}", path(&args, k));
-        match client.post(url).send().await {
+        let mixed = (args.pattern == Pattern::Mixed).then(|| mixer.request());
+        let request = match &mixed {
+            Some(m) if !m.post => client.get(format!("{base}{}", m.path)),
+            Some(m) => client.post(format!("{base}{}", m.path)),
+            None => client.post(format!("{base}{}", path(&args, k))),
+        };
+        match request.send().await {
             Ok(answer) if answer.status().is_success() => match answer.bytes().await {
-                Ok(_) => tally.ok += 1,
+                Ok(body) => {
+                    tally.ok += 1;
+                    if let Some(Mixed {
+                        user: Some(user), ..
+                    }) = mixed
+                    {
+                        mixer.placed(user, &body);
+                    }
+                }
                 Err(e) => tally.error(format!("reading the answer: {e}")),
             },
             Ok(answer) => {
                 let status = answer.status();
                 let body = answer.text().await.unwrap_or_default();
-                tally.error(format!("{status}: {}", body.trim()));
+                let lost_race = status == reqwest::StatusCode::NOT_FOUND
+                    && mixed.as_ref().is_some_and(|m| m.cancel)
+                    && body.contains("not resting");
+                if lost_race {
+                    tally.raced += 1;
+                } else {
+                    tally.error(format!("{status}: {}", body.trim()));
+                }
             }
             Err(e) => tally.error(format!("{e}")),
         }
@@ -216,6 +349,7 @@ async fn main() -> anyhow::Result<()> {
         all.sent += t.sent;
         all.ok += t.ok;
         all.errors += t.errors;
+        all.raced += t.raced;
         all.late += t.late;
         all.last_answer = all.last_answer.max(t.last_answer);
         if all.first_error.is_none() {
@@ -231,7 +365,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("loadgen: first error: {e}");
     }
     println!(
-        "loadgen: pattern={:?} sent={} ok={} errors={} late={} \
+        "loadgen: pattern={:?} sent={} ok={} errors={} raced={} late={} \
          target_rate={:.0} achieved_rate={:.1} duration_s={:.3} connections={n} \
          lat_ms_p50={:.3} lat_ms_p99={:.3} lat_ms_max={:.3} \
          svc_ms_p50={:.3} svc_ms_p99={:.3} svc_ms_max={:.3}",
@@ -239,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
         all.sent,
         all.ok,
         all.errors,
+        all.raced,
         all.late,
         args.rate,
         all.ok as f64 / answer_s,
@@ -250,7 +385,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&all.from_sent, 0.99),
         percentile(&all.from_sent, 1.0),
     );
-    std::process::exit(if all.errors == 0 && all.ok == total {
+    std::process::exit(if all.errors == 0 && all.ok + all.raced == total {
         0
     } else {
         1

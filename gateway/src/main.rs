@@ -42,6 +42,10 @@ struct Args {
     /// Require a known bearer token for reads too (needs `--auth-file`).
     #[arg(long, env = "FOLDBOOK_AUTH_READS")]
     auth_reads: bool,
+    /// Finished (filled or cancelled) orders the read side keeps for
+    /// `/orders/{id}` and user lists, besides every resting order.
+    #[arg(long, env = "FOLDBOOK_FINISHED_ORDERS_KEPT", default_value_t = query_svc::projection::FINISHED_ORDERS_KEPT_DEFAULT)]
+    finished_orders_kept: usize,
     /// Proxy mode: longest wait for an upstream's answer, in milliseconds.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_MS", default_value_t = gateway::proxy::UPSTREAM_TIMEOUT_DEFAULT.as_millis() as u64)]
     upstream_timeout_ms: u64,
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         snapshots: command_config.snapshots.clone(),
         snapshot_every: command_config.snapshot_every,
         rebuild: false,
+        finished_orders_kept: args.finished_orders_kept,
     };
     let query = query_svc::start(&query_config).context("starting the read side")?;
     let listener = tokio::net::TcpListener::bind(args.listen)

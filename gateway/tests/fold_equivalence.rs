@@ -97,6 +97,7 @@ proptest! {
     fn snapshots_round_trip_and_fold_on_alike(
         cmds in proptest::collection::vec(arb_command(), 0..120),
         cut in any::<prop::sample::Index>(),
+        kept in 0usize..8,
     ) {
         let genesis = genesis();
         let mut book = Book::from_state(&genesis);
@@ -111,12 +112,17 @@ proptest! {
         let cut = cut.index(events.len() + 1);
         let mut write = WriteModel { book: Book::from_state(&genesis), keys: command_svc::idempotency::IdempotencyIndex::new(10) };
         let mut read = ReadModel::from_state(&genesis, 0);
+        read.keep_finished(kept);
         for env in &events[..cut] {
             write.apply(env).unwrap();
             read.apply(env).unwrap();
         }
         let mut write_loaded = command_svc::checkpoint::decode(&command_svc::checkpoint::encode(&write), 10).unwrap();
         let mut read_loaded = ReadModel::decode(&read.encode(), cut as u64).unwrap();
+        read_loaded.keep_finished(kept);
+        // Retention: every resting order, at most `kept` finished ones.
+        let finished = read.orders.iter().filter(|o| o.status != Status::Resting).count();
+        prop_assert!(finished <= kept);
         prop_assert_eq!(&write_loaded, &write);
         assert_same_read_model(&read_loaded, &read, write.book.next_order_id());
         for env in &events[cut..] {

@@ -260,7 +260,10 @@ async fn order(state: Arc<QueryState>, id: String, query: String) -> Result<Resp
         Some(view) => json(StatusCode::OK, &view),
         None => error(
             StatusCode::NOT_FOUND,
-            format!("order {id} does not exist (as of seq {seq})"),
+            format!(
+                "order {id} does not exist, or finished too long ago to be kept (as of seq {seq}; the last {} finished orders are kept)",
+                state.finished_kept()
+            ),
         ),
     };
     Ok(with_applied_seq(response, seq))

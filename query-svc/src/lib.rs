@@ -60,6 +60,8 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Ignore snapshots and rebuild the read model from genesis.
     pub rebuild: bool,
+    /// Finished orders kept besides the resting ones (`/orders/{id}`, user lists).
+    pub finished_orders_kept: usize,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             snapshots: None,
             snapshot_every: checkpoint::SNAPSHOT_EVERY_DEFAULT,
             rebuild: false,
+            finished_orders_kept: projection::FINISHED_ORDERS_KEPT_DEFAULT,
         }
     }
 
@@ -88,7 +91,7 @@ pub struct QueryState {
     /// Every order by id.
     pub orders: Arc<DashMap<u64, OrderView>>,
     /// Each user's order ids, oldest first.
-    pub user_orders: Arc<DashMap<Arc<str>, Vec<u64>>>,
+    pub user_orders: Arc<DashMap<Arc<str>, std::collections::VecDeque<u64>>>,
     /// Recent trades, oldest first.
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
     /// Why applying stopped, while it is stopped.
@@ -101,6 +104,8 @@ pub struct QueryState {
     last_lag_us: AtomicU64,
     /// When this read side started.
     started: Instant,
+    /// Finished orders the model keeps (for messages).
+    finished_kept: usize,
     /// Where the past is read from (time travel, event history).
     pub sources: Sources,
     /// Known log positions, for reading old events without starting at byte 0.
@@ -130,6 +135,7 @@ impl QueryState {
             durable_seq: AtomicU64::new(0),
             last_lag_us: AtomicU64::new(0),
             started: Instant::now(),
+            finished_kept: model.finished_kept,
             sources,
             seek: SeekIndex::new(start),
             live: broadcast::channel(LIVE_BATCHES_BUFFERED).0,
@@ -192,6 +198,11 @@ impl QueryState {
         self.error.lock().expect("error lock").clone()
     }
 
+    /// Finished orders the model keeps besides the resting ones.
+    pub fn finished_kept(&self) -> usize {
+        self.finished_kept
+    }
+
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
@@ -227,7 +238,8 @@ pub fn start(config: &Config) -> Result<QueryService, StateError> {
     let genesis = BookState::load(&config.init)?;
     let dir = config.snapshot_dir();
     let mut log = shared_events::FileLog::new(&config.log);
-    let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+    let (mut model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+    model.keep_finished(config.finished_orders_kept);
     let sources = Sources {
         genesis,
         log: config.log.clone(),

@@ -44,6 +44,10 @@ struct Args {
     /// Ignore snapshots and rebuild the read model from genesis.
     #[arg(long)]
     rebuild: bool,
+    /// Finished (filled or cancelled) orders kept for `/orders/{id}` and user
+    /// lists, besides every resting order; older ones are forgotten.
+    #[arg(long, env = "FOLDBOOK_FINISHED_ORDERS_KEPT", default_value_t = query_svc::projection::FINISHED_ORDERS_KEPT_DEFAULT)]
+    finished_orders_kept: usize,
     /// Bearer tokens (`TOKEN USER` or `sha256:HEX USER` per line); with
     /// `--auth-reads`, every read needs a known token.
     #[arg(long, env = "FOLDBOOK_AUTH_FILE")]
@@ -63,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         snapshots: args.snapshots,
         snapshot_every: args.snapshot_every,
         rebuild: args.rebuild,
+        finished_orders_kept: args.finished_orders_kept,
     };
     let read_auth = match (&args.auth_file, args.auth_reads) {
         (Some(path), true) => Some(std::sync::Arc::new(

@@ -19,6 +19,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 /// process, so user names chosen to collide cannot slow a lookup down.
 pub type DashMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
 
+/// User names kept interned before the table is swept of names no kept order
+/// holds (it is also swept when it grows past twice the users with orders).
+pub const USERS_INTERNED_MAX: usize = 100_000;
+
 /// Most recent trades kept for `/trades` (also its largest `limit`).
 pub const TRADES_KEPT: usize = 1_000;
 
@@ -86,17 +90,22 @@ impl Level {
 /// Price levels of one side, by price.
 pub type Levels = OrdMap<u64, Level>;
 
+/// Finished (filled or cancelled) orders the read side keeps by default, besides
+/// every resting order. Older finished orders are forgotten, so memory follows the
+/// book and this window, not the log's length.
+pub const FINISHED_ORDERS_KEPT_DEFAULT: usize = 1_000_000;
+
 /// The read side's state at one seq.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReadModel {
     /// Last applied event (0: only init.txt).
     pub seq: u64,
     bids: Levels,
     asks: Levels,
-    /// Every order ever seen, by id.
+    /// Every resting order and the most recently finished ones, by id.
     pub orders: Arc<DashMap<u64, OrderView>>,
-    /// Each user's order ids, oldest first.
-    pub user_orders: Arc<DashMap<Arc<str>, Vec<u64>>>,
+    /// Each user's kept order ids, oldest first.
+    pub user_orders: Arc<DashMap<Arc<str>, VecDeque<u64>>>,
     /// The most recent trades, oldest first, at most [`TRADES_KEPT`].
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
     /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
@@ -106,6 +115,28 @@ pub struct ReadModel {
     /// Greater than every order id seen: ids are never reused, so an order below
     /// it is a misfit (cheaper to check than a lookup in the order index).
     next_order_id: u64,
+    /// Kept finished orders, in the order they finished (oldest first).
+    finished: VecDeque<u64>,
+    /// Most finished orders kept; beyond it the oldest is forgotten.
+    pub finished_kept: usize,
+}
+
+impl Default for ReadModel {
+    fn default() -> Self {
+        ReadModel {
+            seq: 0,
+            bids: Levels::default(),
+            asks: Levels::default(),
+            orders: Default::default(),
+            user_orders: Default::default(),
+            trades: Default::default(),
+            digest: 0,
+            users: Default::default(),
+            next_order_id: 0,
+            finished: VecDeque::new(),
+            finished_kept: FINISHED_ORDERS_KEPT_DEFAULT,
+        }
+    }
 }
 
 /// An event that does not fit the read model: the log contradicts itself.
@@ -178,7 +209,48 @@ impl ReadModel {
         let (id, user) = (view.id, view.user.clone());
         // The order first, then the user's list, so a reader of the list always finds it.
         self.orders.insert(id, view);
-        self.user_orders.entry(user).or_default().push(id);
+        self.user_orders.entry(user).or_default().push_back(id);
+    }
+
+    /// Sets how many finished orders are kept, forgetting the oldest beyond it.
+    pub fn keep_finished(&mut self, kept: usize) {
+        self.finished_kept = kept;
+        self.forget_finished();
+    }
+
+    /// Notes that order `id` finished (filled or cancelled) with this event; what
+    /// is forgotten is decided at the end of the event ([`ReadModel::apply`]).
+    fn finish(&mut self, id: u64) {
+        self.finished.push_back(id);
+    }
+
+    /// Forgets the oldest finished orders beyond [`ReadModel::finished_kept`]:
+    /// from the order index, then from their user's list (a reader of the list
+    /// skips an id it no longer finds). A user with no order left is forgotten too.
+    fn forget_finished(&mut self) {
+        while self.finished.len() > self.finished_kept {
+            let id = self.finished.pop_front().expect("longer than the limit");
+            let Some((_, order)) = self.orders.remove(&id) else {
+                continue;
+            };
+            let emptied = match self.user_orders.get_mut(&order.user) {
+                Some(mut ids) => {
+                    // Oldest orders usually finish first: the id is near the front.
+                    if let Ok(at) = ids.binary_search(&id) {
+                        ids.remove(at);
+                    }
+                    ids.is_empty()
+                }
+                None => false,
+            };
+            if emptied {
+                self.user_orders.remove_if(&order.user, |_, ids| ids.is_empty());
+            }
+        }
+        if self.users.len() > USERS_INTERNED_MAX.max(2 * self.user_orders.len()) {
+            // Names no kept order holds any more (the table is the only holder).
+            self.users.retain(|u| Arc::strong_count(u) > 1);
+        }
     }
 
     fn resting_qty(&self, id: u64, side: Side, price: u64) -> Option<u64> {
@@ -192,6 +264,19 @@ impl ReadModel {
 
     /// Folds one event in. Checks every fact first, so a misfit leaves the model as it was.
     pub fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        let finished_before = self.finished.len();
+        self.apply_event(env)?;
+        // The orders one event finished go in id order: the order a snapshot
+        // rebuilds (by seq, then id), so a loaded model forgets exactly what the
+        // live one does.
+        if self.finished.len() - finished_before > 1 {
+            self.finished.make_contiguous()[finished_before..].sort_unstable();
+        }
+        self.forget_finished();
+        Ok(())
+    }
+
+    fn apply_event(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let seq = env.seq;
         let misfit = |message: String| FoldError { seq, message };
         if seq != self.seq + 1 {
@@ -268,6 +353,9 @@ impl ReadModel {
                     },
                     seq,
                 });
+                if *resting_qty == 0 {
+                    self.finish(order.id);
+                }
             }
             Event::OrderCancelled {
                 order_id,
@@ -340,6 +428,10 @@ impl ReadModel {
             order.status = gone;
         }
         order.seq = seq;
+        drop(order);
+        if left == 0 {
+            self.finish(id);
+        }
     }
 
     /// The model as a snapshot body ([`shared_events::binary`]): the id counter,
@@ -390,7 +482,8 @@ impl ReadModel {
     }
 
     /// Rebuilds the model a body written by [`ReadModel::encode`] describes, at
-    /// `seq`, checking every value. The order index and the book are independent,
+    /// `seq`, checking every value, keeping the default number of finished orders
+    /// (see [`ReadModel::keep_finished`]). The order index and the book are independent,
     /// so they are built on two threads: a million orders load in a fraction of a
     /// second.
     pub fn decode(body: &[u8], seq: u64) -> Result<Self, String> {
@@ -418,8 +511,12 @@ impl ReadModel {
             // By user index: no hashing of names per order.
             let mut by_user: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
             let mut levels: foldhash::HashMap<(Side, u64), Vec<(u64, u64)>> = Default::default();
+            // Finished orders in the order they finished: by the seq that finished them.
+            let mut finished: Vec<(u64, u64)> = Vec::new();
             for o in &orders {
-                if o.status == Status::Resting {
+                if o.status != Status::Resting {
+                    finished.push((o.seq, o.id));
+                } else {
                     let left = o.qty - o.filled_qty;
                     let user = &names[o.user as usize];
                     book.digest = book
@@ -440,16 +537,18 @@ impl ReadModel {
                 };
                 book.levels_mut(side).insert(price, level);
             }
-            let lists: DashMap<Arc<str>, Vec<u64>> = by_user
+            let lists: DashMap<Arc<str>, VecDeque<u64>> = by_user
                 .into_iter()
                 .zip(&names)
                 .filter(|(ids, _)| !ids.is_empty())
                 .map(|(mut ids, name)| {
                     ids.sort_unstable();
-                    (name.clone(), ids)
+                    (name.clone(), ids.into())
                 })
                 .collect();
             book.user_orders = Arc::new(lists);
+            finished.sort_unstable();
+            book.finished = finished.into_iter().map(|(_, id)| id).collect();
             (book, indexing.join().expect("the indexing thread panicked"))
         });
         if let Some(id) = duplicate {
@@ -458,6 +557,7 @@ impl ReadModel {
         let mut model = book;
         model.orders = Arc::new(index);
         *model.trades.write().expect("trades lock") = trades.into();
+        model.forget_finished();
         Ok(model)
     }
 

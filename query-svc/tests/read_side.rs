@@ -361,3 +361,51 @@ async fn a_clean_stop_writes_a_snapshot_and_the_next_start_uses_it() {
     assert_eq!(service.state.applied_seq(), 0);
     service.stop();
 }
+
+/// Retention: with room for one finished order, the events above leave resting
+/// orders 3 (carol, 1 left after event 3) and no one else's but the newest finished:
+/// order 4 (dave, filled at event 3). Bob's order 2 (filled at event 1) and alice's
+/// order 1 (cancelled at event 2) are forgotten, with their users' lists; the book
+/// and the digest do not change.
+#[tokio::test]
+async fn only_the_most_recent_finished_orders_are_kept() {
+    let (_dir, mut config) = setup();
+    config.finished_orders_kept = 1;
+    let mut log = Vec::new();
+    for e in events() {
+        shared_events::encode_into(&mut log, &e);
+    }
+    append(&config, &log);
+    mark_durable(&config, 3);
+    let service = query_svc::start(&config).unwrap();
+    wait_applied(&service, 3).await;
+    let status = |id: u64| service.state.orders.get(&id).map(|o| o.status);
+    use query_svc::projection::Status;
+    assert_eq!(status(3), Some(Status::Resting));
+    assert_eq!(status(4), Some(Status::Filled));
+    assert_eq!((status(1), status(2)), (None, None));
+    for (user, kept) in [("alice", false), ("bob", false), ("carol", true), ("dave", true)] {
+        assert_eq!(service.state.user_orders.contains_key(user), kept, "{user}");
+    }
+    let (code, body, _) = get(&service, "/orders/1").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("last 1 finished orders are kept"),
+        "{body}"
+    );
+    let (code, _, _) = get(&service, "/orders/4").await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, book, _) = get(&service, "/orderbook").await;
+    assert_eq!(book["bids"][0]["id"], 3);
+    assert_eq!(book["bids"][0]["qty"], 1);
+
+    // Unlimited retention folds the same book and digest.
+    let genesis = shared_events::BookState::parse(INIT).unwrap();
+    let mut all = query_svc::projection::ReadModel::from_state(&genesis, 0);
+    for e in events() {
+        all.apply(&e).unwrap();
+    }
+    assert_eq!(all.orders.len(), 4);
+    assert_eq!(service.state.snapshot().digest, all.digest());
+    service.stop();
+}
