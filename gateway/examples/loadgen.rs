@@ -22,9 +22,11 @@
 //!   stays small and about half the events carry a fill.
 //! - `rest`: buys at 1..=90 and sells at 1000..=1999: every order rests and the book
 //!   grows by one order per request.
-//! - `mixed` (the soak): per request, seeded per connection: 35% orders (100 users,
-//!   either side, prices 95..=105, qty 1..=5, so some fill and some rest), 15%
-//!   cancels of an order this connection saw resting, 50% reads (`/orderbook`,
+//! - `mixed` (the soak): per request, seeded per connection: 30% orders (100 users,
+//!   either side, prices 95..=105, qty 1..=5, so some fill and some rest), 25%
+//!   cancels of an order this connection saw resting (an order when it knows none;
+//!   cancels outpace resting orders, so the book stays about the same size), 45%
+//!   reads (`/orderbook`,
 //!   `?depth=10`, the connection's last order with `min_seq`, a user's orders,
 //!   trades). A cancel answered 404 "not resting" lost a race with a fill: it is
 //!   counted as `raced`, not as an error; every other non-2xx is an error.
@@ -148,8 +150,8 @@ impl Mixer {
             cancel: false,
         };
         match roll {
-            0..35 => {}
-            35..50 if !self.resting.is_empty() => {
+            0..30 => {}
+            30..55 if !self.resting.is_empty() => {
                 let at = self.next(self.resting.len() as u64) as usize;
                 let (owner, id) = self.resting.swap_remove(at);
                 return Mixed {
@@ -159,16 +161,16 @@ impl Mixer {
                     cancel: true,
                 };
             }
-            35..50 => {}
-            50..65 => return read("/orderbook?depth=10".into()),
-            65..75 => return read("/orderbook".into()),
-            75..85 => {
+            30..55 => {}
+            55..70 => return read("/orderbook?depth=10".into()),
+            70..78 => return read("/orderbook".into()),
+            78..88 => {
                 if let Some((id, seq)) = self.last {
                     return read(format!("/orders/{id}?min_seq={seq}"));
                 }
                 return read("/trades?limit=10".into());
             }
-            85..95 => return read(format!("/users/{user}/orders?limit=10")),
+            88..95 => return read(format!("/users/{user}/orders?limit=10")),
             _ => return read("/trades?limit=10".into()),
         }
         let side = if self.next(2) == 0 { "buy" } else { "sell" };
