@@ -344,8 +344,9 @@ impl<S: Storage> Writer<S> {
             // Under concurrent load (the last batch had several commands), wait a
             // moment for commands still on their way before paying for an fsync:
             // clients answered by the previous batch come back within a round trip,
-            // and a batch that takes them along saves them a whole fsync.
-            let lingering = last_batch > 1;
+            // and a batch that takes them along saves them a whole fsync. Without
+            // fsyncs (`--fsync never`) there is nothing to save: no lingering.
+            let lingering = last_batch > 1 && self.fsync == FsyncMode::Always;
             let linger_until = Instant::now() + BATCH_LINGER_MAX;
             while let Some(request) = next.take() {
                 match request {
