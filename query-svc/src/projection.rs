@@ -244,7 +244,8 @@ impl ReadModel {
                 None => false,
             };
             if emptied {
-                self.user_orders.remove_if(&order.user, |_, ids| ids.is_empty());
+                self.user_orders
+                    .remove_if(&order.user, |_, ids| ids.is_empty());
             }
         }
         if self.users.len() > USERS_INTERNED_MAX.max(2 * self.user_orders.len()) {

@@ -612,3 +612,51 @@ impl LagWindow {
         *self = LagWindow::default();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
+    use notify::{Event, EventKind};
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    /// The tailer's own reads (inotify `IN_OPEN`, close after reading) must not wake
+    /// it: they did, and an idle read side spun a core waking itself.
+    #[test]
+    fn only_changes_to_the_log_or_the_watermark_wake_the_tailer() {
+        let names = [
+            Some("log.txt".into()),
+            Some(
+                shared_events::watermark::path_for(Path::new("/d/log.txt"))
+                    .file_name()
+                    .unwrap()
+                    .to_owned(),
+            ),
+        ];
+        let modify = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        assert!(wakes_tailer(&event(modify, "/d/log.txt"), &names));
+        assert!(wakes_tailer(&event(modify, "/d/log.txt.durable"), &names));
+        assert!(wakes_tailer(
+            &event(EventKind::Create(CreateKind::File), "/d/log.txt"),
+            &names
+        ));
+        for own_read in [
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+        ] {
+            assert!(!wakes_tailer(
+                &event(own_read, "/d/log.txt.durable"),
+                &names
+            ));
+            assert!(!wakes_tailer(&event(own_read, "/d/log.txt"), &names));
+        }
+        assert!(!wakes_tailer(&event(modify, "/d/snapshots"), &names));
+        assert!(!wakes_tailer(&event(modify, "/d/other.txt"), &names));
+        // A watcher that lost track (no paths) wakes it, to be safe.
+        assert!(wakes_tailer(&Event::new(EventKind::Any), &names));
+    }
+}

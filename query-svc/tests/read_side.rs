@@ -384,13 +384,21 @@ async fn only_the_most_recent_finished_orders_are_kept() {
     assert_eq!(status(3), Some(Status::Resting));
     assert_eq!(status(4), Some(Status::Filled));
     assert_eq!((status(1), status(2)), (None, None));
-    for (user, kept) in [("alice", false), ("bob", false), ("carol", true), ("dave", true)] {
+    for (user, kept) in [
+        ("alice", false),
+        ("bob", false),
+        ("carol", true),
+        ("dave", true),
+    ] {
         assert_eq!(service.state.user_orders.contains_key(user), kept, "{user}");
     }
     let (code, body, _) = get(&service, "/orders/1").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(
-        body["error"].as_str().unwrap().contains("last 1 finished orders are kept"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("last 1 finished orders are kept"),
         "{body}"
     );
     let (code, _, _) = get(&service, "/orders/4").await;
