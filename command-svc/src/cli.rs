@@ -3,7 +3,7 @@
 
 use crate::book::Book;
 use crate::{Config, FsyncMode, checkpoint};
-use shared_events::{BookState, LogCursor, ScanError};
+use shared_events::{BookState, LogCursor, LogLocation, LogRead, ScanError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -13,15 +13,23 @@ pub struct WriteArgs {
     /// Genesis state file.
     #[arg(long, env = "FOLDBOOK_INIT", default_value = "init.txt")]
     pub init: PathBuf,
-    /// Event log file (created if missing; locked by the writer while running).
+    /// Event log: a file (created if missing; locked by the writer while running),
+    /// or a NATS JetStream stream, `nats://HOST:PORT[,HOST:PORT...]/STREAM` (created
+    /// if missing).
     #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
-    pub log: PathBuf,
+    pub log: LogLocation,
     /// `always`: fdatasync before every answer; `never`: no durability (benchmarks).
+    /// A JetStream log always waits for the server's acknowledgement.
     #[arg(long, env = "FOLDBOOK_FSYNC", value_enum, default_value_t)]
     pub fsync: FsyncMode,
-    /// Snapshot directory [default: `snapshots/` beside the log].
+    /// Snapshot directory [default: `snapshots/` beside a log file,
+    /// `snapshots-<STREAM>/` in the working directory for a stream].
     #[arg(long, env = "FOLDBOOK_SNAPSHOTS")]
     pub snapshots: Option<PathBuf>,
+    /// Copies a new JetStream stream keeps (1 on one server; 3 on a cluster of 3 or
+    /// more, with `sync_interval: always`). An existing stream is left as it is.
+    #[arg(long, env = "FOLDBOOK_NATS_REPLICAS", default_value_t = crate::NATS_REPLICAS_DEFAULT)]
+    pub nats_replicas: usize,
     /// Events between two snapshots (0: only at clean shutdown).
     #[arg(long, env = "FOLDBOOK_SNAPSHOT_EVERY", default_value_t = checkpoint::SNAPSHOT_EVERY_DEFAULT)]
     pub snapshot_every: u64,
@@ -53,6 +61,7 @@ impl WriteArgs {
             snapshots: self.snapshots.clone(),
             snapshot_every: self.snapshot_every,
             idempotency_keys: self.idempotency_keys,
+            nats_replicas: self.nats_replicas,
         }
     }
 }
@@ -60,10 +69,35 @@ impl WriteArgs {
 /// Checks a log offline, without locking it (safe while a writer runs): every line's
 /// checksum and seq, and, given the genesis state, that every event fits the book.
 /// Prints a report to `out`. Returns whether the log is usable (a torn tail is; it is
-/// cut off at the next start).
-pub fn verify(log: &Path, init: Option<&Path>, out: &mut impl Write) -> std::io::Result<bool> {
-    let file = std::fs::File::open(log)?;
-    let bytes = file.metadata()?.len();
+/// cut off at the next start). A stream is read through JetStream from seq 1.
+pub fn verify(
+    log: &LogLocation,
+    init: Option<&Path>,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
+    let (reader, size): (Box<dyn std::io::Read + Send>, String) = match log {
+        LogLocation::File(path) => {
+            let file = std::fs::File::open(path)?;
+            let bytes = file.metadata()?.len();
+            (
+                Box::new(std::io::BufReader::new(file)),
+                format!("{bytes} bytes"),
+            )
+        }
+        LogLocation::JetStream(url) => {
+            let js = crate::jetstream::JetStream::connect(url, "foldbook verify")
+                .map_err(std::io::Error::other)?;
+            let bounds = js.bounds()?.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "the stream does not exist")
+            })?;
+            let mut stream = crate::jetstream::StreamLog::new(js);
+            stream.locate(LogCursor::start());
+            (
+                Box::new(shared_events::source::Reader::new(stream, 0)),
+                format!("JetStream stream, seq {}..={}", bounds.first_seq, bounds.last_seq),
+            )
+        }
+    };
     let mut book = match init {
         Some(path) => match BookState::load(path) {
             Ok(state) => Some(Book::from_state(&state)),
@@ -77,7 +111,7 @@ pub fn verify(log: &Path, init: Option<&Path>, out: &mut impl Write) -> std::io:
     let (mut placed, mut cancelled) = (0u64, 0u64);
     let mut misfit: Option<String> = None;
     let result = shared_events::scan(
-        std::io::BufReader::new(file),
+        reader,
         LogCursor::start(),
         |env, _| {
             match env.event {
@@ -92,7 +126,7 @@ pub fn verify(log: &Path, init: Option<&Path>, out: &mut impl Write) -> std::io:
             }
         },
     );
-    writeln!(out, "log: {} ({bytes} bytes)", log.display())?;
+    writeln!(out, "log: {log} ({size})")?;
     let ok = match result {
         Ok(report) => {
             let head = report.cursor.next_seq - 1;

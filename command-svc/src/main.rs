@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use command_svc::cli::WriteArgs;
+use shared_events::LogLocation;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: replay and the writer allocate and
 /// free many small strings, often on different threads (the log decoder and the
@@ -33,11 +33,11 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Sub {
-    /// Check a log file offline: checksums, seq continuity, torn tail, and that every
+    /// Check a log offline: checksums, seq continuity, torn tail, and that every
     /// event fits the book. Exit status 0 when usable, 1 when not.
     Verify {
-        /// The log to check [default: --log].
-        log: Option<PathBuf>,
+        /// The log to check, a file or `nats://HOST:PORT/STREAM` [default: --log].
+        log: Option<LogLocation>,
     },
 }
 
@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
             .exists()
             .then_some(args.write.init.as_path());
         let ok = command_svc::cli::verify(log, init, &mut std::io::stdout())
-            .with_context(|| format!("reading {}", log.display()))?;
+            .with_context(|| format!("reading {log}"))?;
         std::process::exit(if ok { 0 } else { 1 });
     }
     let auth = args.write.auth().map_err(anyhow::Error::msg)?;

@@ -276,7 +276,7 @@ async fn restart_replays_the_log_and_continues_the_sequence() {
     place_some(&config, 3).await;
     let again = place_some(&config, 2).await;
     assert_eq!(again[0].seq(), 4);
-    let report = scan_file(&config.log).unwrap();
+    let report = scan_file(config.log.file().unwrap()).unwrap();
     assert_eq!(report.cursor.next_seq, 6);
     assert_eq!(report.torn, None);
 }
@@ -285,25 +285,25 @@ async fn restart_replays_the_log_and_continues_the_sequence() {
 async fn torn_tail_is_cut_off_and_the_next_write_gets_the_next_seq() {
     let (_dir, config) = files();
     place_some(&config, 2).await;
-    let whole = std::fs::metadata(&config.log).unwrap().len();
-    let mut bytes = std::fs::read(&config.log).unwrap();
+    let whole = std::fs::metadata(config.log.file().unwrap()).unwrap().len();
+    let mut bytes = std::fs::read(config.log.file().unwrap()).unwrap();
     bytes.extend_from_slice(br#"{"seq":3,"ts_us":1,"v":1,"event":{"ty"#);
-    std::fs::write(&config.log, &bytes).unwrap();
+    std::fs::write(config.log.file().unwrap(), &bytes).unwrap();
     let again = place_some(&config, 1).await;
     assert_eq!(again[0].seq(), 3);
-    let report = scan_file(&config.log).unwrap();
+    let report = scan_file(config.log.file().unwrap()).unwrap();
     assert_eq!((report.cursor.next_seq, report.torn), (4, None));
-    assert!(std::fs::metadata(&config.log).unwrap().len() > whole);
+    assert!(std::fs::metadata(config.log.file().unwrap()).unwrap().len() > whole);
 }
 
 #[tokio::test]
 async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
     let (_dir, config) = files();
     place_some(&config, 3).await;
-    let mut bytes = std::fs::read(&config.log).unwrap();
+    let mut bytes = std::fs::read(config.log.file().unwrap()).unwrap();
     let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
     bytes[second_line + 20] ^= 0x20;
-    std::fs::write(&config.log, &bytes).unwrap();
+    std::fs::write(config.log.file().unwrap(), &bytes).unwrap();
     // The clean stop left a snapshot at seq 3, after which there is nothing to read:
     // start would not look at line 2 at all. `verify` reads everything.
     let mut report = Vec::new();
@@ -318,7 +318,7 @@ async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
     let err = command_svc::start(&config).unwrap_err().to_string();
     assert!(err.contains("line 2") && err.contains("seq 2"), "{err}");
     assert_eq!(
-        std::fs::read(&config.log).unwrap(),
+        std::fs::read(config.log.file().unwrap()).unwrap(),
         bytes,
         "a refused log is left untouched"
     );
@@ -328,7 +328,7 @@ async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
 async fn a_second_writer_on_the_same_log_is_refused() {
     let (_dir, config) = files();
     let (handle, task) = command_svc::start(&config).unwrap();
-    match LogFile::open(&config.log) {
+    match LogFile::open(config.log.file().unwrap()) {
         Err(OpenError::Locked { .. }) => {}
         other => panic!("expected the lock to be held, got {other:?}"),
     }
@@ -336,7 +336,7 @@ async fn a_second_writer_on_the_same_log_is_refused() {
     assert!(err.contains("locked by another writer"), "{err}");
     drop(handle);
     task.shutdown().await.unwrap();
-    LogFile::open(&config.log).expect("the lock is released when the writer stops");
+    LogFile::open(config.log.file().unwrap()).expect("the lock is released when the writer stops");
 }
 
 #[tokio::test]
@@ -508,9 +508,9 @@ async fn start_uses_the_newest_snapshot_and_ignores_other_fold_versions() {
 
     // Damage line 1. A start from the seq-5 snapshot never reads it; a replay from
     // genesis would refuse to start.
-    let mut bytes = std::fs::read(&config.log).unwrap();
+    let mut bytes = std::fs::read(config.log.file().unwrap()).unwrap();
     bytes[8] ^= 0x01;
-    std::fs::write(&config.log, &bytes).unwrap();
+    std::fs::write(config.log.file().unwrap(), &bytes).unwrap();
     let (handle, task) = command_svc::start(&config).unwrap();
     assert_eq!(handle.dispatch(buy("dave", 90, 1)).await.unwrap().seq(), 6);
     drop(handle);
@@ -551,7 +551,7 @@ mod idempotency {
     }
 
     fn log_lines(config: &Config) -> usize {
-        std::fs::read(&config.log)
+        std::fs::read(config.log.file().unwrap())
             .unwrap()
             .iter()
             .filter(|&&b| b == b'\n')

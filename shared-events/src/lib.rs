@@ -16,7 +16,8 @@
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
 //! - [`binary`]: the byte encoding of snapshot bodies (integers, strings, a user table).
 //! - [`source`]: the read interface to a log ([`LogRead`]: length, bytes at an
-//!   offset) and its file implementation.
+//!   offset, where a line starts) and its file implementation.
+//! - [`location`]: where the log is (`--log`): a file, or a NATS JetStream stream.
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
@@ -81,6 +82,7 @@ pub mod binary;
 pub mod codec;
 pub mod domain;
 pub mod event;
+pub mod location;
 pub mod openapi;
 pub mod snapshot;
 pub mod source;
@@ -93,6 +95,7 @@ pub use codec::{
 };
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};
+pub use location::{LogLocation, StreamUrl};
 pub use source::{FileLog, LogRead};
 pub use state::{BookState, StateError};
 pub use watermark::Watermark;
