@@ -94,7 +94,10 @@ pub fn verify(
             stream.locate(LogCursor::start());
             (
                 Box::new(shared_events::source::Reader::new(stream, 0)),
-                format!("JetStream stream, seq {}..={}", bounds.first_seq, bounds.last_seq),
+                format!(
+                    "JetStream stream, seq {}..={}",
+                    bounds.first_seq, bounds.last_seq
+                ),
             )
         }
     };
@@ -110,22 +113,18 @@ pub fn verify(
     };
     let (mut placed, mut cancelled) = (0u64, 0u64);
     let mut misfit: Option<String> = None;
-    let result = shared_events::scan(
-        reader,
-        LogCursor::start(),
-        |env, _| {
-            match env.event {
-                shared_events::Event::OrderPlaced { .. } => placed += 1,
-                shared_events::Event::OrderCancelled { .. } => cancelled += 1,
-            }
-            if misfit.is_none()
-                && let Some(book) = book.as_mut()
-                && let Err(e) = book.apply(&env.event)
-            {
-                misfit = Some(format!("seq {}: {e}", env.seq));
-            }
-        },
-    );
+    let result = shared_events::scan(reader, LogCursor::start(), |env, _| {
+        match env.event {
+            shared_events::Event::OrderPlaced { .. } => placed += 1,
+            shared_events::Event::OrderCancelled { .. } => cancelled += 1,
+        }
+        if misfit.is_none()
+            && let Some(book) = book.as_mut()
+            && let Err(e) = book.apply(&env.event)
+        {
+            misfit = Some(format!("seq {}: {e}", env.seq));
+        }
+    });
     writeln!(out, "log: {log} ({size})")?;
     let ok = match result {
         Ok(report) => {

@@ -140,8 +140,8 @@ impl JetStream {
                     }
                 }
             });
-        let client = run_on(&runtime, options.connect(servers))
-            .map_err(|e| client_error(e.to_string()))?;
+        let client =
+            run_on(&runtime, options.connect(servers)).map_err(|e| client_error(e.to_string()))?;
         let context = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .backpressure_on_inflight(true)
@@ -168,7 +168,9 @@ impl JetStream {
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
-        self.runtime.as_ref().expect("the runtime lives as long as the client")
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the client")
     }
 
     /// Runs `fut` on the client's runtime and waits for its output. Callable from
@@ -305,7 +307,9 @@ impl JetStream {
         if let Some(message) = problem {
             return Err(JetStreamError::Stream {
                 url: self.url.to_string(),
-                message: format!("{message}; an event log never loses events (see README, JetStream)"),
+                message: format!(
+                    "{message}; an event log never loses events (see README, JetStream)"
+                ),
             });
         }
         if config.storage != stream::StorageType::File {
@@ -585,7 +589,11 @@ impl StreamLog {
     /// whether more is waiting.
     pub fn poll(&mut self, held_max: usize) -> io::Result<bool> {
         if self.feed.is_none() {
-            self.feed = Some(Feed::start(&self.js, self.window.end().next_seq, self.wake.clone()));
+            self.feed = Some(Feed::start(
+                &self.js,
+                self.window.end().next_seq,
+                self.wake.clone(),
+            ));
         }
         while self.window.held_bytes() < held_max {
             let item = match self.feed.as_ref().map(|f| f.lines.try_recv()) {
@@ -636,7 +644,10 @@ impl StreamLog {
         if memchr::memchr(b'\n', &payload).is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: stream message {seq} holds a newline: it is not a log line", self.js.url),
+                format!(
+                    "{}: stream message {seq} holds a newline: it is not a log line",
+                    self.js.url
+                ),
             ));
         }
         self.window.push(&payload);

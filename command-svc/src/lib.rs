@@ -113,14 +113,18 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
         LogLocation::JetStream(url) => {
             let js = jetstream::JetStream::connect(url, "foldbook command-svc")
                 .map_err(OpenError::from)?;
-            let (storage, bounds) =
-                log_stream::StreamStorage::open(js, config.nats_replicas).map_err(OpenError::from)?;
+            let (storage, bounds) = log_stream::StreamStorage::open(js, config.nats_replicas)
+                .map_err(OpenError::from)?;
             tracing::info!(url = %url, events = bounds.last_seq, "the log is a JetStream stream");
             let (model, (end, storage), options) =
                 recover_at_start(config, &genesis, log_name(config), storage)?;
             // Another writer on the same stream fences this one out now and then:
             // it then rebuilds its model the way it started.
-            let (name, dir, keys) = (log_name(config), config.snapshot_dir(), config.idempotency_keys);
+            let (name, dir, keys) = (
+                log_name(config),
+                config.snapshot_dir(),
+                config.idempotency_keys,
+            );
             let reload: writer::Reload<log_stream::StreamStorage> = Box::new(move |storage| {
                 recover_model(storage, &name, &genesis, &dir, keys, log_file::now_us())
                     .map(|(model, recovery)| (model, recovery.cursor))

@@ -42,7 +42,9 @@ pub trait Recoverable: Storage + LogRead {
 /// writers (JetStream, by expected last sequence) reports it; the writer then
 /// answers the landed events, reloads the log, and decides the rest again.
 #[derive(Debug, thiserror::Error)]
-#[error("another writer appended to the log first ({landed} of the batch's events landed): {message}")]
+#[error(
+    "another writer appended to the log first ({landed} of the batch's events landed): {message}"
+)]
 pub struct Fenced {
     pub landed: u64,
     pub message: String,

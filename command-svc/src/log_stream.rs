@@ -92,7 +92,10 @@ pub struct StreamStorage {
 impl StreamStorage {
     /// Creates the stream (with `replicas` copies) or checks the existing one, and
     /// returns storage ready for recovery.
-    pub fn open(js: Arc<JetStream>, replicas: usize) -> Result<(Self, StreamBounds), JetStreamError> {
+    pub fn open(
+        js: Arc<JetStream>,
+        replicas: usize,
+    ) -> Result<(Self, StreamBounds), JetStreamError> {
         let bounds = js.ensure_stream(replicas, STREAM_READY_TIMEOUT)?;
         if bounds.last_seq > 0 && bounds.first_seq != 1 {
             return Err(JetStreamError::Stream {
@@ -253,7 +256,11 @@ async fn publish_batch(
         }
         if acked == batch.len() {
             if attempts > 1 {
-                tracing::info!(attempts, events = batch.len(), "batch acknowledged after retries");
+                tracing::info!(
+                    attempts,
+                    events = batch.len(),
+                    "batch acknowledged after retries"
+                );
             }
             return (batch, Published::All);
         }
@@ -309,7 +316,10 @@ impl Storage for StreamStorage {
         let staged = !self.staged.is_empty();
         self.publish_staged()?;
         if staged {
-            assert_eq!(self.last_seq, mark.seq, "the durable mark is the stream's end");
+            assert_eq!(
+                self.last_seq, mark.seq,
+                "the durable mark is the stream's end"
+            );
         }
         self.last_seq = mark.seq;
         self.log.close();

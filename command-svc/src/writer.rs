@@ -150,7 +150,10 @@ pub type Reload<S> = Box<dyn FnMut(&mut S) -> Result<(WriteModel, LogCursor), St
 /// Why one commit failed, inside the writer.
 enum CommitFailure {
     /// Of the batch's new events, the first `landed` are durable.
-    Fenced { landed: u64, reason: String },
+    Fenced {
+        landed: u64,
+        reason: String,
+    },
     Failed(String),
 }
 
@@ -376,7 +379,8 @@ impl<S: Storage> Writer<S> {
             .reload
             .as_mut()
             .ok_or("another writer appended to the log, and this log cannot be reloaded")?;
-        let (model, end) = reload(&mut self.storage).map_err(|e| format!("reloading the log: {e}"))?;
+        let (model, end) =
+            reload(&mut self.storage).map_err(|e| format!("reloading the log: {e}"))?;
         let seq = end.next_seq - 1;
         self.model = model;
         self.next_seq = end.next_seq;
@@ -388,7 +392,10 @@ impl<S: Storage> Writer<S> {
         self.metrics.head_seq.set(seq as f64);
         self.metrics.durable_seq.set(seq as f64);
         self.durable.send_replace(seq);
-        tracing::info!(seq, "write side reloaded the log after another writer appended");
+        tracing::info!(
+            seq,
+            "write side reloaded the log after another writer appended"
+        );
         Ok(())
     }
 
@@ -489,9 +496,8 @@ impl<S: Storage> Writer<S> {
                         return Err(e);
                     }
                     if attempt == FENCED_RETRIES_MAX {
-                        let why = format!(
-                            "another writer keeps appending to the log ({reason}); retry"
-                        );
+                        let why =
+                            format!("another writer keeps appending to the log ({reason}); retry");
                         fail_all(replies, &why);
                         return Ok(());
                     }
@@ -557,7 +563,8 @@ impl<S: Storage> Writer<S> {
         self.stats.head_seq.store(head_seq, Ordering::Release);
         *self.stats.digest.lock().expect("digest lock") = (head_seq, self.model.book.digest());
         let durable = self.fsync == FsyncMode::Always;
-        let outcome = |decided: Result<Envelope, Rejection>| decided.map(|env| Outcome::new(&env, durable));
+        let outcome =
+            |decided: Result<Envelope, Rejection>| decided.map(|env| Outcome::new(&env, durable));
         if buf.is_empty() {
             self.buf = buf;
             return Ok(decided.into_iter().map(outcome).collect());
@@ -569,13 +576,20 @@ impl<S: Storage> Writer<S> {
             Ok(()) => (new_events, None),
             Err(CommitFailure::Failed(reason)) => return Err(CommitError::Failed(reason)),
             Err(CommitFailure::Fenced { landed, reason }) => {
-                assert!(landed < new_events, "a fenced batch lost some of its events");
+                assert!(
+                    landed < new_events,
+                    "a fenced batch lost some of its events"
+                );
                 (landed, Some(reason))
             }
         };
         let durable_seq = first_seq + landed - 1;
-        self.offset += line_ends[..landed as usize].last().map_or(0, |&end| end as u64);
-        self.stats.events_appended.fetch_add(landed, Ordering::Relaxed);
+        self.offset += line_ends[..landed as usize]
+            .last()
+            .map_or(0, |&end| end as u64);
+        self.stats
+            .events_appended
+            .fetch_add(landed, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.durable_seq.store(durable_seq, Ordering::Release);
         self.metrics.events_appended.increment(landed);

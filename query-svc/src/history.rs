@@ -138,8 +138,8 @@ pub fn read_events(
 ) -> Result<(Vec<LineEvent>, LogCursor, bool), String> {
     log.locate(cursor);
     let mut buf = vec![0u8; HISTORY_CHUNK_BYTES];
-    let got = read_full_at(log, cursor.offset, &mut buf)
-        .map_err(|e| format!("reading the log: {e}"))?;
+    let got =
+        read_full_at(log, cursor.offset, &mut buf).map_err(|e| format!("reading the log: {e}"))?;
     buf.truncate(got);
     let mut out = Vec::new();
     let mut next = cursor;

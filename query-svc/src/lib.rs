@@ -245,23 +245,32 @@ pub enum StartError {
 pub fn start(config: &Config) -> Result<QueryService, StartError> {
     let genesis = BookState::load(&config.init)?;
     let dir = config.snapshot_dir();
-    let (model, cursor, source, log): (_, _, Box<dyn source::LogSource>, Box<dyn history::OpenLog>) =
-        match &config.log {
-            LogLocation::File(path) => {
-                let mut log = shared_events::FileLog::new(path);
-                let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
-                let source = Box::new(source::FileSource::new(path));
-                (model, cursor, source, Box::new(path.clone()))
-            }
-            LogLocation::JetStream(url) => {
-                let js = jetstream::JetStream::connect(url, "foldbook query-svc")?;
-                let mut log = jetstream::StreamLog::new(js.clone());
-                let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
-                tracing::info!(url = %url, from_seq = cursor.next_seq, "following a JetStream stream");
-                let source = Box::new(stream_source::StreamSource::new(js.clone(), cursor));
-                (model, cursor, source, Box::new(stream_source::StreamOpener(js)))
-            }
-        };
+    let (model, cursor, source, log): (
+        _,
+        _,
+        Box<dyn source::LogSource>,
+        Box<dyn history::OpenLog>,
+    ) = match &config.log {
+        LogLocation::File(path) => {
+            let mut log = shared_events::FileLog::new(path);
+            let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+            let source = Box::new(source::FileSource::new(path));
+            (model, cursor, source, Box::new(path.clone()))
+        }
+        LogLocation::JetStream(url) => {
+            let js = jetstream::JetStream::connect(url, "foldbook query-svc")?;
+            let mut log = jetstream::StreamLog::new(js.clone());
+            let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+            tracing::info!(url = %url, from_seq = cursor.next_seq, "following a JetStream stream");
+            let source = Box::new(stream_source::StreamSource::new(js.clone(), cursor));
+            (
+                model,
+                cursor,
+                source,
+                Box::new(stream_source::StreamOpener(js)),
+            )
+        }
+    };
     let sources = Sources {
         genesis,
         log,

@@ -58,7 +58,9 @@ impl Fixture {
         for seq in from..=to {
             f.write_all(&shared_events::encode(&placed(seq))).unwrap();
         }
-        let len = std::fs::metadata(self.config.log.file().unwrap()).unwrap().len();
+        let len = std::fs::metadata(self.config.log.file().unwrap())
+            .unwrap()
+            .len();
         let path = shared_events::watermark::path_for(self.config.log.file().unwrap());
         std::fs::write(path, Watermark::now(to, len).encode()).unwrap();
     }
