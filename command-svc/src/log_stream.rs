@@ -119,6 +119,26 @@ impl StreamStorage {
         self.log.jetstream()
     }
 
+    /// Appends after seq `last_seq`, without recovery (copying a log in: the caller
+    /// checked what the stream holds).
+    pub fn continue_after(&mut self, last_seq: u64) {
+        assert!(self.staged.is_empty(), "nothing staged");
+        self.last_seq = last_seq;
+    }
+
+    /// The line stored as message `seq`, if there is one.
+    pub fn message(&self, seq: u64) -> io::Result<Option<Bytes>> {
+        let js = self.js().clone();
+        let (context, name) = (js.context().clone(), js.url().stream.clone());
+        js.block_on(async move {
+            let stream = context
+                .get_stream_no_info(&name)
+                .await
+                .map_err(io::Error::other)?;
+            Ok(stream.get_raw_message(seq).await.ok().map(|m| m.payload))
+        })
+    }
+
     /// Publishes the staged lines and waits for their acknowledgements.
     fn publish_staged(&mut self) -> io::Result<()> {
         if self.staged.is_empty() {

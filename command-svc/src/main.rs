@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use command_svc::cli::WriteArgs;
 use shared_events::LogLocation;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: replay and the writer allocate and
 /// free many small strings, often on different threads (the log decoder and the
@@ -39,6 +40,17 @@ enum Sub {
         /// The log to check, a file or `nats://HOST:PORT/STREAM` [default: --log].
         log: Option<LogLocation>,
     },
+    /// Copy a log file into a JetStream stream (moving to a cluster; stop the writer
+    /// first). Resumes an interrupted copy; the file's snapshots stay valid.
+    CopyLog {
+        /// The log file.
+        from: PathBuf,
+        /// The stream, `nats://HOST:PORT[,HOST:PORT...]/STREAM`.
+        to: shared_events::StreamUrl,
+        /// Copies of the stream, if it is created.
+        #[arg(long, default_value_t = command_svc::NATS_REPLICAS_DEFAULT)]
+        replicas: usize,
+    },
 }
 
 #[tokio::main]
@@ -55,6 +67,12 @@ async fn main() -> anyhow::Result<()> {
         let ok = command_svc::cli::verify(log, init, &mut std::io::stdout())
             .with_context(|| format!("reading {log}"))?;
         std::process::exit(if ok { 0 } else { 1 });
+    }
+    if let Some(Sub::CopyLog { from, to, replicas }) = &args.command {
+        command_svc::cli::copy_log(from, to, *replicas, &mut std::io::stdout())
+            .map_err(anyhow::Error::msg)
+            .context("copying the log")?;
+        return Ok(());
     }
     let auth = args.write.auth().map_err(anyhow::Error::msg)?;
     let (handle, writer) =

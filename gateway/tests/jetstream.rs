@@ -552,3 +552,54 @@ async fn jetstream_r3_cluster_keeps_every_ack_when_the_leader_dies() {
     let write = get_json(&client, &format!("{}/health", command.url)).await;
     assert_eq!(read["read_digest"], write["write_digest"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_copy_of_a_file_log_continues_from_its_snapshots() {
+    let nats = Nats::single();
+    let log = nats.log_url("MOVED");
+    let dir = workdir();
+    let client = client();
+
+    // One machine: the file log, with a snapshot every 16 events.
+    let gw = Proc::start("gateway", dir.path(), &["--snapshot-every", "16"]);
+    let answers = place_orders(std::slice::from_ref(&gw.url), "f").await;
+    let head = answers.acked.len() as u64;
+    let book = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
+    assert!(gw.terminate().success());
+
+    // Copy it into a stream; a second copy finds everything there already.
+    let copy = || {
+        let out = std::process::Command::new(binary("command-svc"))
+            .current_dir(dir.path())
+            .args(["copy-log", "log.txt", &log])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "copy-log: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    assert!(copy().contains(&format!("copied {head} events")));
+    assert!(copy().contains("copied 0 events"));
+    assert_eq!(verify(dir.path(), &log), head);
+
+    // Beyond one machine: the stream, starting from the file's snapshots (a
+    // stream's computed byte offsets are the file's).
+    let gw = Proc::start("gateway", dir.path(), &["--log", &log, "--snapshots", "snapshots"]);
+    assert!(
+        gw.log().contains("write side starts from a snapshot"),
+        "{}",
+        gw.log()
+    );
+    let again = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
+    assert_eq!(again, book);
+    let next: serde_json::Value = client
+        .post(format!("{}/buy/f0/90", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["seq"], head + 1);
+    assert_eq!(verify(dir.path(), &log), head + 1);
+}
