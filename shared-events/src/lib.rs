@@ -72,6 +72,13 @@
 //! was: a torn append loses only the end of what it wrote, never a newline inside it.
 //! Nothing is ever skipped.
 //!
+//! **On NATS JetStream** (`--log nats://HOST:PORT/STREAM`, see [`location`]) the log
+//! is a stream whose message N is line N without its newline, byte for byte, and
+//! whose stream sequence is the line's `seq`. Byte offsets are those the same lines
+//! would have in a file (each line plus its newline, from seq 1), computed by the
+//! reader; a message is stored whole or not at all, so a bad last message is
+//! corruption, never a torn tail.
+//!
 //! ## Book state (`init.txt`, snapshots)
 //!
 //! A JSON object: `next_order_id` (u64) and `orders`, the resting orders in
