@@ -184,14 +184,19 @@ pub fn copy_log(
     out: &mut impl Write,
 ) -> Result<u64, String> {
     use crate::log_file::Storage;
-    let js = crate::jetstream::JetStream::connect(to, "foldbook copy-log").map_err(|e| e.to_string())?;
+    let js =
+        crate::jetstream::JetStream::connect(to, "foldbook copy-log").map_err(|e| e.to_string())?;
     let (mut storage, bounds) =
         crate::log_stream::StreamStorage::open(js, replicas).map_err(|e| e.to_string())?;
     let mut file = std::fs::File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
     let already = bounds.last_seq;
     storage.continue_after(already);
-    writeln!(out, "copying {} to {to} (the stream holds {already} events)", from.display())
-        .map_err(|e| e.to_string())?;
+    writeln!(
+        out,
+        "copying {} to {to} (the stream holds {already} events)",
+        from.display()
+    )
+    .map_err(|e| e.to_string())?;
     let mut cursor = LogCursor::start();
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 1 << 20];
@@ -251,9 +256,14 @@ pub fn copy_log(
         return Err("the stream's last message was not found in the file".to_owned());
     }
     if !buf.is_empty() {
-        writeln!(out, "not copied: a torn last line of {} bytes", buf.len()).map_err(|e| e.to_string())?;
+        writeln!(out, "not copied: a torn last line of {} bytes", buf.len())
+            .map_err(|e| e.to_string())?;
     }
-    writeln!(out, "copied {} events; the stream holds seq 1..={head}", head - already)
-        .map_err(|e| e.to_string())?;
+    writeln!(
+        out,
+        "copied {} events; the stream holds seq 1..={head}",
+        head - already
+    )
+    .map_err(|e| e.to_string())?;
     Ok(head)
 }

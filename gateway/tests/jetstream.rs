@@ -575,7 +575,11 @@ async fn jetstream_copy_of_a_file_log_continues_from_its_snapshots() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "copy-log: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "copy-log: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         text
     };
     assert!(copy().contains(&format!("copied {head} events")));
@@ -584,7 +588,11 @@ async fn jetstream_copy_of_a_file_log_continues_from_its_snapshots() {
 
     // Beyond one machine: the stream, starting from the file's snapshots (a
     // stream's computed byte offsets are the file's).
-    let gw = Proc::start("gateway", dir.path(), &["--log", &log, "--snapshots", "snapshots"]);
+    let gw = Proc::start(
+        "gateway",
+        dir.path(),
+        &["--log", &log, "--snapshots", "snapshots"],
+    );
     assert!(
         gw.log().contains("write side starts from a snapshot"),
         "{}",
