@@ -807,18 +807,16 @@ impl Storage for SharedLogWriter {
     fn sync(&mut self) -> io::Result<()> {
         let staged = std::mem::take(&mut self.staged);
         let mut log = self.log.0.lock().unwrap();
-        let mut landed = 0;
-        for line in staged.split_inclusive(|&b| b == b'\n') {
+        for (landed, line) in staged.split_inclusive(|&b| b == b'\n').enumerate() {
             let env = shared_events::decode_line(&line[..line.len() - 1]).unwrap();
             let last = log.iter().filter(|&&b| b == b'\n').count() as u64;
             if env.seq != last + 1 {
                 return Err(io::Error::other(command_svc::log_file::Fenced {
-                    landed,
+                    landed: landed as u64,
                     message: format!("seq {} refused: the log ends at {last}", env.seq),
                 }));
             }
             log.extend_from_slice(line);
-            landed += 1;
         }
         Ok(())
     }
