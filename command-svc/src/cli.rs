@@ -169,6 +169,9 @@ pub fn verify(
     Ok(ok)
 }
 
+/// Bytes of the log file `copy_log` reads at a time.
+pub const COPY_CHUNK_BYTES: usize = 1 << 20;
+
 /// Copies a log file into a JetStream stream: the move from one machine to a
 /// cluster. Every complete line becomes one message at its seq, published the way
 /// the writer publishes (same `Nats-Msg-Id`, fenced by expected last sequence), a
@@ -199,7 +202,7 @@ pub fn copy_log(
     .map_err(|e| e.to_string())?;
     let mut cursor = LogCursor::start();
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
+    let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
     let mut batch: Vec<u8> = Vec::new();
     let mut in_batch = 0usize;
     let mut prefix_checked = already == 0;

@@ -232,6 +232,26 @@ fn verify(dir: &std::path::Path, log: &str) -> u64 {
         .unwrap_or_else(|| panic!("no head seq in:\n{text}"))
 }
 
+/// How many `GET /orderbook` a read side answered 200, from its /metrics.
+async fn orderbook_reads(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("foldbook_http_requests_total")
+                && l.contains("route=\"orderbook\"")
+                && l.contains("status=\"200\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Waits until a read side has applied `head`; returns its /health.
 async fn applied(client: &reqwest::Client, base: &str, head: u64) -> serde_json::Value {
     wait_until(client, &format!("{base}/health"), CONVERGE_TIMEOUT, |h| {
@@ -314,7 +334,23 @@ async fn jetstream_single_server_replicas_converge_and_a_killed_writer_continues
     assert_eq!(resting, init["orders"].as_array().unwrap().len());
     check_acks_in_log(&first.acked, &events(&gw.url, head).await);
 
-    // The gateway spreads reads over the replicas and skips one that is gone.
+    // The gateway spreads reads over the replicas, and skips one that is gone.
+    let before = [
+        orderbook_reads(&client, &query1.url).await,
+        orderbook_reads(&client, &query2.url).await,
+    ];
+    for _ in 0..10 {
+        let res = client
+            .get(format!("{}/orderbook", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    for (q, before) in [&query1, &query2].into_iter().zip(before) {
+        let served = orderbook_reads(&client, &q.url).await - before;
+        assert!(served >= 3, "{} served {served} of 10 reads", q.url);
+    }
     query2.kill9();
     for _ in 0..10 {
         let res = client
