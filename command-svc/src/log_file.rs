@@ -2,7 +2,8 @@
 //! (cutting off a torn tail, refusing corruption), then append, `fdatasync`, and
 //! publish the durable watermark for readers. The writer talks to it through
 //! [`Storage`] and recovery through [`Recoverable`], so tests can put a failing
-//! disk in its place and the simulator (`gateway::sim`) a seeded one.
+//! disk in its place, the simulator (`gateway::sim`) a seeded one, and
+//! `--log nats://…` a JetStream stream (`log_stream.rs`).
 
 use shared_events::source::{LogRead, Reader};
 use shared_events::watermark::{self, WatermarkFile};
@@ -19,7 +20,9 @@ pub const REPLAY_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 pub trait Storage: Send + 'static {
     /// Appends all of `bytes` at the end of the log.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Makes everything appended so far durable (`fdatasync`).
+    /// Makes everything appended so far durable (`fdatasync`). A log that other
+    /// writers can reach (JetStream) may refuse what was appended because another
+    /// writer got there first: the error then carries [`Fenced`].
     fn sync(&mut self) -> io::Result<()>;
     /// Tells readers, in any process, how far the log is durable. Called only after
     /// the events up to `mark` are durable (or written, with `--fsync never`).
@@ -31,6 +34,27 @@ pub trait Storage: Send + 'static {
 pub trait Recoverable: Storage + LogRead {
     /// Cuts the log to its first `len` bytes; the next append goes there.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// A storage error saying that another writer appended to a shared log first: of
+/// the lines appended since the last successful sync, the first `landed` are durable
+/// and the rest were refused and will never be written. Only a log that fences its
+/// writers (JetStream, by expected last sequence) reports it; the writer then
+/// answers the landed events, reloads the log, and decides the rest again.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another writer appended to the log first ({landed} of the batch's events landed): {message}"
+)]
+pub struct Fenced {
+    pub landed: u64,
+    pub message: String,
+}
+
+impl Fenced {
+    /// The fence an I/O error carries, if it carries one.
+    pub fn of(e: &io::Error) -> Option<&Fenced> {
+        e.get_ref()?.downcast_ref()
+    }
 }
 
 /// Why the log cannot be opened for writing.
@@ -50,6 +74,8 @@ pub enum OpenError {
         seq: u64,
         message: String,
     },
+    #[error(transparent)]
+    JetStream(#[from] crate::jetstream::JetStreamError),
 }
 
 /// The log file, opened for appending and exclusively locked for as long as it lives.
@@ -131,9 +157,11 @@ pub fn recover<S: Recoverable + ?Sized>(
         path: path.clone(),
         source,
     };
-    let total_bytes = storage.length().map_err(io_err)?.unwrap_or(0);
+    // A stream's length is not known without reading it: no percentages then.
+    let total_bytes = storage.length().map_err(io_err)?;
     let mut refused = None;
     let mut progress = ReplayProgress::new(from.offset, total_bytes);
+    storage.locate(from);
     let report = shared_events::scan(Reader::new(&mut *storage, from.offset), from, |env, end| {
         if refused.is_none()
             && let Err(message) = apply(&env)
@@ -179,17 +207,18 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Progress lines for long replays: events, rate, percent of the bytes.
+/// Progress lines for long replays: events, rate, percent of the bytes (when the
+/// log's length is known).
 struct ReplayProgress {
     started: Instant,
     last_report: Instant,
     events: u64,
     start_offset: u64,
-    total_bytes: u64,
+    total_bytes: Option<u64>,
 }
 
 impl ReplayProgress {
-    fn new(start_offset: u64, total_bytes: u64) -> Self {
+    fn new(start_offset: u64, total_bytes: Option<u64>) -> Self {
         let now = Instant::now();
         ReplayProgress {
             started: now,
@@ -207,9 +236,19 @@ impl ReplayProgress {
             && self.last_report.elapsed() >= REPLAY_PROGRESS_INTERVAL
         {
             self.last_report = Instant::now();
-            let span = (self.total_bytes - self.start_offset).max(1);
-            let percent = 100.0 * (end_offset - self.start_offset) as f64 / span as f64;
             let rate = self.events as f64 / self.started.elapsed().as_secs_f64();
+            let Some(total_bytes) = self.total_bytes else {
+                tracing::info!(
+                    events = self.events,
+                    events_per_s = rate as u64,
+                    "replaying the log: {} events, {:.0} events/s",
+                    self.events,
+                    rate
+                );
+                return;
+            };
+            let span = total_bytes.saturating_sub(self.start_offset).max(1);
+            let percent = 100.0 * end_offset.saturating_sub(self.start_offset) as f64 / span as f64;
             tracing::info!(
                 events = self.events,
                 events_per_s = rate as u64,

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use command_svc::cli::WriteArgs;
+use shared_events::LogLocation;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -33,11 +34,22 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Sub {
-    /// Check a log file offline: checksums, seq continuity, torn tail, and that every
+    /// Check a log offline: checksums, seq continuity, torn tail, and that every
     /// event fits the book. Exit status 0 when usable, 1 when not.
     Verify {
-        /// The log to check [default: --log].
-        log: Option<PathBuf>,
+        /// The log to check, a file or `nats://HOST:PORT/STREAM` [default: --log].
+        log: Option<LogLocation>,
+    },
+    /// Copy a log file into a JetStream stream (moving to a cluster; stop the writer
+    /// first). Resumes an interrupted copy; the file's snapshots stay valid.
+    CopyLog {
+        /// The log file.
+        from: PathBuf,
+        /// The stream, `nats://HOST:PORT[,HOST:PORT...]/STREAM`.
+        to: shared_events::StreamUrl,
+        /// Copies of the stream, if it is created.
+        #[arg(long, default_value_t = command_svc::NATS_REPLICAS_DEFAULT)]
+        replicas: usize,
     },
 }
 
@@ -53,8 +65,14 @@ async fn main() -> anyhow::Result<()> {
             .exists()
             .then_some(args.write.init.as_path());
         let ok = command_svc::cli::verify(log, init, &mut std::io::stdout())
-            .with_context(|| format!("reading {}", log.display()))?;
+            .with_context(|| format!("reading {log}"))?;
         std::process::exit(if ok { 0 } else { 1 });
+    }
+    if let Some(Sub::CopyLog { from, to, replicas }) = &args.command {
+        command_svc::cli::copy_log(from, to, *replicas, &mut std::io::stdout())
+            .map_err(anyhow::Error::msg)
+            .context("copying the log")?;
+        return Ok(());
     }
     let auth = args.write.auth().map_err(anyhow::Error::msg)?;
     let (handle, writer) =

@@ -8,6 +8,13 @@
 //!
 //! [`Writer::commit_batch`] is one group commit, callable without the thread: the
 //! simulator (`gateway::sim`) drives the writer through it batch by batch.
+//!
+//! A log that other writers can reach (JetStream) may refuse a batch because
+//! another writer appended first ([`crate::log_file::Fenced`]): the events that
+//! landed are answered, the writer reloads its model from the log
+//! ([`Writer::with_reload`]) and decides the other commands again, at most
+//! [`FENCED_RETRIES_MAX`] times, then answers them 503. A file log is locked by one
+//! writer and never fences.
 
 use crate::checkpoint::{self, Checkpoint, SnapshotOptions};
 use crate::command::{Command, Rejection};
@@ -30,6 +37,9 @@ pub const BATCH_LINGER_QUIET: Duration = Duration::from_micros(100);
 pub const BATCH_LINGER_MAX: Duration = Duration::from_micros(500);
 /// Most commands waiting for the writer; beyond it writes get 503 at once.
 pub const QUEUE_COMMANDS_MAX: usize = 8192;
+/// How often the commands of a fenced batch are decided again (after a reload)
+/// before they are answered 503.
+pub const FENCED_RETRIES_MAX: usize = 3;
 
 /// Where commit timestamps come from: microseconds since the Unix epoch. The wall
 /// clock ([`crate::log_file::now_us`]) by default; the simulator's own in a simulation.
@@ -112,6 +122,40 @@ pub enum DispatchError {
 }
 
 type Reply = oneshot::Sender<Result<Outcome, DispatchError>>;
+
+/// Why a group commit did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The write, the sync or the watermark failed: nothing of the batch may be
+    /// acknowledged (503), the model is ahead of the log, and the writer must not be
+    /// used again (fail-stop).
+    #[error("{0}")]
+    Failed(String),
+    /// Another writer appended to the shared log first. `answered` are the answers
+    /// to the batch's first commands, whose events landed (or which wrote nothing);
+    /// `retry` are the rest, in order, to be decided again after
+    /// [`Writer::reload`], since the model is ahead of the log until then.
+    #[error("another writer appended to the log first ({} commands to decide again): {reason}", retry.len())]
+    Fenced {
+        answered: Vec<Result<Outcome, Rejection>>,
+        retry: Vec<Command>,
+        reason: String,
+    },
+}
+
+/// Rebuilds the write model from the log in the storage: where a writer that was
+/// fenced out starts again (its snapshot, then the log after it).
+pub type Reload<S> = Box<dyn FnMut(&mut S) -> Result<(WriteModel, LogCursor), String> + Send>;
+
+/// Why one commit failed, inside the writer.
+enum CommitFailure {
+    /// Of the batch's new events, the first `landed` are durable.
+    Fenced {
+        landed: u64,
+        reason: String,
+    },
+    Failed(String),
+}
 
 /// What the writer's queue carries.
 #[derive(Debug)]
@@ -213,8 +257,12 @@ pub fn spawn<S: Storage>(
     end: LogCursor,
     options: WriterOptions,
 ) -> (CommandHandle, WriterTask) {
+    spawn_writer(Writer::new(model, storage, end, options))
+}
+
+/// Starts `writer` on its own thread.
+pub fn spawn_writer<S: Storage>(writer: Writer<S>) -> (CommandHandle, WriterTask) {
     let (tx, rx) = mpsc::sync_channel(QUEUE_COMMANDS_MAX);
-    let writer = Writer::new(model, storage, end, options);
     let (stats, durable) = (writer.stats.clone(), writer.durable.subscribe());
     let (failure_tx, failure) = watch::channel(None);
     let join = std::thread::Builder::new()
@@ -256,6 +304,12 @@ pub struct Writer<S> {
     clock: Clock,
     /// The batch's encoded lines, reused from batch to batch.
     buf: Vec<u8>,
+    /// Rebuilds the model after another writer fenced this one out, if the log can
+    /// have other writers.
+    reload: Option<Reload<S>>,
+    /// Set when a fenced commit left the model ahead of the log: no commit until
+    /// [`Writer::reload`].
+    stale: bool,
 }
 
 /// Prometheus handles, looked up once.
@@ -306,7 +360,43 @@ impl<S: Storage> Writer<S> {
             metrics: WriterMetrics::new(),
             clock: Arc::new(crate::log_file::now_us),
             buf: Vec::with_capacity(BATCH_EVENTS_MAX * 256),
+            reload: None,
+            stale: false,
         }
+    }
+
+    /// The same writer, able to reload its model from the log after another writer
+    /// appended first.
+    pub fn with_reload(mut self, reload: Reload<S>) -> Self {
+        self.reload = Some(reload);
+        self
+    }
+
+    /// Rebuilds the model from the log after a fenced commit, and continues from
+    /// where the log ends now. An error is fatal, like a failed write.
+    pub fn reload(&mut self) -> Result<(), String> {
+        let reload = self
+            .reload
+            .as_mut()
+            .ok_or("another writer appended to the log, and this log cannot be reloaded")?;
+        let (model, end) =
+            reload(&mut self.storage).map_err(|e| format!("reloading the log: {e}"))?;
+        let seq = end.next_seq - 1;
+        self.model = model;
+        self.next_seq = end.next_seq;
+        self.offset = end.offset;
+        self.stale = false;
+        self.stats.head_seq.store(seq, Ordering::Release);
+        self.stats.durable_seq.store(seq, Ordering::Release);
+        *self.stats.digest.lock().expect("digest lock") = (seq, self.model.book.digest());
+        self.metrics.head_seq.set(seq as f64);
+        self.metrics.durable_seq.set(seq as f64);
+        self.durable.send_replace(seq);
+        tracing::info!(
+            seq,
+            "write side reloaded the log after another writer appended"
+        );
+        Ok(())
     }
 
     /// The same writer with another clock for commit timestamps.
@@ -370,48 +460,89 @@ impl<S: Storage> Writer<S> {
                 }
             }
             last_batch = batch.len();
-            match self.commit_batch(batch.drain(..)) {
-                Ok(answers) => {
-                    for (reply, answer) in replies.drain(..).zip(answers) {
-                        // A client that went away just does not read its answer.
-                        let _ = reply.send(answer.map_err(DispatchError::from));
-                    }
-                }
-                Err(reason) => {
-                    for reply in replies.drain(..) {
-                        let _ = reply.send(Err(DispatchError::Unavailable(format!(
-                            "log write failed: {reason}"
-                        ))));
-                    }
-                    return Err(reason);
-                }
-            }
+            self.commit_and_answer(std::mem::take(&mut batch), &mut replies)?;
             self.maybe_checkpoint();
         }
         self.final_checkpoint();
         Ok(())
     }
 
+    /// Commits `batch` and answers `replies` (one per command, in order). A fenced
+    /// commit answers what landed, reloads, and decides the rest again (bounded);
+    /// `Err` is a fatal failure, after which the writer stops.
+    fn commit_and_answer(
+        &mut self,
+        mut batch: Vec<Command>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), String> {
+        for attempt in 0.. {
+            match self.commit_batch(std::mem::take(&mut batch)) {
+                Ok(answers) => {
+                    for (reply, answer) in replies.drain(..).zip(answers) {
+                        // A client that went away just does not read its answer.
+                        let _ = reply.send(answer.map_err(DispatchError::from));
+                    }
+                    return Ok(());
+                }
+                Err(CommitError::Fenced {
+                    answered,
+                    retry,
+                    reason,
+                }) => {
+                    for (reply, answer) in replies.drain(..answered.len()).zip(answered) {
+                        let _ = reply.send(answer.map_err(DispatchError::from));
+                    }
+                    if let Err(e) = self.reload() {
+                        fail_all(replies, &e);
+                        return Err(e);
+                    }
+                    if attempt == FENCED_RETRIES_MAX {
+                        let why =
+                            format!("another writer keeps appending to the log ({reason}); retry");
+                        fail_all(replies, &why);
+                        return Ok(());
+                    }
+                    batch = retry;
+                }
+                Err(CommitError::Failed(reason)) => {
+                    fail_all(replies, &format!("log write failed: {reason}"));
+                    return Err(reason);
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     /// One group commit: decides and applies each command in order, appends all new
     /// events in one write, syncs (unless `--fsync never`), publishes the durable
     /// watermark, and returns each command's answer, in order (a retry gets its first
-    /// answer, a rejection writes nothing). `Err` means the write or the sync failed:
-    /// nothing of the batch may be acknowledged, the model is ahead of the log, and
-    /// the writer must not be used again (fail-stop).
+    /// answer, a rejection writes nothing). [`CommitError::Failed`] means the write
+    /// or the sync failed: nothing of the batch may be acknowledged, the model is
+    /// ahead of the log, and the writer must not be used again (fail-stop).
+    /// [`CommitError::Fenced`]: another writer appended first; see there.
     pub fn commit_batch(
         &mut self,
         commands: impl IntoIterator<Item = Command>,
-    ) -> Result<Vec<Result<Outcome, Rejection>>, String> {
+    ) -> Result<Vec<Result<Outcome, Rejection>>, CommitError> {
+        if self.stale {
+            return Err(CommitError::Failed(
+                "the model is ahead of the log after a fenced commit; reload first".to_owned(),
+            ));
+        }
+        let commands: Vec<Command> = commands.into_iter().collect();
         let ts_us = (self.clock)();
+        let first_seq = self.next_seq;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let mut decided: Vec<Result<Envelope, Rejection>> = Vec::new();
+        let mut decided: Vec<Result<Envelope, Rejection>> = Vec::with_capacity(commands.len());
+        // Where each new event's line ends in `buf`.
+        let mut line_ends: Vec<usize> = Vec::new();
         let mut new_events = 0u64;
-        for cmd in commands {
-            decided.push(match self.model.keys.check(&cmd) {
+        for cmd in &commands {
+            decided.push(match self.model.keys.check(cmd) {
                 // A retry: the first answer again, nothing written.
                 Some(first) => first.cloned(),
-                None => self.model.book.decide(&cmd).map(|event| {
+                None => self.model.book.decide(cmd).map(|event| {
                     let env = Envelope {
                         seq: self.next_seq,
                         ts_us,
@@ -424,6 +555,7 @@ impl<S: Storage> Writer<S> {
                     self.next_seq += 1;
                     new_events += 1;
                     shared_events::encode_into(&mut buf, &env);
+                    line_ends.push(buf.len());
                     env
                 }),
             });
@@ -431,43 +563,77 @@ impl<S: Storage> Writer<S> {
         let head_seq = self.next_seq - 1;
         self.stats.head_seq.store(head_seq, Ordering::Release);
         *self.stats.digest.lock().expect("digest lock") = (head_seq, self.model.book.digest());
-        if !buf.is_empty() {
-            let end_offset = self.offset + buf.len() as u64;
-            let committed = self.commit(&buf, head_seq, end_offset);
-            self.buf = buf;
-            committed?;
-            self.offset = end_offset;
-            let events = new_events;
-            self.stats
-                .events_appended
-                .fetch_add(events, Ordering::Relaxed);
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats.durable_seq.store(head_seq, Ordering::Release);
-            self.metrics.events_appended.increment(events);
-            self.metrics.batches.increment(1);
-            self.metrics.batch_events.record(events as f64);
-            self.metrics.head_seq.set(head_seq as f64);
-            self.metrics.durable_seq.set(head_seq as f64);
-            self.durable.send_replace(head_seq);
-        } else {
-            self.buf = buf;
-        }
         let durable = self.fsync == FsyncMode::Always;
-        Ok(decided
-            .into_iter()
-            .map(|decided| decided.map(|env| Outcome::new(&env, durable)))
-            .collect())
+        let outcome =
+            |decided: Result<Envelope, Rejection>| decided.map(|env| Outcome::new(&env, durable));
+        if buf.is_empty() {
+            self.buf = buf;
+            return Ok(decided.into_iter().map(outcome).collect());
+        }
+        let end_offset = self.offset + buf.len() as u64;
+        let committed = self.commit(&buf, head_seq, end_offset);
+        self.buf = buf;
+        let (landed, fenced) = match committed {
+            Ok(()) => (new_events, None),
+            Err(CommitFailure::Failed(reason)) => return Err(CommitError::Failed(reason)),
+            Err(CommitFailure::Fenced { landed, reason }) => {
+                assert!(
+                    landed < new_events,
+                    "a fenced batch lost some of its events"
+                );
+                (landed, Some(reason))
+            }
+        };
+        let durable_seq = first_seq + landed - 1;
+        self.offset += line_ends[..landed as usize]
+            .last()
+            .map_or(0, |&end| end as u64);
+        self.stats
+            .events_appended
+            .fetch_add(landed, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.durable_seq.store(durable_seq, Ordering::Release);
+        self.metrics.events_appended.increment(landed);
+        self.metrics.batches.increment(1);
+        self.metrics.batch_events.record(landed as f64);
+        self.metrics.head_seq.set(head_seq as f64);
+        self.metrics.durable_seq.set(durable_seq as f64);
+        self.durable.send_replace(durable_seq);
+        let Some(reason) = fenced else {
+            debug_assert_eq!(self.offset, end_offset);
+            return Ok(decided.into_iter().map(outcome).collect());
+        };
+        // The commands up to the one whose event did not land keep their answers;
+        // from it on they are decided again after a reload.
+        self.stale = true;
+        let first_lost = first_seq + landed;
+        let split = decided
+            .iter()
+            .position(|d| d.as_ref().is_ok_and(|env| env.seq >= first_lost))
+            .expect("an event that did not land belongs to a command");
+        let answered = decided.into_iter().take(split).map(outcome).collect();
+        let retry = commands.into_iter().skip(split).collect();
+        Err(CommitError::Fenced {
+            answered,
+            retry,
+            reason,
+        })
     }
 
     /// Write, sync (unless `--fsync never`), then tell readers how far the log is
-    /// durable, stamped with the time it became so. Any failure is fatal.
-    fn commit(&mut self, buf: &[u8], seq: u64, end_offset: u64) -> Result<(), String> {
-        self.storage
-            .append(buf)
-            .map_err(|e| format!("write: {e}"))?;
+    /// durable, stamped with the time it became so. Any failure but a fence is fatal.
+    fn commit(&mut self, buf: &[u8], seq: u64, end_offset: u64) -> Result<(), CommitFailure> {
+        let failed = |what: &str, e: std::io::Error| match crate::log_file::Fenced::of(&e) {
+            Some(fenced) => CommitFailure::Fenced {
+                landed: fenced.landed,
+                reason: fenced.message.clone(),
+            },
+            None => CommitFailure::Failed(format!("{what}: {e}")),
+        };
+        self.storage.append(buf).map_err(|e| failed("write", e))?;
         if self.fsync == FsyncMode::Always {
             let started = std::time::Instant::now();
-            self.storage.sync().map_err(|e| format!("fdatasync: {e}"))?;
+            self.storage.sync().map_err(|e| failed("fdatasync", e))?;
             self.metrics
                 .fsync_seconds
                 .record(started.elapsed().as_secs_f64());
@@ -479,7 +645,7 @@ impl<S: Storage> Writer<S> {
         };
         self.storage
             .publish_durable(mark)
-            .map_err(|e| format!("durable watermark: {e}"))
+            .map_err(|e| failed("durable watermark", e))
     }
 
     /// The write model at the last batch, with its log position, ready to be
@@ -513,6 +679,13 @@ impl<S: Storage> Writer<S> {
             let checkpoint = self.checkpoint();
             move |dir: &std::path::Path| write_checkpoint(&checkpoint, dir)
         });
+    }
+}
+
+/// Answers every reply left with 503 and `why`.
+fn fail_all(replies: &mut Vec<Reply>, why: &str) {
+    for reply in replies.drain(..) {
+        let _ = reply.send(Err(DispatchError::Unavailable(why.to_owned())));
     }
 }
 

@@ -276,7 +276,7 @@ async fn restart_replays_the_log_and_continues_the_sequence() {
     place_some(&config, 3).await;
     let again = place_some(&config, 2).await;
     assert_eq!(again[0].seq(), 4);
-    let report = scan_file(&config.log).unwrap();
+    let report = scan_file(config.log.file().unwrap()).unwrap();
     assert_eq!(report.cursor.next_seq, 6);
     assert_eq!(report.torn, None);
 }
@@ -285,25 +285,25 @@ async fn restart_replays_the_log_and_continues_the_sequence() {
 async fn torn_tail_is_cut_off_and_the_next_write_gets_the_next_seq() {
     let (_dir, config) = files();
     place_some(&config, 2).await;
-    let whole = std::fs::metadata(&config.log).unwrap().len();
-    let mut bytes = std::fs::read(&config.log).unwrap();
+    let whole = std::fs::metadata(config.log.file().unwrap()).unwrap().len();
+    let mut bytes = std::fs::read(config.log.file().unwrap()).unwrap();
     bytes.extend_from_slice(br#"{"seq":3,"ts_us":1,"v":1,"event":{"ty"#);
-    std::fs::write(&config.log, &bytes).unwrap();
+    std::fs::write(config.log.file().unwrap(), &bytes).unwrap();
     let again = place_some(&config, 1).await;
     assert_eq!(again[0].seq(), 3);
-    let report = scan_file(&config.log).unwrap();
+    let report = scan_file(config.log.file().unwrap()).unwrap();
     assert_eq!((report.cursor.next_seq, report.torn), (4, None));
-    assert!(std::fs::metadata(&config.log).unwrap().len() > whole);
+    assert!(std::fs::metadata(config.log.file().unwrap()).unwrap().len() > whole);
 }
 
 #[tokio::test]
 async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
     let (_dir, config) = files();
     place_some(&config, 3).await;
-    let mut bytes = std::fs::read(&config.log).unwrap();
+    let mut bytes = std::fs::read(config.log.file().unwrap()).unwrap();
     let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
     bytes[second_line + 20] ^= 0x20;
-    std::fs::write(&config.log, &bytes).unwrap();
+    std::fs::write(config.log.file().unwrap(), &bytes).unwrap();
     // The clean stop left a snapshot at seq 3, after which there is nothing to read:
     // start would not look at line 2 at all. `verify` reads everything.
     let mut report = Vec::new();
@@ -318,7 +318,7 @@ async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
     let err = command_svc::start(&config).unwrap_err().to_string();
     assert!(err.contains("line 2") && err.contains("seq 2"), "{err}");
     assert_eq!(
-        std::fs::read(&config.log).unwrap(),
+        std::fs::read(config.log.file().unwrap()).unwrap(),
         bytes,
         "a refused log is left untouched"
     );
@@ -328,7 +328,7 @@ async fn corruption_before_the_end_refuses_to_start_naming_line_and_seq() {
 async fn a_second_writer_on_the_same_log_is_refused() {
     let (_dir, config) = files();
     let (handle, task) = command_svc::start(&config).unwrap();
-    match LogFile::open(&config.log) {
+    match LogFile::open(config.log.file().unwrap()) {
         Err(OpenError::Locked { .. }) => {}
         other => panic!("expected the lock to be held, got {other:?}"),
     }
@@ -336,7 +336,7 @@ async fn a_second_writer_on_the_same_log_is_refused() {
     assert!(err.contains("locked by another writer"), "{err}");
     drop(handle);
     task.shutdown().await.unwrap();
-    LogFile::open(&config.log).expect("the lock is released when the writer stops");
+    LogFile::open(config.log.file().unwrap()).expect("the lock is released when the writer stops");
 }
 
 #[tokio::test]
@@ -508,9 +508,9 @@ async fn start_uses_the_newest_snapshot_and_ignores_other_fold_versions() {
 
     // Damage line 1. A start from the seq-5 snapshot never reads it; a replay from
     // genesis would refuse to start.
-    let mut bytes = std::fs::read(&config.log).unwrap();
+    let mut bytes = std::fs::read(config.log.file().unwrap()).unwrap();
     bytes[8] ^= 0x01;
-    std::fs::write(&config.log, &bytes).unwrap();
+    std::fs::write(config.log.file().unwrap(), &bytes).unwrap();
     let (handle, task) = command_svc::start(&config).unwrap();
     assert_eq!(handle.dispatch(buy("dave", 90, 1)).await.unwrap().seq(), 6);
     drop(handle);
@@ -551,7 +551,7 @@ mod idempotency {
     }
 
     fn log_lines(config: &Config) -> usize {
-        std::fs::read(&config.log)
+        std::fs::read(config.log.file().unwrap())
             .unwrap()
             .iter()
             .filter(|&&b| b == b'\n')
@@ -768,4 +768,166 @@ mod hostile {
             });
         }
     }
+}
+
+/// One log that two writers share, as on JetStream: a line is stored only if the
+/// log ends right before its seq; the first one that does not fit, and everything
+/// after it in the same sync, is refused with `Fenced`.
+#[derive(Clone, Default)]
+struct SharedLog(Arc<Mutex<Vec<u8>>>);
+
+/// A writer's handle on the shared log: what it appended since its last sync.
+struct SharedLogWriter {
+    log: SharedLog,
+    staged: Vec<u8>,
+}
+
+impl SharedLog {
+    fn writer(&self) -> SharedLogWriter {
+        SharedLogWriter {
+            log: self.clone(),
+            staged: Vec::new(),
+        }
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        let bytes = self.0.lock().unwrap().clone();
+        let mut seqs = Vec::new();
+        shared_events::scan(&bytes[..], LogCursor::start(), |env, _| seqs.push(env.seq)).unwrap();
+        seqs
+    }
+}
+
+impl Storage for SharedLogWriter {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.staged.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let staged = std::mem::take(&mut self.staged);
+        let mut log = self.log.0.lock().unwrap();
+        for (landed, line) in staged.split_inclusive(|&b| b == b'\n').enumerate() {
+            let env = shared_events::decode_line(&line[..line.len() - 1]).unwrap();
+            let last = log.iter().filter(|&&b| b == b'\n').count() as u64;
+            if env.seq != last + 1 {
+                return Err(io::Error::other(command_svc::log_file::Fenced {
+                    landed: landed as u64,
+                    message: format!("seq {} refused: the log ends at {last}", env.seq),
+                }));
+            }
+            log.extend_from_slice(line);
+        }
+        Ok(())
+    }
+
+    fn publish_durable(&mut self, _: Watermark) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl shared_events::LogRead for SharedLogWriter {
+    fn length(&mut self) -> io::Result<Option<u64>> {
+        Ok(Some(self.log.0.lock().unwrap().len() as u64))
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let log = self.log.0.lock().unwrap();
+        let start = (offset as usize).min(log.len());
+        let n = buf.len().min(log.len() - start);
+        buf[..n].copy_from_slice(&log[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl command_svc::log_file::Recoverable for SharedLogWriter {
+    fn truncate(&mut self, _: u64) -> io::Result<()> {
+        Err(io::Error::other("a shared log is never cut"))
+    }
+}
+
+/// A writer on the shared log that reloads from it (genesis, no snapshots).
+fn shared_writer(log: &SharedLog, dir: &Path) -> writer::Writer<SharedLogWriter> {
+    let genesis = BookState::parse(INIT).unwrap();
+    let model = WriteModel {
+        book: Book::from_state(&genesis),
+        keys: IdempotencyIndex::new(100),
+    };
+    let dir = dir.to_owned();
+    let reload: writer::Reload<SharedLogWriter> = Box::new(move |storage| {
+        command_svc::recover_model(storage, "shared", &genesis, &dir, 100, 0)
+            .map(|(model, recovery)| (model, recovery.cursor))
+            .map_err(|e| e.to_string())
+    });
+    writer::Writer::new(
+        model,
+        log.writer(),
+        LogCursor::start(),
+        WriterOptions::default(),
+    )
+    .with_reload(reload)
+}
+
+#[test]
+fn a_fenced_writer_answers_what_landed_reloads_and_decides_the_rest_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SharedLog::default();
+    let mut a = shared_writer(&log, dir.path());
+    let mut b = shared_writer(&log, dir.path());
+
+    // Given A appended seq 1 (order 3) while B, at seq 0, did not see it,
+    let placed = a.commit_batch([buy("a", 90, 1)]).unwrap();
+    assert!(matches!(placed[0], Ok(Outcome::Placed { seq: 1, .. })));
+
+    // when B commits a cancel of an order it does not know (404, nothing to write)
+    // and a buy,
+    let cancel = Command::Cancel {
+        user: "b".into(),
+        order_id: 3,
+        idempotency_key: None,
+    };
+    let fenced = b.commit_batch([cancel, buy("b", 91, 1)]).unwrap_err();
+
+    // then the cancel keeps its answer, the buy is refused by the log, to be
+    // decided again after a reload.
+    let writer::CommitError::Fenced {
+        answered, retry, ..
+    } = fenced
+    else {
+        panic!("{fenced:?}")
+    };
+    assert_eq!(answered.len(), 1);
+    assert!(answered[0].is_err(), "{answered:?}");
+    assert_eq!(retry.len(), 1);
+    assert!(
+        matches!(
+            b.commit_batch(retry.clone()),
+            Err(writer::CommitError::Failed(_))
+        ),
+        "no commit on a stale model"
+    );
+    b.reload().unwrap();
+    assert_eq!(b.log_end().0, 2, "B continues after A's event");
+    let again = b.commit_batch(retry).unwrap();
+    let Ok(Outcome::Placed { seq, order, .. }) = &again[0] else {
+        panic!("{again:?}")
+    };
+    assert_eq!(
+        (*seq, order.id),
+        (2, 4),
+        "the next seq and the next order id"
+    );
+    // B now knows A's order: its owner can cancel it through B.
+    let cancelled = b.commit_batch([Command::Cancel {
+        user: "a".into(),
+        order_id: 3,
+        idempotency_key: None,
+    }]);
+    assert!(matches!(
+        cancelled.unwrap()[0],
+        Ok(Outcome::Cancelled { seq: 3, .. })
+    ));
+    assert_eq!(log.seqs(), vec![1, 2, 3], "one history, no fork");
+    let stale = a.commit_batch([buy("a", 92, 1)]).unwrap_err().to_string();
+    assert!(stale.contains("another writer"), "A is stale now: {stale}");
 }

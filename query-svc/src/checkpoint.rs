@@ -45,7 +45,7 @@ pub fn load_until(
     seq_max: u64,
 ) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
-        snapshot::check_log_continues(&mut *log, header.seq, header.log_offset)?;
+        log.check_continues(header.seq, header.log_offset)?;
         ReadModel::decode(body, header.seq)
     };
     let skipped = |path: &Path, reason: &str| {

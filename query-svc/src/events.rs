@@ -69,14 +69,21 @@ async fn produce(
     let mut next = from.max(1);
     if next <= head {
         let mut cursor = state.seek.before(next);
+        // One reader for the whole history: a stream's reader goes on where it was.
+        let mut log = Some(state.sources.log.open());
         loop {
-            let log = state.sources.log.clone();
-            let read =
-                tokio::task::spawn_blocking(move || history::read_events(&log, cursor, next, head))
-                    .await;
+            let mut reader = log.take().expect("the reader comes back after each chunk");
+            let read = tokio::task::spawn_blocking(move || {
+                let read = history::read_events(&mut *reader, cursor, next, head);
+                (reader, read)
+            })
+            .await;
             let (events, after, done) = match read {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return End::Failed(e),
+                Ok((reader, Ok(r))) => {
+                    log = Some(reader);
+                    r
+                }
+                Ok((_, Err(e))) => return End::Failed(e),
                 Err(e) => return End::Failed(e.to_string()),
             };
             for e in &events {

@@ -3,13 +3,16 @@
 //! from the nearest known position at or before N (a snapshot, or the seek index the
 //! tailer keeps) and read forward, so their cost follows the distance, and memory
 //! stays bounded by the state (time travel) or by one read chunk (events).
+//!
+//! A position is a [`LogCursor`]: a byte offset and the seq of the line there. A
+//! file is read at the offset; a JetStream stream from the seq ([`OpenLog`] opens
+//! either, and [`LogRead::locate`] says where to start).
 
 use crate::checkpoint;
 use crate::projection::{BookSnapshot, ReadModel};
 use bytes::Bytes;
-use shared_events::{BookState, LogCursor};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use shared_events::source::{FileLog, Reader, read_full_at};
+use shared_events::{BookState, LogCursor, LogRead};
 use std::path::PathBuf;
 use std::sync::RwLock;
 
@@ -18,11 +21,23 @@ pub const HISTORY_CHUNK_BYTES: usize = shared_events::codec::LINE_BYTES_MAX;
 /// Events between two entries of the seek index.
 pub const SEEK_INDEX_EVERY: u64 = 1024;
 
+/// Opens a reader of the log for each reader of the past.
+pub trait OpenLog: Send + Sync + std::fmt::Debug {
+    fn open(&self) -> Box<dyn LogRead + Send>;
+}
+
+/// A log file.
+impl OpenLog for PathBuf {
+    fn open(&self) -> Box<dyn LogRead + Send> {
+        Box::new(FileLog::new(self))
+    }
+}
+
 /// Where the past can be read from.
 #[derive(Debug)]
 pub struct Sources {
     pub genesis: BookState,
-    pub log: PathBuf,
+    pub log: Box<dyn OpenLog>,
     pub snapshots: PathBuf,
 }
 
@@ -72,24 +87,19 @@ impl SeekIndex {
 /// The book right after event `n` (`n` = 0: the genesis state), rebuilt from the
 /// newest snapshot at or before `n` and the log after it.
 pub fn book_at(sources: &Sources, n: u64) -> Result<BookSnapshot, String> {
-    let (mut model, cursor) = checkpoint::load_until(
-        &sources.snapshots,
-        &mut shared_events::FileLog::new(&sources.log),
-        n,
-    )
-    .map(|(model, cursor, _)| (model, cursor))
-    .unwrap_or_else(|| {
-        (
-            ReadModel::from_state(&sources.genesis, 0),
-            LogCursor::start(),
-        )
-    });
+    let mut log = sources.log.open();
+    let (mut model, cursor) = checkpoint::load_until(&sources.snapshots, &mut *log, n)
+        .map(|(model, cursor, _)| (model, cursor))
+        .unwrap_or_else(|| {
+            (
+                ReadModel::from_state(&sources.genesis, 0),
+                LogCursor::start(),
+            )
+        });
     if model.seq < n {
-        let mut file = File::open(&sources.log).map_err(|e| format!("opening the log: {e}"))?;
-        file.seek(SeekFrom::Start(cursor.offset))
-            .map_err(|e| e.to_string())?;
+        log.locate(cursor);
         let mut misfit = None;
-        shared_events::scan_until(file, cursor, n, |env, _| {
+        shared_events::scan_until(Reader::new(&mut log, cursor.offset), cursor, n, |env, _| {
             if misfit.is_none()
                 && let Err(e) = model.apply(&env)
             {
@@ -117,22 +127,20 @@ pub struct LineEvent {
     pub line: Bytes,
 }
 
-/// Reads one chunk of the log from `cursor` and returns its events with seq in
+/// Reads one chunk of `log` from `cursor` and returns its events with seq in
 /// `first..=last`, the cursor after the chunk's complete lines, and whether the
 /// reading is done (`last` passed, or the end of the log reached).
 pub fn read_events(
-    log: &std::path::Path,
+    log: &mut dyn LogRead,
     cursor: LogCursor,
     first: u64,
     last: u64,
 ) -> Result<(Vec<LineEvent>, LogCursor, bool), String> {
-    let mut file = File::open(log).map_err(|e| format!("opening the log: {e}"))?;
-    file.seek(SeekFrom::Start(cursor.offset))
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::with_capacity(HISTORY_CHUNK_BYTES);
-    file.take(HISTORY_CHUNK_BYTES as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
+    log.locate(cursor);
+    let mut buf = vec![0u8; HISTORY_CHUNK_BYTES];
+    let got =
+        read_full_at(log, cursor.offset, &mut buf).map_err(|e| format!("reading the log: {e}"))?;
+    buf.truncate(got);
     let mut out = Vec::new();
     let mut next = cursor;
     let decoded = next.decode_lines(&buf, |env, raw| {

@@ -8,6 +8,8 @@
 //! - [`projection`]: the read model and its pure fold; the immutable book snapshot.
 //! - [`source`]: the log as the read side sees it: the durable watermark, the bytes
 //!   from an offset, wake-ups ([`source::LogSource`]); the file implementation.
+//! - [`stream_source`]: the same for a NATS JetStream stream; [`jetstream`] is the
+//!   client both sides share (the file lives in command-svc and is included here).
 //! - [`tailer`]: follows the log (notify + poll) up to the durable watermark,
 //!   verifies and applies lines, publishes snapshots and live events, writes
 //!   checkpoints.
@@ -18,7 +20,7 @@
 //!   `/events`, `/health`, with read-your-writes (`min_seq`).
 //!
 //! [`start`] loads the newest snapshot (or `init.txt`), publishes it and starts the
-//! tailer. Handlers read a [`QueryState`]: the current snapshot plus the concurrent
+//! tailer on the file or the stream. Handlers read a [`QueryState`]: the current snapshot plus the concurrent
 //! indexes.
 
 pub mod checkpoint;
@@ -27,12 +29,18 @@ pub mod history;
 pub mod http;
 pub mod projection;
 pub mod source;
+pub mod stream_source;
 pub mod tailer;
+
+// The JetStream client is the same file the write side uses. It is included by path
+// rather than depended on, because query-svc must not depend on command-svc.
+#[path = "../../command-svc/src/jetstream.rs"]
+pub mod jetstream;
 
 use arc_swap::ArcSwap;
 use history::{LineEvent, SeekIndex, Sources};
 use projection::{BookSnapshot, DashMap, OrderView, ReadModel, TradeView};
-use shared_events::{BookState, LogCursor, StateError};
+use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +61,10 @@ pub const TIME_TRAVEL_CACHED: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub init: PathBuf,
-    pub log: PathBuf,
-    /// Snapshot directory; `None`: `snapshots/` beside the log.
+    /// The log: a file, or a JetStream stream.
+    pub log: LogLocation,
+    /// Snapshot directory; `None`: `snapshots/` beside a log file,
+    /// `snapshots-<stream>/` for a stream.
     pub snapshots: Option<PathBuf>,
     /// Events between snapshots (0: only at a clean stop).
     pub snapshot_every: u64,
@@ -65,8 +75,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config with the defaults for everything but the two files.
-    pub fn new(init: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+    /// A config with the defaults for everything but the genesis file and the log.
+    pub fn new(init: impl Into<PathBuf>, log: impl Into<LogLocation>) -> Self {
         Config {
             init: init.into(),
             log: log.into(),
@@ -80,7 +90,7 @@ impl Config {
     pub fn snapshot_dir(&self) -> PathBuf {
         self.snapshots
             .clone()
-            .unwrap_or_else(|| shared_events::snapshot::default_dir(&self.log))
+            .unwrap_or_else(|| self.log.default_snapshot_dir())
     }
 }
 
@@ -232,22 +242,55 @@ impl QueryService {
     }
 }
 
+/// Why the read side cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Init(#[from] StateError),
+    #[error(transparent)]
+    JetStream(#[from] jetstream::JetStreamError),
+}
+
 /// Loads the newest usable snapshot (else the genesis state) and starts tailing the
-/// log from there (waiting for it if missing).
-pub fn start(config: &Config) -> Result<QueryService, StateError> {
+/// log from there (waiting for it if missing): the file, or the stream.
+pub fn start(config: &Config) -> Result<QueryService, StartError> {
     let genesis = BookState::load(&config.init)?;
     let dir = config.snapshot_dir();
-    let mut log = shared_events::FileLog::new(&config.log);
-    let (mut model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+    let (mut model, cursor, source, log): (
+        _,
+        _,
+        Box<dyn source::LogSource>,
+        Box<dyn history::OpenLog>,
+    ) = match &config.log {
+        LogLocation::File(path) => {
+            let mut log = shared_events::FileLog::new(path);
+            let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+            let source = Box::new(source::FileSource::new(path));
+            (model, cursor, source, Box::new(path.clone()))
+        }
+        LogLocation::JetStream(url) => {
+            let js = jetstream::JetStream::connect(url, "foldbook query-svc")?;
+            let mut log = jetstream::StreamLog::new(js.clone());
+            let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+            tracing::info!(url = %url, from_seq = cursor.next_seq, "following a JetStream stream");
+            let source = Box::new(stream_source::StreamSource::new(js.clone(), cursor));
+            (
+                model,
+                cursor,
+                source,
+                Box::new(stream_source::StreamOpener(js)),
+            )
+        }
+    };
     model.keep_finished(config.finished_orders_kept);
     let sources = Sources {
         genesis,
-        log: config.log.clone(),
+        log,
         snapshots: dir.clone(),
     };
     let state = Arc::new(QueryState::new(&model, sources, cursor));
     let setup = tailer::TailerSetup {
-        source: Box::new(source::FileSource::new(&config.log)),
+        source,
         model,
         cursor,
         snapshots: Some(checkpoint::SnapshotOptions {

@@ -32,10 +32,12 @@ struct Args {
     /// Genesis state file (the same one command-svc uses).
     #[arg(long, env = "FOLDBOOK_INIT", default_value = "init.txt")]
     init: PathBuf,
-    /// Event log to follow (waited for if missing).
+    /// Event log to follow (waited for if missing): a file, or a NATS JetStream
+    /// stream, `nats://HOST:PORT[,HOST:PORT...]/STREAM`.
     #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
-    log: PathBuf,
-    /// Snapshot directory [default: `snapshots/` beside the log].
+    log: shared_events::LogLocation,
+    /// Snapshot directory [default: `snapshots/` beside a log file,
+    /// `snapshots-<STREAM>/` in the working directory for a stream].
     #[arg(long, env = "FOLDBOOK_SNAPSHOTS")]
     snapshots: Option<PathBuf>,
     /// Events between two snapshots (0: only at a clean stop).

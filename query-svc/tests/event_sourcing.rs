@@ -53,13 +53,15 @@ impl Fixture {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.config.log)
+            .open(self.config.log.file().unwrap())
             .unwrap();
         for seq in from..=to {
             f.write_all(&shared_events::encode(&placed(seq))).unwrap();
         }
-        let len = std::fs::metadata(&self.config.log).unwrap().len();
-        let path = shared_events::watermark::path_for(&self.config.log);
+        let len = std::fs::metadata(self.config.log.file().unwrap())
+            .unwrap()
+            .len();
+        let path = shared_events::watermark::path_for(self.config.log.file().unwrap());
         std::fs::write(path, Watermark::now(to, len).encode()).unwrap();
     }
 }
@@ -301,9 +303,9 @@ async fn a_snapshot_of_another_fold_version_is_ignored() {
     wait_applied(&service, 3).await;
     service.stop();
     // Damage line 1: only the snapshot (taken after it) lets a start reach seq 3.
-    let mut log = std::fs::read(&fx.config.log).unwrap();
+    let mut log = std::fs::read(fx.config.log.file().unwrap()).unwrap();
     log[10] ^= 1;
-    std::fs::write(&fx.config.log, &log).unwrap();
+    std::fs::write(fx.config.log.file().unwrap(), &log).unwrap();
     let service = query_svc::start(&fx.config).unwrap();
     assert_eq!(service.state.applied_seq(), 3);
     service.stop();

@@ -98,15 +98,15 @@ fn append(config: &Config, bytes: &[u8]) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&config.log)
+        .open(config.log.file().unwrap())
         .unwrap();
     f.write_all(bytes).unwrap();
 }
 
 /// What the writer does after its fdatasync: says how far the log is durable.
 fn mark_durable(config: &Config, seq: u64) {
-    let offset = std::fs::metadata(&config.log).map_or(0, |m| m.len());
-    let path = shared_events::watermark::path_for(&config.log);
+    let offset = std::fs::metadata(config.log.file().unwrap()).map_or(0, |m| m.len());
+    let path = shared_events::watermark::path_for(config.log.file().unwrap());
     std::fs::write(path, Watermark::now(seq, offset).encode()).unwrap();
 }
 
@@ -147,9 +147,9 @@ async fn follows_a_log_that_appears_and_grows() {
     // Complete lines past the durable watermark are not shown: a crash could still
     // take them back. Only what the watermark covers is applied.
     append(&config, &lines[1]);
-    let durable_2 = std::fs::metadata(&config.log).unwrap().len();
+    let durable_2 = std::fs::metadata(config.log.file().unwrap()).unwrap().len();
     append(&config, &lines[2]);
-    let path = shared_events::watermark::path_for(&config.log);
+    let path = shared_events::watermark::path_for(config.log.file().unwrap());
     std::fs::write(&path, Watermark::now(2, durable_2).encode()).unwrap();
     wait_applied(&service, 2).await;
     let (_, book, applied) = get(&service, "/orderbook").await;
@@ -332,9 +332,9 @@ async fn a_clean_stop_writes_a_snapshot_and_the_next_start_uses_it() {
 
     // Damage the log's first line: only a start from the snapshot (which begins after
     // it) can still show seq 3; a start from genesis stops at line 1.
-    let mut log = std::fs::read(&config.log).unwrap();
+    let mut log = std::fs::read(config.log.file().unwrap()).unwrap();
     log[5] ^= 1;
-    std::fs::write(&config.log, &log).unwrap();
+    std::fs::write(config.log.file().unwrap(), &log).unwrap();
     let service = query_svc::start(&config).unwrap();
     assert_eq!(
         service.state.applied_seq(),

@@ -16,7 +16,8 @@
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
 //! - [`binary`]: the byte encoding of snapshot bodies (integers, strings, a user table).
 //! - [`source`]: the read interface to a log ([`LogRead`]: length, bytes at an
-//!   offset) and its file implementation.
+//!   offset, where a line starts) and its file implementation.
+//! - [`location`]: where the log is (`--log`): a file, or a NATS JetStream stream.
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
@@ -71,6 +72,13 @@
 //! was: a torn append loses only the end of what it wrote, never a newline inside it.
 //! Nothing is ever skipped.
 //!
+//! **On NATS JetStream** (`--log nats://HOST:PORT/STREAM`, see [`location`]) the log
+//! is a stream whose message N is line N without its newline, byte for byte, and
+//! whose stream sequence is the line's `seq`. Byte offsets are those the same lines
+//! would have in a file (each line plus its newline, from seq 1), computed by the
+//! reader; a message is stored whole or not at all, so a bad last message is
+//! corruption, never a torn tail.
+//!
 //! ## Book state (`init.txt`, snapshots)
 //!
 //! A JSON object: `next_order_id` (u64) and `orders`, the resting orders in
@@ -81,6 +89,7 @@ pub mod binary;
 pub mod codec;
 pub mod domain;
 pub mod event;
+pub mod location;
 pub mod openapi;
 pub mod snapshot;
 pub mod source;
@@ -93,6 +102,7 @@ pub use codec::{
 };
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};
+pub use location::{LogLocation, StreamUrl};
 pub use source::{FileLog, LogRead};
 pub use state::{BookState, StateError};
 pub use watermark::Watermark;

@@ -579,7 +579,7 @@ impl World {
         }
         let sources = Sources {
             genesis: self.genesis.clone(),
-            log: PathBuf::from("sim-disk"),
+            log: Box::new(PathBuf::from("sim-disk")),
             snapshots: self.snapshots.0.clone(),
         };
         let state = Arc::new(QueryState::new(&model, sources, cursor));

@@ -2,6 +2,8 @@
 //! wait (bounded) for conditions, stop them gently or with SIGKILL.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

