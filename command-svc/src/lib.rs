@@ -158,6 +158,8 @@ fn recover_at_start<S: Recoverable>(
         config.idempotency_keys,
         log_file::now_us(),
     )?;
+    // Replay grew the book's tables by doubling; hand the old ones back.
+    shared_events::memory::release_free();
     let elapsed = started.elapsed();
     tracing::info!(
         log = %name,

@@ -110,8 +110,10 @@ pub fn combined_routes(
             command_svc::http::json(status, &fields)
         });
     let read_auth = auth.clone().filter(|_| auth_reads);
-    command_svc::http::api(command, auth)
-        .or(query_svc::http::api(query, read_auth))
+    // Reads first: they are most of the traffic, and a request tried against a
+    // filter that does not match costs a rejection.
+    query_svc::http::api(query, read_auth)
+        .or(command_svc::http::api(command, auth))
         .unify()
         .or(health)
         .unify()

@@ -283,6 +283,8 @@ pub fn start(config: &Config) -> Result<QueryService, StartError> {
         }
     };
     model.keep_finished(config.finished_orders_kept);
+    // Loading a snapshot builds large tables from temporary ones; hand those back.
+    shared_events::memory::release_free();
     let sources = Sources {
         genesis,
         log,

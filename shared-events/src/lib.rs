@@ -19,6 +19,7 @@
 //!   offset, where a line starts) and its file implementation.
 //! - [`location`]: where the log is (`--log`): a file, or a NATS JetStream stream.
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
+//! - [`memory`]: handing memory freed by a large build back to the system.
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
 //!
@@ -90,6 +91,7 @@ pub mod codec;
 pub mod domain;
 pub mod event;
 pub mod location;
+pub mod memory;
 pub mod openapi;
 pub mod snapshot;
 pub mod source;
