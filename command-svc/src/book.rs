@@ -388,7 +388,7 @@ impl Book {
         w.count(self.index.len());
         w.count(levels.len());
         for (side, price, level) in levels {
-            w.u8(side_byte(side));
+            w.side(side);
             w.u64(price);
             w.count(level.len());
             for (&id, r) in level {
@@ -416,7 +416,7 @@ impl Book {
         let mut levels: Vec<(Side, u64, Vec<OrderRecord>)> = Vec::with_capacity(level_count);
         let mut read = 0usize;
         for _ in 0..level_count {
-            let side = side_of(r.u8()?).ok_or_else(|| r.error("side is not 0 or 1"))?;
+            let side = r.side()?;
             let price = r.u64()?;
             if !(PRICE_MIN..=PRICE_MAX).contains(&price) {
                 return Err(r.error(format!("price {price} is out of bounds")));
@@ -529,22 +529,6 @@ impl Book {
 
 /// A resting order as a snapshot body holds it: `(id, user index, qty)`.
 type OrderRecord = (u64, u32, u64);
-
-/// A side as one byte in snapshot bodies.
-fn side_byte(side: Side) -> u8 {
-    match side {
-        Side::Buy => 0,
-        Side::Sell => 1,
-    }
-}
-
-fn side_of(byte: u8) -> Option<Side> {
-    match byte {
-        0 => Some(Side::Buy),
-        1 => Some(Side::Sell),
-        _ => None,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -462,7 +462,7 @@ impl ReadModel {
         for o in self.orders.iter() {
             w.u64(o.id);
             w.u32(users.index(&o.user));
-            w.u8(side_byte(o.side));
+            w.side(o.side);
             w.u64(o.price);
             w.u64(o.qty);
             w.u64(o.filled_qty);
@@ -784,7 +784,7 @@ fn decode_parts(
         if user as usize >= names.len() {
             return Err(r.error(format!("user index {user} is not in the table")));
         }
-        let side = side_of(r.u8()?).ok_or_else(|| r.error("side is not 0 or 1"))?;
+        let side = r.side()?;
         let (price, qty, filled_qty) = (r.u64()?, r.u64()?, r.u64()?);
         let status = status_of(r.u8()?).ok_or_else(|| r.error("status is not 0, 1 or 2"))?;
         let order_seq = r.u64()?;
@@ -830,22 +830,6 @@ fn decode_parts(
     }
     r.end()?;
     Ok((orders, names, next_order_id, trades))
-}
-
-/// A side as one byte in snapshot bodies.
-fn side_byte(side: Side) -> u8 {
-    match side {
-        Side::Buy => 0,
-        Side::Sell => 1,
-    }
-}
-
-fn side_of(byte: u8) -> Option<Side> {
-    match byte {
-        0 => Some(Side::Buy),
-        1 => Some(Side::Sell),
-        _ => None,
-    }
 }
 
 fn status_byte(status: Status) -> u8 {

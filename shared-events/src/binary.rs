@@ -10,6 +10,7 @@
 //! write a table of distinct names once ([`UserTable`]) and refer to a name by its
 //! `u32` index in it.
 
+use crate::domain::Side;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -52,6 +53,14 @@ impl BodyWriter {
     /// A count written as `u64`.
     pub fn count(&mut self, n: usize) {
         self.u64(n as u64);
+    }
+
+    /// A side as one byte: 0 buy, 1 sell.
+    pub fn side(&mut self, side: Side) {
+        self.u8(match side {
+            Side::Buy => 0,
+            Side::Sell => 1,
+        });
     }
 
     /// A byte string: its length as `u32`, then the bytes.
@@ -121,6 +130,15 @@ impl<'a> BodyReader<'a> {
             return Err(self.error(format!("count {n} is larger than the body allows")));
         }
         Ok(n as usize)
+    }
+
+    /// A side written by [`BodyWriter::side`].
+    pub fn side(&mut self) -> Result<Side, BodyError> {
+        match self.u8()? {
+            0 => Ok(Side::Buy),
+            1 => Ok(Side::Sell),
+            other => Err(self.error(format!("side {other} is not 0 (buy) or 1 (sell)"))),
+        }
     }
 
     pub fn bytes(&mut self) -> Result<&'a [u8], BodyError> {
