@@ -6,6 +6,7 @@
 use crate::command::{Command, Rejection};
 use shared_events::binary::{BodyError, BodyReader, BodyWriter, UserTable};
 use shared_events::domain::resting_fingerprint;
+use shared_events::interner::Interner;
 use shared_events::{BookState, Event, Fill, Order, Side};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +14,6 @@ use std::sync::Arc;
 /// Most fills one order may produce. Bounds the size of one event (one log line);
 /// an order that would match more resting orders is rejected and writes nothing.
 pub const FILLS_PER_EVENT_MAX: usize = 1_000;
-
-/// User names kept interned before the table is swept of names no resting order
-/// holds any more (it is also swept when it grows past twice the resting orders).
-pub const USERS_INTERNED_MAX: usize = 100_000;
 
 /// One resting order, as far as matching needs it. Its id is the key of its level.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +40,7 @@ pub struct Book {
     index: foldhash::HashMap<u64, (Side, u64)>,
     /// Every user with a resting order (and some who had one), shared by their
     /// orders: a resting order then costs a pointer, not a string.
-    users: foldhash::HashSet<Arc<str>>,
+    users: Interner,
     /// The id the next placed order gets.
     next_order_id: u64,
     /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
@@ -312,31 +309,12 @@ impl Book {
         self.digest = self
             .digest
             .wrapping_add(resting_fingerprint(id, user, side, price, qty));
-        let user = self.intern(user);
+        let user = self.users.intern(user);
         self.levels_mut(side)
             .entry(price)
             .or_default()
             .insert(id, Resting { user, qty });
         self.index.insert(id, (side, price));
-    }
-
-    /// The shared copy of `user`. The table only grows while users keep arriving;
-    /// [`Book::prune_users`] drops the names no resting order uses any more.
-    fn intern(&mut self, user: &str) -> Arc<str> {
-        if let Some(known) = self.users.get(user) {
-            return known.clone();
-        }
-        let user: Arc<str> = user.into();
-        self.users.insert(user.clone());
-        if self.users.len() > USERS_INTERNED_MAX.max(2 * self.index.len()) {
-            self.prune_users();
-        }
-        user
-    }
-
-    /// Forgets the user names that no resting order holds (only the table does).
-    fn prune_users(&mut self) {
-        self.users.retain(|u| Arc::strong_count(u) > 1);
     }
 
     /// Removes `qty` from a resting order known to hold at least that much.
@@ -415,19 +393,25 @@ impl Book {
         let level_count = r.count(SNAPSHOT_ORDERS_MAX, 17)?;
         let mut levels: Vec<(Side, u64, Vec<OrderRecord>)> = Vec::with_capacity(level_count);
         let mut read = 0usize;
+        // Each side's levels come by ascending price: the last bid is the best bid,
+        // the first ask the best ask.
+        let (mut last_bid, mut last_ask, mut best_ask) = (None, None, None);
         for _ in 0..level_count {
             let side = r.side()?;
             let price = r.u64()?;
             if !(PRICE_MIN..=PRICE_MAX).contains(&price) {
                 return Err(r.error(format!("price {price} is out of bounds")));
             }
-            if levels
-                .iter()
-                .rev()
-                .find(|(s, _, _)| *s == side)
-                .is_some_and(|&(_, p, _)| p >= price)
-            {
+            let last = match side {
+                Side::Buy => &mut last_bid,
+                Side::Sell => &mut last_ask,
+            };
+            if last.is_some_and(|p| p >= price) {
                 return Err(r.error(format!("price level {price} is out of order")));
+            }
+            *last = Some(price);
+            if side == Side::Sell {
+                best_ask = best_ask.or(Some(price));
             }
             let n = r.count(total - read, 20)?;
             if n == 0 {
@@ -457,17 +441,7 @@ impl Book {
         if read != total {
             return Err(r.error(format!("{read} orders in the levels, {total} announced")));
         }
-        let best_bid = levels
-            .iter()
-            .filter(|l| l.0 == Side::Buy)
-            .map(|l| l.1)
-            .max();
-        let best_ask = levels
-            .iter()
-            .filter(|l| l.0 == Side::Sell)
-            .map(|l| l.1)
-            .min();
-        if let (Some(bid), Some(ask)) = (best_bid, best_ask)
+        if let (Some(bid), Some(ask)) = (last_bid, best_ask)
             && bid >= ask
         {
             return Err(r.error(format!(

@@ -10,6 +10,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 use shared_events::binary::{BodyError, BodyReader, BodyWriter, UserTable, user_at};
 use shared_events::domain::resting_fingerprint;
+use shared_events::interner::Interner;
 use shared_events::{BookState, Envelope, Event, Side};
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -18,10 +19,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 /// faster than SipHash when replaying millions of events, and still seeded per
 /// process, so user names chosen to collide cannot slow a lookup down.
 pub type DashMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
-
-/// User names kept interned before the table is swept of names no kept order
-/// holds (it is also swept when it grows past twice the users with orders).
-pub const USERS_INTERNED_MAX: usize = 100_000;
 
 /// Most recent trades kept for `/trades` (also its largest `limit`).
 pub const TRADES_KEPT: usize = 1_000;
@@ -111,12 +108,14 @@ pub struct ReadModel {
     /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
     digest: u64,
     /// Every user name seen, shared by their orders (the tailer's interner).
-    users: foldhash::HashSet<Arc<str>>,
+    users: Interner,
     /// Greater than every order id seen: ids are never reused, so an order below
     /// it is a misfit (cheaper to check than a lookup in the order index).
     next_order_id: u64,
     /// Kept finished orders, in the order they finished (oldest first).
     finished: VecDeque<u64>,
+    /// The orders the event being applied finished (empty between events).
+    finishing: Vec<u64>,
     /// Most finished orders kept; beyond it the oldest is forgotten.
     pub finished_kept: usize,
 }
@@ -134,6 +133,7 @@ impl Default for ReadModel {
             users: Default::default(),
             next_order_id: 0,
             finished: VecDeque::new(),
+            finishing: Vec::new(),
             finished_kept: FINISHED_ORDERS_KEPT_DEFAULT,
         }
     }
@@ -156,7 +156,7 @@ impl ReadModel {
             ..ReadModel::default()
         };
         for o in &state.orders {
-            let user = model.intern(&o.user);
+            let user = model.users.intern(&o.user);
             model.insert_order(OrderView {
                 id: o.id,
                 user,
@@ -195,16 +195,6 @@ impl ReadModel {
         }
     }
 
-    /// The shared copy of a user name.
-    fn intern(&mut self, user: &str) -> Arc<str> {
-        if let Some(known) = self.users.get(user) {
-            return known.clone();
-        }
-        let user: Arc<str> = user.into();
-        self.users.insert(user.clone());
-        user
-    }
-
     fn insert_order(&mut self, view: OrderView) {
         let (id, user) = (view.id, view.user.clone());
         // The order first, then the user's list, so a reader of the list always finds it.
@@ -218,10 +208,10 @@ impl ReadModel {
         self.forget_finished();
     }
 
-    /// Notes that order `id` finished (filled or cancelled) with this event; what
-    /// is forgotten is decided at the end of the event ([`ReadModel::apply`]).
+    /// Notes that order `id` finished (filled or cancelled) with this event; it
+    /// joins the kept finished orders at the end of the event ([`ReadModel::apply`]).
     fn finish(&mut self, id: u64) {
-        self.finished.push_back(id);
+        self.finishing.push(id);
     }
 
     /// Forgets the oldest finished orders beyond [`ReadModel::finished_kept`]:
@@ -248,10 +238,6 @@ impl ReadModel {
                     .remove_if(&order.user, |_, ids| ids.is_empty());
             }
         }
-        if self.users.len() > USERS_INTERNED_MAX.max(2 * self.user_orders.len()) {
-            // Names no kept order holds any more (the table is the only holder).
-            self.users.retain(|u| Arc::strong_count(u) > 1);
-        }
     }
 
     fn resting_qty(&self, id: u64, side: Side, price: u64) -> Option<u64> {
@@ -265,16 +251,14 @@ impl ReadModel {
 
     /// Folds one event in. Checks every fact first, so a misfit leaves the model as it was.
     pub fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
-        let finished_before = self.finished.len();
-        self.apply_event(env)?;
+        let applied = self.apply_event(env);
         // The orders one event finished go in id order: the order a snapshot
         // rebuilds (by seq, then id), so a loaded model forgets exactly what the
         // live one does.
-        if self.finished.len() - finished_before > 1 {
-            self.finished.make_contiguous()[finished_before..].sort_unstable();
-        }
+        self.finishing.sort_unstable();
+        self.finished.extend(self.finishing.drain(..));
         self.forget_finished();
-        Ok(())
+        applied
     }
 
     fn apply_event(&mut self, env: &Envelope) -> Result<(), FoldError> {
@@ -339,7 +323,7 @@ impl ReadModel {
                     self.rest(order.id, &order.user, order.side, order.price, *resting_qty);
                 }
                 self.next_order_id = order.id + 1;
-                let user = self.intern(&order.user);
+                let user = self.users.intern(&order.user);
                 self.insert_order(OrderView {
                     id: order.id,
                     user,

@@ -18,8 +18,8 @@ use crate::projection::ReadModel;
 use crate::source::LogSource;
 use notify::Watcher;
 use shared_events::snapshot::Checkpointer;
+use shared_events::source::read_full_at;
 use shared_events::{Envelope, LogCursor, Watermark};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,12 +259,7 @@ impl Tailer {
         }
         let want = (backlog as usize).min(READ_BYTES_MAX);
         self.buf.resize(want, 0);
-        let got = shared_events::source::read_full_at(
-            &mut *self.source,
-            self.cursor.offset,
-            &mut self.buf,
-        )
-        .map_err(io)?;
+        let got = read_full_at(&mut *self.source, self.cursor.offset, &mut self.buf).map_err(io)?;
         self.buf.truncate(got);
 
         let mut batch: Vec<(Envelope, usize, usize)> = Vec::new();
@@ -475,15 +470,18 @@ fn decode_range(
     tx: SyncSender<Vec<(Envelope, u64)>>,
 ) -> Result<(), StepError> {
     let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
-    let mut reader =
-        shared_events::source::Reader::new(source, start.offset).take(stop_at - start.offset);
     let mut cursor = start;
+    let mut at = start.offset;
     let mut buf: Vec<u8> = Vec::with_capacity(2 * PIPELINE_CHUNK_BYTES);
     let mut batch = Vec::with_capacity(PIPELINE_BATCH_EVENTS);
     loop {
         let before = buf.len();
-        buf.resize(before + PIPELINE_CHUNK_BYTES, 0);
-        let got = read_full(&mut reader, &mut buf[before..]).map_err(io)?;
+        buf.resize(
+            before + PIPELINE_CHUNK_BYTES.min((stop_at - at) as usize),
+            0,
+        );
+        let got = read_full_at(source, at, &mut buf[before..]).map_err(io)?;
+        at += got as u64;
         buf.truncate(before + got);
         let mut gone = false;
         let decoded = cursor.decode_lines(&buf, |env, raw| {
@@ -544,20 +542,6 @@ impl LogSource for Lent {
     fn name(&self) -> String {
         "(lent)".to_owned()
     }
-}
-
-/// Fills `buf` from `reader` as far as it goes; returns the bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Why a step applied nothing more.

@@ -417,3 +417,118 @@ async fn only_the_most_recent_finished_orders_are_kept() {
     assert_eq!(service.state.snapshot().digest, all.digest());
     service.stop();
 }
+
+/// A log larger than [`query_svc::tailer::PIPELINE_BYTES_MIN`]: events `1..=n`,
+/// order `2 + seq` alternately buying at 90 (resting) and selling at 90, which
+/// fills the previous buy.
+fn big_log(n: u64) -> Vec<u8> {
+    let mut log = Vec::new();
+    for seq in 1..=n {
+        let id = 2 + seq;
+        let event = if seq % 2 == 1 {
+            Event::OrderPlaced {
+                order: Order {
+                    id,
+                    user: format!("u{}", seq % 7),
+                    side: Side::Buy,
+                    price: 90,
+                    qty: 2,
+                },
+                fills: vec![],
+                resting_qty: 2,
+                idempotency_key: None,
+            }
+        } else {
+            Event::OrderPlaced {
+                order: Order {
+                    id,
+                    user: "s".into(),
+                    side: Side::Sell,
+                    price: 90,
+                    qty: 1,
+                },
+                fills: vec![Fill {
+                    maker_id: id - 1,
+                    maker_user: format!("u{}", (seq - 1) % 7),
+                    price: 90,
+                    qty: 1,
+                }],
+                resting_qty: 0,
+                idempotency_key: None,
+            }
+        };
+        shared_events::encode_into(&mut log, &env(seq, event));
+    }
+    log
+}
+
+/// A large backlog is caught up with decoding on a second thread: the result is
+/// the same model a plain fold of the log gives, and a corrupt line deep inside
+/// stops it right before that line, as the one-thread path does.
+#[tokio::test]
+async fn a_large_backlog_is_caught_up_to_the_same_model() {
+    let n = 12_000;
+    // Events 1..=n as one large backlog, then two more read the ordinary way.
+    let full = big_log(n + 2);
+    let mut head_bytes = 0;
+    shared_events::scan_until(&full[..], shared_events::LogCursor::start(), n, |_, at| {
+        head_bytes = at as usize
+    })
+    .unwrap();
+    let log = &full[..head_bytes];
+    assert!(
+        log.len() > query_svc::tailer::PIPELINE_BYTES_MIN,
+        "the log must take the catch-up path"
+    );
+    let genesis = shared_events::BookState::parse(INIT).unwrap();
+    let mut folded = query_svc::projection::ReadModel::from_state(&genesis, 0);
+    shared_events::scan(&full[..], shared_events::LogCursor::start(), |e, _| {
+        folded.apply(&e).unwrap()
+    })
+    .unwrap();
+
+    let (_dir, config) = setup();
+    append(&config, log);
+    mark_durable(&config, n);
+    let service = query_svc::start(&config).unwrap();
+    wait_applied(&service, n).await;
+    // The catch-up left the cursor right: the next events follow on.
+    append(&config, &full[log.len()..]);
+    mark_durable(&config, n + 2);
+    wait_applied(&service, n + 2).await;
+    let snapshot = service.state.snapshot();
+    assert_eq!(snapshot.digest, folded.digest());
+    assert_eq!(snapshot.json(), folded.book_json());
+    assert_eq!(service.state.orders.len(), folded.orders.len());
+    service.stop();
+
+    // Corrupt line 9 000 (a byte inside its JSON): everything before it is applied,
+    // nothing after, and the read side says why.
+    let (_dir, config) = setup();
+    let mut bad = log.to_vec();
+    let start = bad
+        .split(|&b| b == b'\n')
+        .take(8_999)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    bad[start + 10] ^= 0x01;
+    append(&config, &bad);
+    mark_durable(&config, n);
+    let service = query_svc::start(&config).unwrap();
+    wait_applied(&service, 8_999).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while service.state.error().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read error within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(service.state.applied_seq(), 8_999);
+    assert!(
+        service.state.error().unwrap().contains("bad line"),
+        "{:?}",
+        service.state.error()
+    );
+    service.stop();
+}

@@ -14,6 +14,7 @@
 //! - [`codec`]: one envelope <-> one checksummed line; log scanning and recovery rules.
 //! - [`state`]: the genesis (`init.txt`) / snapshot book state.
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
+//! - [`interner`]: one shared copy of each user name, swept of unused ones.
 //! - [`binary`]: the byte encoding of snapshot bodies (integers, strings, a user table).
 //! - [`source`]: the read interface to a log ([`LogRead`]: length, bytes at an
 //!   offset, where a line starts) and its file implementation.
@@ -90,6 +91,7 @@ pub mod binary;
 pub mod codec;
 pub mod domain;
 pub mod event;
+pub mod interner;
 pub mod location;
 pub mod memory;
 pub mod openapi;
