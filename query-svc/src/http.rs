@@ -255,7 +255,7 @@ async fn order(state: Arc<QueryState>, id: String, query: String) -> Result<Resp
         Err(response) => return Ok(response),
     };
     let seq = state.applied_seq();
-    let found = state.orders.get(&id).map(|o| o.clone());
+    let found = state.orders.get(id);
     let response = match found {
         Some(view) => json(StatusCode::OK, &view),
         None => error(
@@ -291,10 +291,7 @@ async fn user_orders(
         .get(user.as_str())
         .map(|ids| ids.iter().rev().take(limit).copied().collect())
         .unwrap_or_default();
-    let orders: Vec<OrderView> = ids
-        .iter()
-        .filter_map(|id| state.orders.get(id).map(|o| o.clone()))
-        .collect();
+    let orders: Vec<OrderView> = ids.iter().filter_map(|&id| state.orders.get(id)).collect();
     #[derive(Serialize)]
     struct UserOrders<'a> {
         seq: u64,

@@ -27,6 +27,7 @@ pub mod checkpoint;
 pub mod events;
 pub mod history;
 pub mod http;
+pub mod index;
 pub mod projection;
 pub mod source;
 pub mod stream_source;
@@ -39,7 +40,8 @@ pub mod jetstream;
 
 use arc_swap::ArcSwap;
 use history::{LineEvent, SeekIndex, Sources};
-use projection::{BookSnapshot, DashMap, OrderView, ReadModel, TradeView};
+use index::OrderIndex;
+use projection::{BookSnapshot, DashMap, ReadModel, TradeView};
 use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -99,7 +101,7 @@ pub struct QueryState {
     /// The book as of the last applied batch.
     snapshot: ArcSwap<BookSnapshot>,
     /// Every order by id.
-    pub orders: Arc<DashMap<u64, OrderView>>,
+    pub orders: Arc<OrderIndex>,
     /// Each user's order ids, oldest first.
     pub user_orders: Arc<DashMap<Arc<str>, std::collections::VecDeque<u64>>>,
     /// Recent trades, oldest first.

@@ -419,7 +419,7 @@ impl Tailer {
         };
         checkpointer.maybe(self.model.seq, || {
             let (seq, offset, body) = (self.model.seq, self.cursor.offset, self.model.encode());
-            move |dir: &Path| checkpoint::write(dir, seq, offset, &body)
+            move |dir: &Path| checkpoint::write(dir, seq, offset, body)
         });
         self.snapshots = Some(checkpointer);
     }
@@ -431,7 +431,7 @@ impl Tailer {
         };
         checkpointer.finish(self.model.seq, || {
             let (seq, offset, body) = (self.model.seq, self.cursor.offset, self.model.encode());
-            move |dir: &Path| checkpoint::write(dir, seq, offset, &body)
+            move |dir: &Path| checkpoint::write(dir, seq, offset, body)
         });
     }
 }

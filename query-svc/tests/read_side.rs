@@ -379,7 +379,7 @@ async fn only_the_most_recent_finished_orders_are_kept() {
     mark_durable(&config, 3);
     let service = query_svc::start(&config).unwrap();
     wait_applied(&service, 3).await;
-    let status = |id: u64| service.state.orders.get(&id).map(|o| o.status);
+    let status = |id: u64| service.state.orders.with(id, |o| o.status);
     use query_svc::projection::Status;
     assert_eq!(status(3), Some(Status::Resting));
     assert_eq!(status(4), Some(Status::Filled));

@@ -76,7 +76,7 @@ impl BodyWriter {
 }
 
 /// Reads values from a body, front to back.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BodyReader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -104,6 +104,17 @@ impl<'a> BodyReader<'a> {
         Ok(taken)
     }
 
+    /// The next `N` bytes, for a fixed-size record decoded field by field with no
+    /// further bounds checks.
+    pub fn array<const N: usize>(&mut self) -> Result<&'a [u8; N], BodyError> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+
+    /// Where the next read starts, in bytes from the start of the body.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     pub fn u8(&mut self) -> Result<u8, BodyError> {
         Ok(self.take(1)?[0])
     }
@@ -118,6 +129,18 @@ impl<'a> BodyReader<'a> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
+    }
+
+    /// A reader of the next `n` bytes only (its errors name offsets in the whole
+    /// body), which this one skips: for a section that is read elsewhere, such as
+    /// on several threads at once.
+    pub fn split_off(&mut self, n: usize) -> Result<BodyReader<'a>, BodyError> {
+        let start = self.pos;
+        self.take(n)?;
+        Ok(BodyReader {
+            buf: &self.buf[..start + n],
+            pos: start,
+        })
     }
 
     /// A count written by [`BodyWriter::count`], at most `max`, and small enough that
@@ -254,6 +277,25 @@ mod tests {
         let mut r = BodyReader::new(&body);
         r.u32().unwrap();
         assert!(r.end().is_err());
+    }
+
+    #[test]
+    fn a_split_off_section_reads_alone_and_names_whole_body_offsets() {
+        let mut w = BodyWriter::default();
+        w.u64(1);
+        w.u64(2);
+        w.u64(3);
+        let body = w.finish();
+        let mut r = BodyReader::new(&body);
+        assert_eq!(r.u64().unwrap(), 1);
+        let mut section = r.split_off(8).unwrap();
+        assert_eq!(r.u64().unwrap(), 3);
+        r.end().unwrap();
+        assert_eq!(section.position(), 8);
+        assert_eq!(section.array::<8>().unwrap(), &2u64.to_le_bytes());
+        section.end().unwrap();
+        assert_eq!(section.u8().unwrap_err().offset, 16);
+        assert!(r.split_off(1).is_err());
     }
 
     proptest! {

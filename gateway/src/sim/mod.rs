@@ -901,7 +901,7 @@ impl World {
         };
         let (seq, offset) = (tailer.model().seq, tailer.cursor().offset);
         let body = tailer.model().encode();
-        query_svc::checkpoint::write(&self.snapshots.0, seq, offset, &body);
+        query_svc::checkpoint::write(&self.snapshots.0, seq, offset, body);
         self.stats.snapshots_written += 1;
         self.note(format!("read-side snapshot at seq {seq}"));
     }
