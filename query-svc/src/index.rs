@@ -213,7 +213,10 @@ impl IndexBuilder {
         let shards = (orders as f64 / (slots as f64 * FILL)).ceil() as usize;
         if shards <= SHARDS_DEFAULT {
             // A small index: the default shards, with some room.
-            return Self::with_shards(SHARDS_DEFAULT, (orders + orders / 4).div_ceil(SHARDS_DEFAULT));
+            return Self::with_shards(
+                SHARDS_DEFAULT,
+                (orders + orders / 4).div_ceil(SHARDS_DEFAULT),
+            );
         }
         // A table of `slots` slots holds 7/8 of them before it grows.
         Self::with_shards(shards, slots / 8 * 7)

@@ -179,8 +179,19 @@ pub fn read(
     path: &Path,
     kind: &str,
     fold_version: u32,
-) -> Result<(SnapshotHeader, Vec<u8>, usize), String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+) -> Result<(SnapshotHeader, memmap2::Mmap, usize), String> {
+    let file = fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    // Mapped rather than copied: a million orders are tens of MB, and mapping the
+    // page cache's pages (all at once: `populate`) is cheaper than faulting in a
+    // fresh buffer and copying into it.
+    // SAFETY: the mapping is only read, and only while the snapshot is loaded. A
+    // snapshot file is never changed in place: it is written under a temporary
+    // name, synced and renamed, and old ones are deleted (deleting a mapped file
+    // keeps its pages). Truncating one by hand during a start is the one way to
+    // break this (the start then dies of SIGBUS); the README says to delete, not
+    // edit, snapshots.
+    let bytes = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| format!("cannot read: {e}"))?;
     let nl = memchr::memchr(b'\n', &bytes).ok_or("no header line")?;
     let header: SnapshotHeader =
         serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("bad header: {e}"))?;
@@ -370,6 +381,21 @@ mod tests {
         .unwrap();
         assert_eq!(loaded.header.seq, 20);
         assert!(skipped[0].1.contains("checksum"), "{skipped:?}");
+
+        // Cut short, or to nothing (a mapped empty file): refused with a reason.
+        let full = fs::read(dir.join(file_name("command", 20))).unwrap();
+        for (len, reason) in [
+            (full.len() - 1, "body is"),
+            (10, "no header line"),
+            (0, "no header line"),
+        ] {
+            fs::write(&newest, &full[..len]).unwrap();
+            assert!(
+                read(&newest, "command", 1).unwrap_err().contains(reason),
+                "{len}"
+            );
+        }
+        fs::write(&newest, &full).unwrap();
 
         // Another fold version: nothing usable.
         skipped.clear();
