@@ -34,7 +34,10 @@
 #             answers), gets one order (a clean stop writes a snapshot only when
 #             the state moved since the start), is stopped with SIGTERM (snapshot)
 #             and started again from the snapshot; then the same for query-svc
-#             (wall time until /health shows applied_seq = the head);
+#             (wall time until /health shows applied_seq = the head); then
+#             query-svc again on a log with BIG_FINISHED more events (pairs that
+#             fill each other), so that its snapshot also holds as many finished
+#             orders as it keeps by default: the most a long log can add;
 #   - soak (only when asked for: BENCH_ONLY=soak): a combined gateway under
 #             loadgen's `mixed` pattern (orders, cancels, reads; open loop at
 #             SOAK_RATE requests/s) for SOAK_SECONDS, with --finished-orders-kept
@@ -89,6 +92,8 @@ LAG_RATE=${LAG_RATE:-10000}
 LAG_SECONDS=${LAG_SECONDS:-10}
 LAG_CONNECTIONS=${LAG_CONNECTIONS:-64}
 BIG_EVENTS=${BIG_EVENTS:-1000000}
+# query-svc's default --finished-orders-kept (FINISHED_ORDERS_KEPT_DEFAULT).
+BIG_FINISHED=${BIG_FINISHED:-100000}
 CATCHUP_TIMEOUT=${CATCHUP_TIMEOUT:-300}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_RATE=${SOAK_RATE:-2000}
@@ -495,11 +500,13 @@ bench_lag() {
 
 # --- replay and startup ----------------------------------------------------------
 
-# big_log NAME: a directory with genlog's BIG_EVENTS-event init.txt + log.txt.
+# big_log NAME [GENLOG_ARGS...]: a directory with genlog's BIG_EVENTS-event
+# init.txt + log.txt.
 big_log() {
     local d=$work/$1
+    shift
     rm -rf "$d"
-    timeout 600 "$bin/examples/genlog" "$BIG_EVENTS" "$d" 2>>"$logs/genlog.txt"
+    timeout 600 "$bin/examples/genlog" "$BIG_EVENTS" "$d" "$@" 2>>"$logs/genlog.txt"
     echo "$d"
 }
 
@@ -560,6 +567,33 @@ bench_replay() {
             "query-svc from genesis $(echo "${RAW[replay.qry.wall]}" | awk '{print $NF}') ms, with snapshot $t ms"
     done
     rm -rf "$d"
+    # Read side from a snapshot that also holds the finished orders it keeps.
+    d=$(big_log replay-finished --finished "$BIG_FINISHED")
+    name=replay-finished-command
+    start_server "$logs/$name.log" "$bin/command-svc" --listen 127.0.0.1:0 \
+        --init "$d/init.txt" --log "$d/log.txt" --snapshot-every 0
+    wait_http "$SERVER_URL/health"
+    head=$(curl -fsS "$SERVER_URL/health" | json_num durable_seq)
+    stop_server "$SERVER_PID"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        rm -f "$d"/snapshots/query-*
+        name=replay-finished-query-genesis-$r
+        start_server "$logs/$name.log" "$bin/query-svc" --listen 127.0.0.1:0 \
+            --init "$d/init.txt" --log "$d/log.txt" --snapshot-every 0
+        wait_applied "$SERVER_URL" "$head" "$CATCHUP_TIMEOUT"
+        stop_server "$SERVER_PID"
+        grep -aq 'read side snapshot written' "$logs/$name.log" || die "no read side snapshot at stop ($logs/$name.log)"
+        name=replay-finished-query-snapshot-$r
+        start_server "$logs/$name.log" "$bin/query-svc" --listen 127.0.0.1:0 \
+            --init "$d/init.txt" --log "$d/log.txt" --snapshot-every 0
+        wait_applied "$SERVER_URL" "$head" "$CATCHUP_TIMEOUT"
+        t=$(($(now_ms) - SERVER_T0))
+        grep -aq 'read side starts from a snapshot' "$logs/$name.log" || die "query-svc did not start from the snapshot ($logs/$name.log)"
+        add replay.qryfull.wall "$t"
+        stop_server "$SERVER_PID"
+        say "  round $r: query-svc with snapshot, $(fmt "$BIG_FINISHED") finished orders besides: $t ms"
+    done
+    rm -rf "$d"
     local n
     n=$(fmt "$BIG_EVENTS")
     row "replay, events/s, command-svc from genesis ($n events; its events_per_s)" "-" "$(fmt "$(med replay.cmd.rate)")" "-" ">= 1 000 000" \
@@ -571,6 +605,8 @@ bench_replay() {
         "$(meets "$(med replay.cmdsnap.wall)" "<" 200)"
     row "startup with snapshot, ms, query-svc (start to /health with applied_seq = head)" "-" "$(fmt "$(med replay.qrysnap.wall)")" "-" "< 200 ms" \
         "$(meets "$(med replay.qrysnap.wall)" "<" 200)"
+    row "startup with snapshot, ms, query-svc, $n resting and $(fmt "$BIG_FINISHED") finished orders (the default --finished-orders-kept, full)" "-" "$(fmt "$(med replay.qryfull.wall)")" "-" "< 200 ms" \
+        "$(meets "$(med replay.qryfull.wall)" "<" 200)"
 }
 
 # --- memory ---------------------------------------------------------------------
@@ -813,7 +849,7 @@ fs=$(df -T "$work" | awk 'NR == 2 {print $2}')
     echo "- machine: $(nproc) CPUs, ${model:-unknown model}, $(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r), data on $fs"
     echo "- load average (1, 5, 15 min): $load_start before the first run, $(cut -d' ' -f1-3 /proc/loadavg) after the last"
     echo "- commit: $commit; $(rustc --version)"
-    echo "- settings: ROUNDS=$ROUNDS DURATION=${DURATION}s (after a ${WARMUP}s warm-up) LAG_RATE=$LAG_RATE LAG_SECONDS=$LAG_SECONDS BIG_EVENTS=$BIG_EVENTS; sections: $BENCH_ONLY"
+    echo "- settings: ROUNDS=$ROUNDS DURATION=${DURATION}s (after a ${WARMUP}s warm-up) LAG_RATE=$LAG_RATE LAG_SECONDS=$LAG_SECONDS BIG_EVENTS=$BIG_EVENTS BIG_FINISHED=$BIG_FINISHED; sections: $BENCH_ONLY"
     echo
     echo "| metric | baseline median | ours median | ratio | goal | met? |"
     echo "| --- | --- | --- | --- | --- | --- |"

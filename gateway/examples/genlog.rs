@@ -5,6 +5,10 @@
 //! ids 1..=COUNT, seq 1..=COUNT, no fills, `resting_qty` = `qty`. After replaying it
 //! the book holds exactly COUNT resting orders.
 //!
+//! With `--finished F` (even), F more events follow: pairs of a buy at 500 000 (between
+//! the two sides, so it rests) and a sell at 500 000 that fills it, leaving F finished
+//! (filled) orders for the read side to keep and the book as it was.
+//!
 //! ```sh
 //! cargo run --release --example genlog -- 1000000 target/bench/genlog
 //! ```
@@ -13,7 +17,7 @@
 //! log and writes the watermark at start; a query-svc started on its own waits for it.
 
 use clap::Parser;
-use shared_events::{Envelope, Event, Order, SCHEMA_VERSION, Side};
+use shared_events::{Envelope, Event, Fill, Order, SCHEMA_VERSION, Side};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +35,10 @@ struct Args {
     /// Distinct user names (`u0`, `u1`, ...).
     #[arg(long, default_value_t = 1000)]
     users: u64,
+    /// Finished (filled) orders to add after the resting ones, in buy/sell pairs
+    /// that fill each other (an even number).
+    #[arg(long, default_value_t = 0)]
+    finished: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         "--levels must be 1..=499999"
     );
     anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    anyhow::ensure!(args.finished % 2 == 0, "--finished must be even");
     std::fs::create_dir_all(&args.out_dir)?;
     std::fs::write(
         args.out_dir.join("init.txt"),
@@ -82,10 +91,48 @@ fn main() -> anyhow::Result<()> {
         bytes += buf.len() as u64;
         out.write_all(&buf)?;
     }
+    // Pairs that fill each other at 500 000, inside the spread.
+    for k in 0..args.finished {
+        let seq = args.count + k + 1;
+        let (user, qty) = (format!("u{}", seq % args.users), 1 + k / 2 % 100);
+        let (side, fills, resting_qty) = if k.is_multiple_of(2) {
+            (Side::Buy, vec![], qty)
+        } else {
+            let maker_user = format!("u{}", (seq - 1) % args.users);
+            let fill = Fill {
+                maker_id: seq - 1,
+                maker_user,
+                price: 500_000,
+                qty,
+            };
+            (Side::Sell, vec![fill], 0)
+        };
+        let env = Envelope {
+            seq,
+            ts_us: ts0 + seq,
+            v: SCHEMA_VERSION,
+            event: Event::OrderPlaced {
+                order: Order {
+                    id: seq,
+                    user,
+                    side,
+                    price: 500_000,
+                    qty,
+                },
+                fills,
+                resting_qty,
+                idempotency_key: None,
+            },
+        };
+        buf.clear();
+        shared_events::encode_into(&mut buf, &env);
+        bytes += buf.len() as u64;
+        out.write_all(&buf)?;
+    }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     eprintln!(
         "genlog: {} events, {} bytes in {} ({:.1} s)",
-        args.count,
+        args.count + args.finished,
         bytes,
         path.display(),
         started.elapsed().as_secs_f64()

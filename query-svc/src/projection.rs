@@ -89,9 +89,11 @@ impl Level {
 pub type Levels = OrdMap<u64, Level>;
 
 /// Finished (filled or cancelled) orders the read side keeps by default, besides
-/// every resting order. Older finished orders are forgotten, so memory follows the
-/// book and this window, not the log's length.
-pub const FINISHED_ORDERS_KEPT_DEFAULT: usize = 1_000_000;
+/// every resting order. Older finished orders are forgotten, so memory and the
+/// start from a snapshot follow the book and this window, not the log's length. A
+/// million more would double a start with a million resting orders (about 0.13 s
+/// to 0.26 s here); a tenth of that costs about a tenth more.
+pub const FINISHED_ORDERS_KEPT_DEFAULT: usize = 100_000;
 
 /// The read side's state at one seq.
 #[derive(Debug, Clone)]
