@@ -486,11 +486,11 @@ impl ReadModel {
         w.finish()
     }
 
-    /// Puts the orders of a body written by [`ReadModel::encode`] in id order (the
-    /// order the index walks its tables in, and each price level's and user's
-    /// order), so that [`ReadModel::decode`] builds the index in one sweep and has
-    /// nothing left to sort. A body in any order decodes to the same model: this
-    /// only makes it faster, and it runs on the snapshot writer's thread.
+    /// Puts the orders of a body written by [`ReadModel::encode`] in id order, the
+    /// order each price level and each user's list keeps them in, so that
+    /// [`ReadModel::decode`] has nothing left to sort. A body in any order decodes
+    /// to the same model: this only makes it faster, and it runs on the snapshot
+    /// writer's thread.
     pub fn sort_body(body: &mut [u8]) -> Result<(), BodyError> {
         let mut r = BodyReader::new(body);
         let parts = decode_parts(&mut r, u64::MAX)?;
