@@ -602,11 +602,7 @@ async fn the_web_ui_in_proxy_mode() {
     let dir = workdir();
     let command = Proc::start("command-svc", dir.path(), &[]);
     let query = Proc::start("query-svc", dir.path(), &[]);
-    let gw = Proc::start(
-        "gateway",
-        dir.path(),
-        &["--command-url", &command.url, "--query-url", &query.url],
-    );
+    let gw = Proc::start_proxy(dir.path(), &command, &[&query]);
     let mut driver = Driver::start();
     let page = Page::open(&mut driver, "proxied page", &gw.url).await;
     page.wait_loaded().await;

@@ -2,17 +2,16 @@
 //! and kill -9), the writer lock, and the errors a user sees.
 
 mod common;
+use common::load::Load;
 use common::*;
 
 /// Places `per_client` orders from each of `clients` concurrent clients; returns the
 /// acknowledged order ids.
 async fn place_concurrently(base: &str, clients: usize, per_client: usize) -> Vec<u64> {
-    let mut tasks = Vec::new();
-    for c in 0..clients {
+    let load = Load::<Vec<u64>>::start(clients, |c, ids, _stop| {
         let base = base.to_owned();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let client = client();
-            let mut ids = Vec::new();
             for i in 0..per_client {
                 let side = if (c + i) % 2 == 0 { "buy" } else { "sell" };
                 let price = 97 + ((c * 7 + i * 3) % 7);
@@ -27,16 +26,13 @@ async fn place_concurrently(base: &str, clients: usize, per_client: usize) -> Ve
                 let body: serde_json::Value = res.json().await.unwrap();
                 assert_eq!(body["seq"], seq);
                 assert_eq!(body["durable"], true);
-                ids.push(body["order"]["id"].as_u64().unwrap());
+                ids.lock()
+                    .unwrap()
+                    .push(body["order"]["id"].as_u64().unwrap());
             }
-            ids
-        }));
-    }
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.extend(t.await.unwrap());
-    }
-    ids
+        }
+    });
+    load.finish().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,11 +100,7 @@ async fn concurrent_orders_survive_clean_and_hard_restarts() {
 async fn a_second_gateway_on_the_same_log_exits_with_a_clear_message() {
     let dir = workdir();
     let _first = Proc::start("gateway", dir.path(), &[]);
-    let out = std::process::Command::new(binary("gateway"))
-        .current_dir(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let out = run("gateway", dir.path(), &["--listen", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("locked by another writer"), "{stderr}");
@@ -146,14 +138,7 @@ async fn user_facing_errors_are_json() {
             "{method} {path}: {body}"
         );
     }
-    let index = client
-        .get(&gw.url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = get_text(&client, &gw.url).await;
     assert!(
         index.contains("/orderbook"),
         "GET / says where to go: {index}"

@@ -4,9 +4,9 @@
 //! The seed of the random moments is printed; `CRASH_SEED=...` replays it.
 
 mod common;
+use common::load::{Acks, Load};
 use common::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const CYCLES: usize = 20;
@@ -50,77 +50,79 @@ struct Acked {
     cancelled: Vec<u64>,
 }
 
+impl Acks for Acked {
+    fn count(&self) -> usize {
+        self.placed.len()
+    }
+}
+
+impl Acked {
+    /// Adds what a later round was told.
+    fn extend(&mut self, more: Acked) {
+        self.placed.extend(more.placed);
+        self.cancelled.extend(more.cancelled);
+    }
+}
+
 /// Clients that place (and now and then cancel) orders against `write_url` until
-/// `stop` is set or the server goes away.
-fn start_load(
-    write_url: &str,
-    acked: Arc<Mutex<Acked>>,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..CLIENTS)
-        .map(|c| {
-            let (base, acked, stop) = (write_url.to_owned(), acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = client();
-                let user = format!("c{c}");
-                let mut resting: Vec<u64> = Vec::new();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    if i.is_multiple_of(5) && !resting.is_empty() {
-                        let id = resting.remove(0);
-                        let Ok(res) = client
-                            .post(format!("{base}/cancel/{user}/{id}"))
-                            .send()
-                            .await
-                        else {
-                            return;
-                        };
-                        match res.status().as_u16() {
-                            200 => acked.lock().unwrap().cancelled.push(id),
-                            404 => {} // filled meanwhile
-                            other => panic!("cancel {id}: unexpected status {other}"),
-                        }
-                        continue;
-                    }
-                    let side = if (c + i).is_multiple_of(2) {
-                        "buy"
-                    } else {
-                        "sell"
-                    };
-                    let price = 90 + (c * 5 + i * 7) % 21;
-                    let url = format!("{base}/{side}/{user}/{price}?qty={}", 1 + i % 3);
-                    let Ok(res) = client.post(&url).send().await else {
+/// stopped or the server goes away.
+fn start_load(write_url: &str) -> Load<Acked> {
+    Load::<Acked>::start(CLIENTS, |c, acked, stop| {
+        let base = write_url.to_owned();
+        async move {
+            let client = client();
+            let user = format!("c{c}");
+            let mut resting: Vec<u64> = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                if i.is_multiple_of(5) && !resting.is_empty() {
+                    let id = resting.remove(0);
+                    let Ok(res) = client
+                        .post(format!("{base}/cancel/{user}/{id}"))
+                        .send()
+                        .await
+                    else {
                         return;
                     };
-                    if res.status() != 201 {
-                        panic!("{url}: unexpected status {}", res.status());
+                    match res.status().as_u16() {
+                        200 => acked.lock().unwrap().cancelled.push(id),
+                        404 => {} // filled meanwhile
+                        other => panic!("cancel {id}: unexpected status {other}"),
                     }
-                    let Ok(body) = res.json::<serde_json::Value>().await else {
-                        return;
-                    };
-                    let id = body["order"]["id"].as_u64().unwrap();
-                    acked.lock().unwrap().placed.push(id);
-                    if body["resting_qty"].as_u64().unwrap() > 0 {
-                        resting.push(id);
-                    }
+                    continue;
                 }
-            })
-        })
-        .collect()
+                let side = if (c + i).is_multiple_of(2) {
+                    "buy"
+                } else {
+                    "sell"
+                };
+                let price = 90 + (c * 5 + i * 7) % 21;
+                let url = format!("{base}/{side}/{user}/{price}?qty={}", 1 + i % 3);
+                let Ok(res) = client.post(&url).send().await else {
+                    return;
+                };
+                if res.status() != 201 {
+                    panic!("{url}: unexpected status {}", res.status());
+                }
+                let Ok(body) = res.json::<serde_json::Value>().await else {
+                    return;
+                };
+                let id = body["order"]["id"].as_u64().unwrap();
+                acked.lock().unwrap().placed.push(id);
+                if body["resting_qty"].as_u64().unwrap() > 0 {
+                    resting.push(id);
+                }
+            }
+        }
+    })
 }
 
 /// Waits (bounded) until the clients got their first acknowledgement, so the kill
 /// that follows lands while writes are flowing.
-async fn load_flowing(acked: &Mutex<Acked>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().unwrap().placed.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the load placed nothing within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+async fn load_flowing(load: &Load<Acked>) {
+    load.acks_reach(1, Duration::from_secs(20), "the load placed nothing")
+        .await;
 }
 
 /// Checks every acknowledged order and cancel against the read side at `read_url`.
@@ -145,6 +147,21 @@ async fn check_acked(read_url: &str, acked: &Acked, cycle: usize) {
             "cycle {cycle}: acknowledged cancel of {id} is lost: {order}"
         );
     }
+}
+
+/// Waits (bounded) until the read side `query` has applied what `command` holds
+/// durable; returns that durable seq.
+async fn read_side_at_durable(command: &Proc, query: &Proc) -> serde_json::Value {
+    let durable =
+        get_json(&client(), &format!("{}/health", command.url)).await["durable_seq"].clone();
+    applied(
+        &client(),
+        &query.url,
+        durable.clone(),
+        Duration::from_secs(10),
+    )
+    .await;
+    durable
 }
 
 /// The log holds seq 1..=n with every line valid and nothing torn; returns n.
@@ -179,19 +196,11 @@ async fn kill_9_under_load_loses_no_acknowledged_write_combined() {
                 "cycle {cycle}"
             );
         }
-        let acked = Arc::new(Mutex::new(Acked::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let load = start_load(&gw.url, acked.clone(), stop.clone());
-        load_flowing(&acked).await;
+        let load = start_load(&gw.url);
+        load_flowing(&load).await;
         tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
         gw.kill9();
-        stop.store(true, Ordering::Relaxed);
-        for task in load {
-            task.await.expect("a client saw a wrong answer");
-        }
-        let acked = std::mem::take(&mut *acked.lock().unwrap());
-        total.placed.extend(acked.placed);
-        total.cancelled.extend(acked.cancelled);
+        total.extend(load.stop().await);
     }
     let gw = Proc::start_with_env("gateway", dir.path(), &[], &env);
     caught_up(&client(), &gw.url).await;
@@ -202,11 +211,7 @@ async fn kill_9_under_load_loses_no_acknowledged_write_combined() {
         gw.log()
     );
     assert_eq!(gw.terminate().code(), Some(0));
-    let out = std::process::Command::new(binary("command-svc"))
-        .current_dir(dir.path())
-        .arg("verify")
-        .output()
-        .unwrap();
+    let out = run("command-svc", dir.path(), &["verify"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && report.contains("torn tail: none"),
@@ -234,23 +239,12 @@ async fn kill_9_under_load_loses_no_acknowledged_write_split() {
         );
         let command = Proc::start_with_env("command-svc", dir.path(), &[], &env);
         if cycle > 0 {
-            let durable =
-                get_json(&client(), &format!("{}/health", command.url)).await["durable_seq"]
-                    .clone();
-            wait_until(
-                &client(),
-                &format!("{}/health", query.url),
-                Duration::from_secs(10),
-                |h| h["applied_seq"] == durable,
-            )
-            .await;
+            let durable = read_side_at_durable(&command, &query).await;
             check_acked(&query.url, &total, cycle).await;
             assert_eq!(durable, check_log_whole(dir.path()), "cycle {cycle}");
         }
-        let acked = Arc::new(Mutex::new(Acked::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let load = start_load(&command.url, acked.clone(), stop.clone());
-        load_flowing(&acked).await;
+        let load = start_load(&command.url);
+        load_flowing(&load).await;
         tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
         command.kill9();
         if cycle % 3 == 1 {
@@ -258,24 +252,10 @@ async fn kill_9_under_load_loses_no_acknowledged_write_split() {
             query.kill9();
             query = Proc::start_with_env("query-svc", dir.path(), &[], &env);
         }
-        stop.store(true, Ordering::Relaxed);
-        for task in load {
-            task.await.expect("a client saw a wrong answer");
-        }
-        let acked = std::mem::take(&mut *acked.lock().unwrap());
-        total.placed.extend(acked.placed);
-        total.cancelled.extend(acked.cancelled);
+        total.extend(load.stop().await);
     }
     let command = Proc::start_with_env("command-svc", dir.path(), &[], &env);
-    let durable =
-        get_json(&client(), &format!("{}/health", command.url)).await["durable_seq"].clone();
-    wait_until(
-        &client(),
-        &format!("{}/health", query.url),
-        Duration::from_secs(10),
-        |h| h["applied_seq"] == durable,
-    )
-    .await;
+    let durable = read_side_at_durable(&command, &query).await;
     check_acked(&query.url, &total, CYCLES).await;
     // The read side never showed more than is durable.
     assert_eq!(

@@ -135,21 +135,12 @@ async fn features_work_through_the_proxy_gateway_and_digests_match_combined() {
     let dir = workdir();
     let command = Proc::start("command-svc", dir.path(), &[]);
     let query = Proc::start("query-svc", dir.path(), &[]);
-    let gw = Proc::start(
-        "gateway",
-        dir.path(),
-        &["--command-url", &command.url, "--query-url", &query.url],
-    );
+    let gw = Proc::start_proxy(dir.path(), &command, &[&query]);
     exercise(&gw.url).await;
     let client = client();
     let write = get_json(&client, &format!("{}/health", command.url)).await;
-    let read = wait_until(
-        &client,
-        &format!("{}/health", query.url),
-        Duration::from_secs(10),
-        |h| h["applied_seq"] == write["durable_seq"],
-    )
-    .await;
+    let durable = write["durable_seq"].clone();
+    let read = applied(&client, &query.url, durable, Duration::from_secs(10)).await;
     assert_digests_agree(&write, &read);
     let split_book = get_json(&client, &format!("{}/orderbook", query.url)).await;
     drop((gw, query));

@@ -7,10 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn addr(proc: &Proc) -> String {
-    proc.url.trim_start_matches("http://").to_owned()
-}
-
 /// Reads until the server closes the connection (or `limit` passes); returns what it sent.
 fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Result<String, String> {
     stream.set_read_timeout(Some(limit)).unwrap();
@@ -32,11 +28,11 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Result<String, 
 async fn slow_clients_are_cut_off_and_others_still_served() {
     let dir = workdir();
     let gw = Proc::start("gateway", dir.path(), &["--header-timeout-ms", "500"]);
-    let target = addr(&gw);
+    let target = gw.addr();
     // 100 slowloris connections: each sends half a request head, then a byte now and then.
     let slow: Vec<TcpStream> = (0..100)
         .map(|_| {
-            let mut s = TcpStream::connect(&target).unwrap();
+            let mut s = TcpStream::connect(target).unwrap();
             s.write_all(b"GET /orderbook HTTP/1.1\r\nHost: x\r\nX-Slow: ")
                 .unwrap();
             s
@@ -55,13 +51,9 @@ async fn slow_clients_are_cut_off_and_others_still_served() {
     // A normal client is served meanwhile (the bound is a hang guard, not a benchmark).
     let started = Instant::now();
     let client = client();
+    let orderbook = format!("{}/orderbook", gw.url);
     for _ in 0..20 {
-        let res = client
-            .get(format!("{}/orderbook", gw.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(status_of(&client, "GET", &orderbook).await, 200);
     }
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -79,7 +71,7 @@ async fn slow_clients_are_cut_off_and_others_still_served() {
         );
     }
     // An idle keep-alive connection is closed too.
-    let mut idle = TcpStream::connect(&target).unwrap();
+    let mut idle = TcpStream::connect(target).unwrap();
     idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let answer = read_until_closed(&mut idle, Duration::from_secs(10))
@@ -99,22 +91,22 @@ fn raw_status(target: &str, request: &[u8]) -> String {
 async fn oversized_requests_get_4xx() {
     let dir = workdir();
     let gw = Proc::start("gateway", dir.path(), &["--header-timeout-ms", "2000"]);
-    let target = addr(&gw);
+    let target = gw.addr();
     let long_uri = format!(
         "GET /orderbook?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         "a".repeat(5000)
     );
-    assert!(raw_status(&target, long_uri.as_bytes()).contains("414"));
+    assert!(raw_status(target, long_uri.as_bytes()).contains("414"));
     let big_header = format!(
         "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "b".repeat(20_000)
     );
-    assert!(raw_status(&target, big_header.as_bytes()).contains("431"));
+    assert!(raw_status(target, big_header.as_bytes()).contains("431"));
     let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
     let many_headers = format!("GET /health HTTP/1.1\r\nHost: x\r\n{many}\r\n");
-    assert!(raw_status(&target, many_headers.as_bytes()).contains("431"));
+    assert!(raw_status(target, many_headers.as_bytes()).contains("431"));
     let body = b"POST /buy/alice/100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n";
-    assert!(raw_status(&target, body).contains("413"));
+    assert!(raw_status(target, body).contains("413"));
     // None of those wrote anything.
     let health = get_json(&client(), &format!("{}/health", gw.url)).await;
     assert_eq!(health["head_seq"], 0);
@@ -124,10 +116,10 @@ async fn oversized_requests_get_4xx() {
 async fn connections_beyond_the_cap_are_closed() {
     let dir = workdir();
     let gw = Proc::start("gateway", dir.path(), &["--connections-max", "4"]);
-    let target = addr(&gw);
+    let target = gw.addr();
     let mut held: Vec<TcpStream> = Vec::new();
     for _ in 0..4 {
-        let mut s = TcpStream::connect(&target).unwrap();
+        let mut s = TcpStream::connect(target).unwrap();
         s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 12];
@@ -135,7 +127,7 @@ async fn connections_beyond_the_cap_are_closed() {
         assert_eq!(&buf, b"HTTP/1.1 200");
         held.push(s);
     }
-    let mut fifth = TcpStream::connect(&target).unwrap();
+    let mut fifth = TcpStream::connect(target).unwrap();
     let _ = fifth.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
     let answer = read_until_closed(&mut fifth, Duration::from_secs(10))
         .expect("the fifth connection stayed open");
@@ -215,15 +207,8 @@ async fn auth_file_guards_writes_and_optionally_reads() {
         "order 1 is alice's"
     );
     // Reads stay public without --auth-reads.
-    assert_eq!(
-        client
-            .get(format!("{}/orderbook", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let orderbook = format!("{}/orderbook", gw.url);
+    assert_eq!(status_of(&client, "GET", &orderbook).await, 200);
     // Tokens never reach the log.
     assert!(!gw.log().contains("alice-token-alice-1"));
     drop(gw);
@@ -233,29 +218,18 @@ async fn auth_file_guards_writes_and_optionally_reads() {
         dir.path(),
         &["--auth-file", "tokens.txt", "--auth-reads"],
     );
-    assert_eq!(
-        client
-            .get(format!("{}/orderbook", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    let orderbook = format!("{}/orderbook", gw.url);
+    assert_eq!(status_of(&client, "GET", &orderbook).await, 401);
     let res = client
-        .get(format!("{}/orderbook", gw.url))
+        .get(&orderbook)
         .bearer_auth("bob-token-bob-token-2")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "any known token may read");
+    let health = format!("{}/health", gw.url);
     assert_eq!(
-        client
-            .get(format!("{}/health", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(&client, "GET", &health).await,
         200,
         "health stays open"
     );

@@ -11,11 +11,11 @@
 //! installs it); without it these tests fail, saying so.
 
 mod common;
+use common::load::{Acks, Load};
 use common::nats::Nats;
 use common::*;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Concurrent clients placing orders.
@@ -46,7 +46,13 @@ struct Answers {
     unavailable: usize,
 }
 
-/// Clients placing orders until each placed `per_client`, or `stop` is set; request
+impl Acks for Answers {
+    fn count(&self) -> usize {
+        self.acked.len()
+    }
+}
+
+/// Clients placing orders until each placed `per_client`, or they are stopped; request
 /// `i` of a client goes to `bases[i % bases.len()]`. With `tolerate_errors`, a
 /// client stops at its first connection error (its server was killed); without, any
 /// answer but 201 or 503 fails the test.
@@ -55,81 +61,52 @@ fn start_load(
     tag: &str,
     per_client: usize,
     tolerate_errors: bool,
-    stop: Arc<AtomicBool>,
-) -> (Arc<Mutex<Answers>>, Vec<tokio::task::JoinHandle<()>>) {
-    let answers = Arc::new(Mutex::new(Answers::default()));
-    let tasks = (0..CLIENTS)
-        .map(|c| {
-            let (bases, answers, stop) = (bases.to_vec(), answers.clone(), stop.clone());
-            let user = format!("{tag}{c}");
-            tokio::spawn(async move {
-                let client = reqwest::Client::builder()
-                    .timeout(CONVERGE_TIMEOUT)
-                    .build()
-                    .unwrap();
-                for i in 0..per_client {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let side = if (c + i) % 2 == 0 { "buy" } else { "sell" };
-                    let price = 95 + (c * 7 + i * 3) % 11;
-                    let base = &bases[i % bases.len()];
-                    let url = format!("{base}/{side}/{user}/{price}?qty={}", 1 + i % 3);
-                    let res = match client.post(&url).send().await {
-                        Ok(res) => res,
-                        Err(_) if tolerate_errors => return,
-                        Err(e) => panic!("{url}: {e}"),
-                    };
-                    match res.status().as_u16() {
-                        201 => {
-                            let body: serde_json::Value = res.json().await.unwrap();
-                            answers.lock().unwrap().acked.push(Ack {
-                                seq: body["seq"].as_u64().unwrap(),
-                                id: body["order"]["id"].as_u64().unwrap(),
-                                user: user.clone(),
-                                price: price as u64,
-                            });
-                        }
-                        503 => answers.lock().unwrap().unavailable += 1,
-                        _ if tolerate_errors => return,
-                        other => panic!("{url}: unexpected status {other}: {:?}", res.text().await),
-                    }
+) -> Load<Answers> {
+    Load::<Answers>::start(CLIENTS, |c, answers, stop| {
+        let bases = bases.to_vec();
+        let user = format!("{tag}{c}");
+        async move {
+            let client = reqwest::Client::builder()
+                .timeout(CONVERGE_TIMEOUT)
+                .build()
+                .unwrap();
+            for i in 0..per_client {
+                if stop.load(Ordering::Relaxed) {
+                    return;
                 }
-            })
-        })
-        .collect();
-    (answers, tasks)
+                let side = if (c + i) % 2 == 0 { "buy" } else { "sell" };
+                let price = 95 + (c * 7 + i * 3) % 11;
+                let base = &bases[i % bases.len()];
+                let url = format!("{base}/{side}/{user}/{price}?qty={}", 1 + i % 3);
+                let res = match client.post(&url).send().await {
+                    Ok(res) => res,
+                    Err(_) if tolerate_errors => return,
+                    Err(e) => panic!("{url}: {e}"),
+                };
+                match res.status().as_u16() {
+                    201 => {
+                        let body: serde_json::Value = res.json().await.unwrap();
+                        answers.lock().unwrap().acked.push(Ack {
+                            seq: body["seq"].as_u64().unwrap(),
+                            id: body["order"]["id"].as_u64().unwrap(),
+                            user: user.clone(),
+                            price: price as u64,
+                        });
+                    }
+                    503 => answers.lock().unwrap().unavailable += 1,
+                    _ if tolerate_errors => return,
+                    other => panic!("{url}: unexpected status {other}: {:?}", res.text().await),
+                }
+            }
+        }
+    })
 }
 
 /// A bounded round of load; waits for it and returns the answers.
 async fn place_orders(bases: &[String], tag: &str) -> Answers {
-    let (answers, tasks) = start_load(
-        bases,
-        tag,
-        ORDERS_PER_CLIENT,
-        false,
-        Arc::new(AtomicBool::new(false)),
-    );
-    for task in tasks {
-        task.await.unwrap();
-    }
-    std::mem::take(&mut *answers.lock().unwrap())
-}
-
-/// Waits (bounded) until `answers` holds at least `n` acknowledgements.
-async fn acks_reach(answers: &Mutex<Answers>, n: usize, what: &str) {
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    loop {
-        let got = answers.lock().unwrap().acked.len();
-        if got >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {got} of {n} acknowledgements within {CONVERGE_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    start_load(bases, tag, ORDERS_PER_CLIENT, false)
+        .finish()
+        .await
 }
 
 /// Every event from seq 1 to `head`, by seq, as `base` streams them
@@ -218,11 +195,7 @@ fn check_acks_in_log(acked: &[Ack], events: &BTreeMap<u64, serde_json::Value>) {
 /// `command-svc verify` on the stream: every event checks out and fits the book
 /// from genesis; returns the head seq it reports.
 fn verify(dir: &std::path::Path, log: &str) -> u64 {
-    let out = std::process::Command::new(binary("command-svc"))
-        .current_dir(dir)
-        .args(["verify", log])
-        .output()
-        .unwrap();
+    let out = run("command-svc", dir, &["verify", log]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "verify {log}:\n{text}");
     assert!(text.contains("fold: every event fits"), "{text}");
@@ -234,14 +207,7 @@ fn verify(dir: &std::path::Path, log: &str) -> u64 {
 
 /// How many `GET /orderbook` a read side answered 200, from its /metrics.
 async fn orderbook_reads(client: &reqwest::Client, base: &str) -> u64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(client, &format!("{base}/metrics")).await;
     text.lines()
         .filter(|l| {
             l.starts_with("foldbook_http_requests_total")
@@ -250,14 +216,6 @@ async fn orderbook_reads(client: &reqwest::Client, base: &str) -> u64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
-}
-
-/// Waits until a read side has applied `head`; returns its /health.
-async fn applied(client: &reqwest::Client, base: &str, head: u64) -> serde_json::Value {
-    wait_until(client, &format!("{base}/health"), CONVERGE_TIMEOUT, |h| {
-        h["applied_seq"] == head
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,18 +242,7 @@ async fn jetstream_single_server_replicas_converge_and_a_killed_writer_continues
         dir.path(),
         &["--log", &log, "--snapshots", "snap-q2"],
     );
-    let gw = Proc::start(
-        "gateway",
-        dir.path(),
-        &[
-            "--command-url",
-            &command.url,
-            "--query-url",
-            &query1.url,
-            "--query-url",
-            &query2.url,
-        ],
-    );
+    let gw = Proc::start_proxy(dir.path(), &command, &[&query1, &query2]);
 
     // Orders through the gateway: one writer, so every order is the next seq.
     let first = place_orders(std::slice::from_ref(&gw.url), "a").await;
@@ -308,7 +255,7 @@ async fn jetstream_single_server_replicas_converge_and_a_killed_writer_continues
 
     // Both replicas converge to the write side's book.
     for q in [&query1, &query2] {
-        let h = applied(&client, &q.url, head).await;
+        let h = applied(&client, &q.url, head, CONVERGE_TIMEOUT).await;
         assert_eq!(h["read_digest"], write["write_digest"], "{}: {h}", q.url);
         assert_eq!(
             h["durable_seq"], head,
@@ -339,13 +286,9 @@ async fn jetstream_single_server_replicas_converge_and_a_killed_writer_continues
         orderbook_reads(&client, &query1.url).await,
         orderbook_reads(&client, &query2.url).await,
     ];
+    let orderbook = format!("{}/orderbook", gw.url);
     for _ in 0..10 {
-        let res = client
-            .get(format!("{}/orderbook", gw.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(status_of(&client, "GET", &orderbook).await, 200);
     }
     for (q, before) in [&query1, &query2].into_iter().zip(before) {
         let served = orderbook_reads(&client, &q.url).await - before;
@@ -353,29 +296,25 @@ async fn jetstream_single_server_replicas_converge_and_a_killed_writer_continues
     }
     query2.kill9();
     for _ in 0..10 {
-        let res = client
-            .get(format!("{}/orderbook", gw.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "reads go on with one replica down");
+        assert_eq!(
+            status_of(&client, "GET", &orderbook).await,
+            200,
+            "reads go on with one replica down"
+        );
     }
 
     // kill -9 the writer under load, then a new one continues the sequence.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (under_load, tasks) = start_load(
+    let under_load = start_load(
         std::slice::from_ref(&command.url),
         "b",
         LOAD_ORDERS_MAX,
         true,
-        stop.clone(),
     );
-    acks_reach(&under_load, ACKS_AROUND_KILL, "load on the writer").await;
+    under_load
+        .acks_reach(ACKS_AROUND_KILL, CONVERGE_TIMEOUT, "load on the writer")
+        .await;
     command.kill9();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let killed = std::mem::take(&mut *under_load.lock().unwrap());
+    let killed = under_load.finish().await;
     let command = Proc::start("command-svc", dir.path(), &["--log", &log]);
     let after = place_orders(std::slice::from_ref(&command.url), "c").await;
     assert_eq!(after.unavailable, 0);
@@ -392,7 +331,7 @@ async fn jetstream_single_server_replicas_converge_and_a_killed_writer_continues
     );
     let all: Vec<Ack> = [first.acked, killed.acked, after.acked].concat();
     check_acks_in_log(&all, &events(&query1.url, stream_head).await);
-    let h = applied(&client, &query1.url, stream_head).await;
+    let h = applied(&client, &query1.url, stream_head, CONVERGE_TIMEOUT).await;
     let write = get_json(&client, &format!("{}/health", command.url)).await;
     assert_eq!(h["read_digest"], write["write_digest"]);
     assert!(
@@ -457,7 +396,7 @@ async fn jetstream_two_writers_never_share_a_seq_nor_lose_an_ack() {
     for h in [&ha, &hb] {
         assert!(h["durable_seq"].as_u64().unwrap() <= head, "{h}");
     }
-    let read = applied(&client, &query.url, head).await;
+    let read = applied(&client, &query.url, head, CONVERGE_TIMEOUT).await;
     let at_head: Vec<_> = [&ha, &hb]
         .into_iter()
         .filter(|h| h["write_digest_seq"] == head)
@@ -500,14 +439,7 @@ async fn jetstream_combined_gateway_reads_its_writes_and_restarts() {
     assert!(gw.log().contains("starts from a snapshot"), "{}", gw.log());
     let again = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
     assert_eq!(again, book, "the same book after a restart");
-    let next: serde_json::Value = client
-        .post(format!("{}/sell/g0/500", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let next = post_json(&client, &format!("{}/sell/g0/500", gw.url)).await;
     assert_eq!(next["seq"], head + 1);
 }
 
@@ -524,15 +456,14 @@ async fn jetstream_r3_cluster_keeps_every_ack_when_the_leader_dies() {
     );
     let query = Proc::start("query-svc", dir.path(), &["--log", &log]);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (answers, tasks) = start_load(
+    let load = start_load(
         std::slice::from_ref(&command.url),
         "r",
         LOAD_ORDERS_MAX,
         false,
-        stop.clone(),
     );
-    acks_reach(&answers, ACKS_AROUND_KILL, "load before the kill").await;
+    load.acks_reach(ACKS_AROUND_KILL, CONVERGE_TIMEOUT, "load before the kill")
+        .await;
 
     // Kill the stream's leader: the others elect one, the writer's client
     // reconnects if it was there, and unacknowledged publishes are retried.
@@ -545,19 +476,15 @@ async fn jetstream_r3_cluster_keeps_every_ack_when_the_leader_dies() {
         .iter()
         .position(|n| n.name == leader)
         .unwrap_or_else(|| panic!("no node is called {leader:?}"));
-    let before_kill = answers.lock().unwrap().acked.len();
+    let before_kill = load.acked().acked.len();
     nats.nodes[victim].kill9();
-    acks_reach(
-        &answers,
+    load.acks_reach(
         before_kill + ACKS_AROUND_KILL,
+        CONVERGE_TIMEOUT,
         "writes after the leader was killed",
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    let answers = load.stop().await;
     assert_eq!(answers.unavailable, 0, "no write failed");
 
     let survivor = (victim + 1) % nats.nodes.len();
@@ -584,7 +511,7 @@ async fn jetstream_r3_cluster_keeps_every_ack_when_the_leader_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check_acks_in_log(&answers.acked, &events(&query.url, head).await);
-    let read = applied(&client, &query.url, head).await;
+    let read = applied(&client, &query.url, head, CONVERGE_TIMEOUT).await;
     let write = get_json(&client, &format!("{}/health", command.url)).await;
     assert_eq!(read["read_digest"], write["write_digest"]);
 }
@@ -605,11 +532,7 @@ async fn jetstream_copy_of_a_file_log_continues_from_its_snapshots() {
 
     // Copy it into a stream; a second copy finds everything there already.
     let copy = || {
-        let out = std::process::Command::new(binary("command-svc"))
-            .current_dir(dir.path())
-            .args(["copy-log", "log.txt", &log])
-            .output()
-            .unwrap();
+        let out = run("command-svc", dir.path(), &["copy-log", "log.txt", &log]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -636,14 +559,7 @@ async fn jetstream_copy_of_a_file_log_continues_from_its_snapshots() {
     );
     let again = get_json(&client, &format!("{}/orderbook?min_seq={head}", gw.url)).await;
     assert_eq!(again, book);
-    let next: serde_json::Value = client
-        .post(format!("{}/buy/f0/90", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let next = post_json(&client, &format!("{}/buy/f0/90", gw.url)).await;
     assert_eq!(next["seq"], head + 1);
     assert_eq!(verify(dir.path(), &log), head + 1);
 }

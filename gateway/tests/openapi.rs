@@ -637,11 +637,7 @@ async fn each_binary_serves_its_part_and_the_proxy_conforms() {
     let dir = workdir();
     let command = Proc::start("command-svc", dir.path(), &[]);
     let query = Proc::start("query-svc", dir.path(), &[]);
-    let gw = Proc::start(
-        "gateway",
-        dir.path(),
-        &["--command-url", &command.url, "--query-url", &query.url],
-    );
+    let gw = Proc::start_proxy(dir.path(), &command, &[&query]);
     let paths = |doc: &Value| -> BTreeSet<String> {
         doc["paths"].as_object().unwrap().keys().cloned().collect()
     };

@@ -14,6 +14,17 @@ async fn post(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
+/// Waits (bounded) until the book at `base` is at `seq`; returns it.
+async fn book_at(client: &reqwest::Client, base: &str, seq: u64) -> serde_json::Value {
+    wait_until(
+        client,
+        &format!("{base}/orderbook"),
+        Duration::from_secs(10),
+        |b| b["seq"] == seq,
+    )
+    .await
+}
+
 /// Status and JSON body of a request, checking the answer came within the bound.
 async fn timed(client: &reqwest::Client, method: &str, url: &str) -> (u16, serde_json::Value) {
     let started = Instant::now();
@@ -44,57 +55,17 @@ async fn split_processes_serve_catch_up_and_fail_clearly() {
     let command = Proc::start("command-svc", dir.path(), &[]);
     let query1 = Proc::start("query-svc", dir.path(), &[]);
     let query2 = Proc::start("query-svc", dir.path(), &["--snapshots", "snapshots-2"]);
-    let gw = Proc::start(
-        "gateway",
-        dir.path(),
-        &[
-            "--command-url",
-            &command.url,
-            "--query-url",
-            &query1.url,
-            "--query-url",
-            &query2.url,
-        ],
-    );
+    let gw = Proc::start_proxy(dir.path(), &command, &[&query1, &query2]);
 
     // Each service serves only its own side, plus /health and /metrics.
-    assert_eq!(
-        client
-            .get(format!("{}/orderbook", command.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        client
-            .post(format!("{}/buy/a/1", query1.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    let orderbook = format!("{}/orderbook", command.url);
+    assert_eq!(status_of(&client, "GET", &orderbook).await, 404);
+    let buy = format!("{}/buy/a/1", query1.url);
+    assert_eq!(status_of(&client, "POST", &buy).await, 404);
     for url in [&command.url, &query1.url, &gw.url] {
-        assert_eq!(
-            client
-                .get(format!("{url}/health"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "{url}"
-        );
-        let metrics = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let health = format!("{url}/health");
+        assert_eq!(status_of(&client, "GET", &health).await, 200, "{url}");
+        let metrics = get_text(&client, &format!("{url}/metrics")).await;
         assert!(
             metrics.contains("foldbook_http_requests_total"),
             "{url}: {metrics}"
@@ -113,31 +84,12 @@ async fn split_processes_serve_catch_up_and_fail_clearly() {
         assert_eq!(status, 201, "{body}");
         last_seq = body["seq"].as_u64().unwrap();
     }
-    let book = wait_until(
-        &client,
-        &format!("{}/orderbook", gw.url),
-        Duration::from_secs(10),
-        |b| b["seq"] == last_seq,
-    )
-    .await;
+    let book = book_at(&client, &gw.url, last_seq).await;
     for q in [&query1, &query2] {
-        let direct = wait_until(
-            &client,
-            &format!("{}/orderbook", q.url),
-            Duration::from_secs(10),
-            |b| b["seq"] == last_seq,
-        )
-        .await;
+        let direct = book_at(&client, &q.url, last_seq).await;
         assert_eq!(direct, book, "both replicas agree");
     }
-    let metrics = client
-        .get(format!("{}/metrics", command.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &format!("{}/metrics", command.url)).await;
     assert!(
         metrics.contains("foldbook_events_appended_total 40"),
         "{metrics}"
@@ -146,26 +98,15 @@ async fn split_processes_serve_catch_up_and_fail_clearly() {
         metrics.contains("foldbook_fsync_seconds_bucket"),
         "{metrics}"
     );
-    let metrics = client
-        .get(format!("{}/metrics", query1.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &format!("{}/metrics", query1.url)).await;
     assert!(metrics.contains("foldbook_applied_seq 40"), "{metrics}");
     assert!(metrics.contains("foldbook_lag_seconds_bucket"), "{metrics}");
 
     // One replica down: reads still answer from the other, without errors.
     query1.kill9();
+    let orderbook = format!("{}/orderbook", gw.url);
     for _ in 0..6 {
-        let res = client
-            .get(format!("{}/orderbook", gw.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(status_of(&client, "GET", &orderbook).await, 200);
     }
     let health = wait_until(
         &client,
@@ -190,13 +131,7 @@ async fn split_processes_serve_catch_up_and_fail_clearly() {
         last_seq = body["seq"].as_u64().unwrap();
     }
     let query1 = Proc::start("query-svc", dir.path(), &[]);
-    let caught = wait_until(
-        &client,
-        &format!("{}/health", query1.url),
-        Duration::from_secs(10),
-        |h| h["applied_seq"] == last_seq,
-    )
-    .await;
+    let caught = applied(&client, &query1.url, last_seq, Duration::from_secs(10)).await;
     assert_eq!(caught["behind"], 0);
     let split_book = get_json(&client, &format!("{}/orderbook", query1.url)).await;
 
@@ -230,13 +165,7 @@ async fn split_processes_serve_catch_up_and_fail_clearly() {
 
     // Combined mode rebuilds the same book from the same log.
     let combined = Proc::start("gateway", dir.path(), &[]);
-    let rebuilt = wait_until(
-        &client,
-        &format!("{}/orderbook", combined.url),
-        Duration::from_secs(10),
-        |b| b["seq"] == last_seq,
-    )
-    .await;
+    let rebuilt = book_at(&client, &combined.url, last_seq).await;
     assert_eq!(rebuilt, split_book);
 }
 

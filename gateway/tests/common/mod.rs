@@ -2,11 +2,12 @@
 //! wait (bounded) for conditions, stop them gently or with SIGKILL.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod nats;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,21 @@ impl Proc {
         Proc { child, url, lines }
     }
 
+    /// Starts a gateway in proxy mode in `dir`: writes go to `command`, reads to the
+    /// `queries` replicas.
+    pub fn start_proxy(dir: &Path, command: &Proc, queries: &[&Proc]) -> Proc {
+        let mut args = vec!["--command-url", command.url.as_str()];
+        for query in queries {
+            args.extend(["--query-url", query.url.as_str()]);
+        }
+        Proc::start("gateway", dir, &args)
+    }
+
+    /// `host:port` it listens on (its URL without the scheme).
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
     pub fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
@@ -121,6 +137,16 @@ impl Proc {
         );
         wait_exit(&mut self.child, Duration::from_secs(20))
     }
+}
+
+/// Runs `bin` with `args` in `dir` to its end (a one-shot command, or a start
+/// expected to fail); its exit status and captured output.
+pub fn run(bin: &str, dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary(bin))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"))
 }
 
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
@@ -151,13 +177,44 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
-    let res = client
+/// `GET url`; a request that fails fails the test, naming the url.
+async fn get(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    client
         .get(url)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    res.json().await.unwrap()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    get(client, url).await.json().await.unwrap()
+}
+
+/// The body of `GET url` as text (a /metrics page, the index).
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    get(client, url).await.text().await.unwrap()
+}
+
+/// The JSON body of `POST url` (an order's answer), whatever its status.
+pub async fn post_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .post(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The status of a `method` request to `url`, its body unread.
+pub async fn status_of(client: &reqwest::Client, method: &str, url: &str) -> reqwest::StatusCode {
+    client
+        .request(method.parse().unwrap(), url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+        .status()
 }
 
 /// Polls `url` until `done(json)` holds, at most `timeout`; panics with the last answer.
@@ -179,6 +236,21 @@ pub async fn wait_until(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits (bounded by `timeout`) until the read side at `base` has applied `seq`;
+/// returns its /health.
+pub async fn applied(
+    client: &reqwest::Client,
+    base: &str,
+    seq: impl Into<serde_json::Value>,
+    timeout: Duration,
+) -> serde_json::Value {
+    let seq = seq.into();
+    wait_until(client, &format!("{base}/health"), timeout, |h| {
+        h["applied_seq"] == seq
+    })
+    .await
 }
 
 /// Waits until the read side has applied everything the write side committed.
