@@ -20,7 +20,7 @@ use crate::projection::{OrderView, Status};
 use shared_events::Side;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// One order in the index; [`IndexedOrder::view`] is what `/orders/{id}` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,18 @@ impl Default for OrderIndex {
     }
 }
 
+/// A shard, read. A map's operations do not panic half-way, so a lock poisoned by
+/// a panic elsewhere still guards a whole map, and is used as it is (as `DashMap`,
+/// which has no poisoning, did): a panic on the tailer must not make reads panic.
+fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A shard, written (see [`read`]).
+fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl OrderIndex {
     fn shard(&self, id: u64) -> &RwLock<Shard> {
         &self.shards[shard_of(id, self.shards.len())]
@@ -133,43 +145,26 @@ impl OrderIndex {
 
     /// `f` of order `id`, read under its shard's lock.
     pub fn with<R>(&self, id: u64, f: impl FnOnce(&IndexedOrder) -> R) -> Option<R> {
-        self.shard(id)
-            .read()
-            .expect("order index lock")
-            .get(&id)
-            .map(f)
+        read(self.shard(id)).get(&id).map(f)
     }
 
     /// `f` of order `id`, changed under its shard's lock.
     pub fn with_mut<R>(&self, id: u64, f: impl FnOnce(&mut IndexedOrder) -> R) -> Option<R> {
-        self.shard(id)
-            .write()
-            .expect("order index lock")
-            .get_mut(&id)
-            .map(f)
+        write(self.shard(id)).get_mut(&id).map(f)
     }
 
     /// Adds or replaces order `id`, returning what it replaced.
     pub fn insert(&self, id: u64, order: IndexedOrder) -> Option<IndexedOrder> {
-        self.shard(id)
-            .write()
-            .expect("order index lock")
-            .insert(id, order)
+        write(self.shard(id)).insert(id, order)
     }
 
     pub fn remove(&self, id: u64) -> Option<IndexedOrder> {
-        self.shard(id)
-            .write()
-            .expect("order index lock")
-            .remove(&id)
+        write(self.shard(id)).remove(&id)
     }
 
     /// Orders kept (each shard counted at its own moment).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().expect("order index lock").len())
-            .sum()
+        self.shards.iter().map(|s| read(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -179,7 +174,7 @@ impl OrderIndex {
     /// Calls `f` for every order, shard by shard, each shard read-locked meanwhile.
     pub fn for_each(&self, mut f: impl FnMut(u64, &IndexedOrder)) {
         for shard in &self.shards {
-            for (&id, order) in shard.read().expect("order index lock").iter() {
+            for (&id, order) in read(shard).iter() {
                 f(id, order);
             }
         }
