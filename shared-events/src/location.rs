@@ -48,6 +48,13 @@ pub enum LocationError {
         "{url}: the stream name must be 1..={STREAM_NAME_BYTES_MAX} characters of A-Z a-z 0-9 - _"
     )]
     StreamName { url: String },
+    /// Not echoed: the value would show a password in logs.
+    #[error(
+        "a nats:// log location must not carry credentials (user:password@ or token@ would \
+         show in process lists and logs): set FOLDBOOK_NATS_USER and FOLDBOOK_NATS_PASSWORD, \
+         FOLDBOOK_NATS_TOKEN or FOLDBOOK_NATS_CREDS instead (README, JetStream)"
+    )]
+    Credentials,
     #[error("{url}: at most {SERVERS_MAX} servers")]
     TooManyServers { url: String },
     #[error("the log path is empty")]
@@ -100,6 +107,9 @@ impl FromStr for StreamUrl {
         let (servers, stream) = rest
             .split_once('/')
             .ok_or_else(|| LocationError::Shape(url.to_owned()))?;
+        if servers.contains('@') {
+            return Err(LocationError::Credentials);
+        }
         let valid_name = !stream.is_empty()
             && stream.len() <= STREAM_NAME_BYTES_MAX
             && stream
@@ -235,5 +245,10 @@ mod tests {
                 .is_err()
         );
         assert_eq!("".parse::<LogLocation>(), Err(LocationError::Empty));
+        for secret in ["nats://me:s3cret@h:4222/S", "nats://s3cret@h:4222,h:4223/S"] {
+            let e = secret.parse::<LogLocation>().unwrap_err();
+            assert_eq!(e, LocationError::Credentials);
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 }
