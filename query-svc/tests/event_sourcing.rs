@@ -4,6 +4,8 @@
 
 use futures_util::StreamExt;
 use query_svc::projection::ReadModel;
+mod common;
+use common::wait_read_error;
 use query_svc::{Config, QueryService};
 use shared_events::{BookState, Envelope, Event, Order, SCHEMA_VERSION, Side, Watermark};
 use std::io::Write;
@@ -319,15 +321,8 @@ async fn a_snapshot_of_another_fold_version_is_ignored() {
     }
     let service = query_svc::start(&fx.config).unwrap();
     assert_eq!(service.state.applied_seq(), 0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while service.state.error().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no error for the damaged line 1"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(service.state.error().unwrap().contains("line 1"));
+    let error = wait_read_error(&service.state, "the damaged line 1").await;
+    assert!(error.contains("line 1"), "{error}");
     service.stop();
 }
 

@@ -1,6 +1,8 @@
 //! The read side in process: the tailer following a log that grows under it, and the
 //! read routes without a socket.
 
+mod common;
+use common::wait_read_error;
 use query_svc::{Config, QueryService};
 use shared_events::{Envelope, Event, Fill, Order, SCHEMA_VERSION, Side, Watermark};
 use std::io::Write;
@@ -273,14 +275,7 @@ async fn a_corrupt_line_stops_applying_and_health_says_so() {
     mark_durable(&config, 3);
     let service = query_svc::start(&config).unwrap();
     wait_applied(&service, 1).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while service.state.error().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no error reported for a corrupt line"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_read_error(&service.state, "a corrupt line").await;
     let (status, health, _) = get(&service, "/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
@@ -350,14 +345,7 @@ async fn a_clean_stop_writes_a_snapshot_and_the_next_start_uses_it() {
     // now stops it, as it must (it never skips).
     config.rebuild = true;
     let service = query_svc::start(&config).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while service.state.error().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no error for the damaged line 1"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_read_error(&service.state, "the damaged line 1").await;
     assert_eq!(service.state.applied_seq(), 0);
     service.stop();
 }
@@ -516,19 +504,8 @@ async fn a_large_backlog_is_caught_up_to_the_same_model() {
     mark_durable(&config, n);
     let service = query_svc::start(&config).unwrap();
     wait_applied(&service, 8_999).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while service.state.error().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no read error within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let error = wait_read_error(&service.state, "a bad line deep in the log").await;
     assert_eq!(service.state.applied_seq(), 8_999);
-    assert!(
-        service.state.error().unwrap().contains("bad line"),
-        "{:?}",
-        service.state.error()
-    );
+    assert!(error.contains("bad line"), "{error}");
     service.stop();
 }

@@ -139,14 +139,64 @@ impl Proc {
     }
 }
 
+/// How long [`run`] lets a one-shot command take.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs `bin` with `args` in `dir` to its end (a one-shot command, or a start
-/// expected to fail); its exit status and captured output.
+/// expected to fail), at most [`RUN_TIMEOUT`]; its exit status and captured output.
 pub fn run(bin: &str, dir: &Path, args: &[&str]) -> Output {
-    Command::new(binary(bin))
+    run_with(bin, dir, args, &[], RUN_TIMEOUT)
+}
+
+/// [`run`] with `env` added to the environment, at most `timeout`: a command that
+/// does not end by then is killed, and the test fails showing what it wrote.
+pub fn run_with(
+    bin: &str,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
+    let mut child = Command::new(binary(bin))
         .current_dir(dir)
         .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {bin}: {e}"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap();
+            panic!(
+                "{bin} {args:?} did not end within {timeout:?}; it wrote:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
