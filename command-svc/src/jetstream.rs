@@ -949,6 +949,9 @@ impl LogRead for StreamLog {
                 ),
             ));
         }
+        // Reads go forward: the lines before this one are done with (holding them
+        // made a read through the stream hold all of it).
+        self.window.drop_before(offset);
         loop {
             let n = self.window.read_at(offset, buf);
             if n > 0 {

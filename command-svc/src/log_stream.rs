@@ -209,6 +209,10 @@ impl StreamStorage {
     }
 }
 
+/// Most publishes awaiting their acks at once: well below the client's in-flight
+/// limit (async-nats allows 5 000).
+const PUBLISH_IN_FLIGHT_MAX: usize = 1024;
+
 /// Publishes `batch` in order, pipelined, and waits for every ack; publishes the
 /// unacknowledged rest again after unclear failures, for up to
 /// [`PUBLISH_RETRY_WINDOW`]. Returns the batch with the outcome.
@@ -223,54 +227,61 @@ async fn publish_batch(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let mut pending = Vec::with_capacity(batch.len() - acked);
         let mut unclear = None;
-        for i in acked..batch.len() {
-            let m = &batch[i];
-            let mut message = PublishMessage::build()
-                .payload(m.payload.clone())
-                .message_id(&m.id)
-                .expected_last_sequence(m.seq - 1);
-            if i > 0 {
-                message = message.expected_last_message_id(&batch[i - 1].id);
-            }
-            match context.send_publish(subject.clone(), message).await {
-                Ok(ack) => pending.push(ack),
-                Err(e) => {
-                    unclear = Some(format!("publishing seq {}: {e}", m.seq));
-                    break;
+        // In windows: an unacknowledged publish holds one of the client's in-flight
+        // slots, and a send beyond them waits for a free one, which no ack awaited
+        // later can free (a copy-log batch of 5 000 short lines hung there).
+        while acked < batch.len() && unclear.is_none() {
+            let window = acked..batch.len().min(acked + PUBLISH_IN_FLIGHT_MAX);
+            let mut pending = Vec::with_capacity(window.len());
+            for i in window {
+                let m = &batch[i];
+                let mut message = PublishMessage::build()
+                    .payload(m.payload.clone())
+                    .message_id(&m.id)
+                    .expected_last_sequence(m.seq - 1);
+                if i > 0 {
+                    message = message.expected_last_message_id(&batch[i - 1].id);
+                }
+                match context.send_publish(subject.clone(), message).await {
+                    Ok(ack) => pending.push(ack),
+                    Err(e) => {
+                        unclear = Some(format!("publishing seq {}: {e}", m.seq));
+                        break;
+                    }
                 }
             }
-        }
-        for ack in pending {
-            let m = &batch[acked];
-            match ack.await {
-                Ok(ack) if ack.stream == stream && ack.sequence == m.seq => acked += 1,
-                Ok(ack) => {
-                    let reason = format!(
-                        "message {} was stored as seq {} of {}, not as seq {}",
-                        m.id, ack.sequence, ack.stream, m.seq
-                    );
-                    return (batch, Published::Unclear { reason });
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
-                    ) =>
-                {
-                    let reason = format!("seq {} refused: {e}", m.seq);
-                    return (
-                        batch,
-                        Published::Fenced {
-                            landed: acked,
-                            reason,
-                        },
-                    );
-                }
-                Err(e) => {
-                    unclear = Some(format!("no acknowledgement for seq {}: {e}", m.seq));
-                    break;
+            for ack in pending {
+                let m = &batch[acked];
+                match ack.await {
+                    Ok(ack) if ack.stream == stream && ack.sequence == m.seq => acked += 1,
+                    Ok(ack) => {
+                        let reason = format!(
+                            "message {} was stored as seq {} of {}, not as seq {}",
+                            m.id, ack.sequence, ack.stream, m.seq
+                        );
+                        return (batch, Published::Unclear { reason });
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            PublishErrorKind::WrongLastSequence
+                                | PublishErrorKind::WrongLastMessageId
+                        ) =>
+                    {
+                        let reason = format!("seq {} refused: {e}", m.seq);
+                        return (
+                            batch,
+                            Published::Fenced {
+                                landed: acked,
+                                reason,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        unclear = Some(format!("no acknowledgement for seq {}: {e}", m.seq));
+                        break;
+                    }
                 }
             }
         }
