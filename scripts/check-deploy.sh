@@ -8,22 +8,24 @@
 #
 #   scripts/check-deploy.sh        exits non-zero when any check fails
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 passed=0 failed=0
 pass() { echo "  ok    $1"; passed=$((passed + 1)); }
 fail() { echo "  FAIL  $1"; failed=$((failed + 1)); }
+# indent TEXT: TEXT with every line indented under its check.
+indent() { while IFS= read -r line; do printf '        %s\n' "$line"; done <<<"$1"; }
 # check DESCRIPTION COMMAND...: passes when COMMAND exits 0; shows its output if not.
 check() {
     local what=$1 out
     shift
-    if out=$("$@" 2>&1); then pass "$what"; else fail "$what"; [[ -z $out ]] || sed 's/^/        /' <<<"$out"; fi
+    if out=$("$@" 2>&1); then pass "$what"; else fail "$what"; [[ -z $out ]] || indent "$out"; fi
 }
 # check_quiet: like check, but any output (a warning) is a failure too.
 check_quiet() {
     local what=$1 out
     shift
-    if out=$("$@" 2>&1) && [[ -z $out ]]; then pass "$what"; else fail "$what"; sed 's/^/        /' <<<"$out"; fi
+    if out=$("$@" 2>&1) && [[ -z $out ]]; then pass "$what"; else fail "$what"; indent "$out"; fi
 }
 section() { echo; echo "== $1"; }
 
@@ -68,8 +70,10 @@ last_stage=$(awk '/^FROM /{n=NR} END{print n}' "$tmp/Dockerfile")
 final=$(sed -n "${last_stage}p" "$tmp/Dockerfile")
 arg_default() { sed -n "s/^ARG $1=//p" "$tmp/Dockerfile" | head -1; }
 final_image=$(awk '{print $2}' <<<"$final")
+# shellcheck disable=SC2016 # a literal ${...} in the Dockerfile
 [[ $final_image == '${'*'}' ]] && final_image=$(arg_default "$(tr -d '${}' <<<"$final_image")")
 builder=$(grep -m1 -E '^FROM .* AS builder$' "$tmp/Dockerfile" | awk '{print $2}')
+# shellcheck disable=SC2016 # a literal ${...} in the Dockerfile
 [[ $builder == '${'*'}' ]] && builder=$(arg_default "$(tr -d '${}' <<<"$builder")")
 check "first line is a BuildKit syntax directive" grep -qx '# syntax=docker/dockerfile:1' <(head -1 "$DF")
 check "multi-stage: >= 2 FROM lines" test "$(grep -c '^FROM ' "$tmp/Dockerfile")" -ge 2
@@ -93,6 +97,7 @@ check "no ADD, no :latest tags, no sudo" bash -c "! grep -qE '^ADD |:latest|sudo
 # whitelist (a `!path` line for it or for its top-level directory).
 copy_ok() {
     local src bad=0
+    # shellcheck disable=SC2013 # COPY sources are words, split on purpose
     for src in $(grep -E '^COPY ' "$tmp/Dockerfile" | grep -v -- '--from=' |
         sed -E 's/^COPY( --[a-z]+=[^ ]+)* //' | awk '{NF--; print}'); do
         [[ $src == ./ ]] && continue
@@ -103,6 +108,7 @@ copy_ok() {
     return $bad
 }
 check "COPY sources exist and are in the build-context whitelist" copy_ok
+# shellcheck disable=SC2016 # the script is for bash -c, expanded there
 check ".dockerignore keeps target/, log.txt, snapshots/ out" \
     bash -c 'for p in "**/target" "**/log.txt" "**/snapshots"; do grep -qxF "$p" deploy/Dockerfile.dockerignore || exit 1; done'
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Deterministic simulation of the storage path (gateway::sim): runs SEEDS seeds of
+# Deterministic simulation of the storage path (the foldbook-sim crate, sim/): runs SEEDS seeds of
 # a random workload with seeded disk faults, crashes and power cuts through the real
 # write and read side code, checking the invariants after every step (README,
 # Simulation). Release build; seeds run on all cores.
@@ -18,5 +18,5 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-cargo build --locked --release -p gateway --example sim
-exec target/release/examples/sim "$@"
+cargo build --locked --release -p foldbook-sim --bin sim
+exec target/release/sim "$@"

@@ -85,12 +85,12 @@ pub fn verify(
             )
         }
         LogLocation::JetStream(url) => {
-            let js = crate::jetstream::JetStream::connect(url, "foldbook verify")
-                .map_err(std::io::Error::other)?;
+            let js = crate::connect(url, "foldbook verify").map_err(std::io::Error::other)?;
             let bounds = js.bounds()?.ok_or_else(|| {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "the stream does not exist")
             })?;
-            let mut stream = crate::jetstream::StreamLog::new(js);
+            let mut stream =
+                crate::log_stream::JetStreamLog(plumbing::jetstream::StreamLog::new(js));
             stream.locate(LogCursor::start());
             (
                 Box::new(shared_events::source::Reader::new(stream, 0)),
@@ -187,8 +187,7 @@ pub fn copy_log(
     out: &mut impl Write,
 ) -> Result<u64, String> {
     use crate::log_file::Storage;
-    let js =
-        crate::jetstream::JetStream::connect(to, "foldbook copy-log").map_err(|e| e.to_string())?;
+    let js = crate::connect(to, "foldbook copy-log").map_err(|e| e.to_string())?;
     let (mut storage, bounds) =
         crate::log_stream::StreamStorage::open(js, replicas).map_err(|e| e.to_string())?;
     let mut file = std::fs::File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;

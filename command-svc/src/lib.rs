@@ -13,10 +13,12 @@
 //! - [`checkpoint`]: the write side's snapshots.
 //! - [`log_file`]: opening, locking, replaying and appending the file log; the
 //!   storage interfaces ([`log_file::Storage`], [`log_file::Recoverable`]).
-//! - [`jetstream`]: the log on NATS JetStream: connection, stream, reading it as a
-//!   log (query-svc includes this file too).
-//! - [`log_stream`]: the JetStream log as the writer's storage: publishing with
-//!   dedupe ids and expected-last-sequence fencing.
+//! - [`stream_admin`]: creating the JetStream stream, or checking an existing one.
+//! - [`log_stream`]: the JetStream log as the writer's storage: reading it for
+//!   recovery, publishing with dedupe ids and expected-last-sequence fencing.
+//!
+//! The NATS client, its settings and the generic reading of a stream are in
+//! `plumbing::jetstream`; the serving of the routes in `plumbing::serve`.
 //! - [`writer`]: the single writer thread and its group commit.
 //! - [`http`]: warp routes, validation of path and query, JSON errors.
 //!
@@ -27,13 +29,13 @@ pub mod book;
 pub mod checkpoint;
 pub mod cli;
 pub mod command;
+pub mod describe;
 pub mod http;
 pub mod idempotency;
-pub mod jetstream;
 pub mod log_file;
 pub mod log_stream;
 pub mod model;
-pub mod runtime;
+pub mod stream_admin;
 pub mod writer;
 
 use book::Book;
@@ -41,8 +43,11 @@ use checkpoint::SnapshotOptions;
 use idempotency::IdempotencyIndex;
 use log_file::{LogFile, OpenError, Recoverable, Recovery};
 use model::WriteModel;
+use plumbing::jetstream::{JetStream, JetStreamError, StreamAddress};
+use shared_events::StreamUrl;
 use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 pub use writer::{CommandHandle, FsyncMode, WriterOptions, WriterTask};
 
@@ -102,6 +107,26 @@ pub enum StartError {
 /// Loads the newest usable snapshot (else the genesis state), locks the log (or
 /// connects to the stream), replays what follows, and starts the writer.
 pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError> {
+    start_with(config, None)
+}
+
+/// The client for the stream at `url`, named `name` in the servers' connection lists.
+pub fn connect(url: &StreamUrl, name: &str) -> Result<Arc<JetStream>, JetStreamError> {
+    let address = StreamAddress {
+        servers: url.server_urls(),
+        stream: url.stream.clone(),
+        subject: url.subject(),
+        shown: url.to_string(),
+    };
+    JetStream::connect(&address, name)
+}
+
+/// [`start`], on the JetStream client `js` when the log is a stream and one is given
+/// (the combined gateway shares one client between both sides).
+pub fn start_with(
+    config: &Config,
+    js: Option<Arc<JetStream>>,
+) -> Result<(CommandHandle, WriterTask), StartError> {
     let genesis = BookState::load(&config.init)?;
     match &config.log {
         LogLocation::File(path) => {
@@ -111,8 +136,10 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
             Ok(writer::spawn(model, log, end, options))
         }
         LogLocation::JetStream(url) => {
-            let js = jetstream::JetStream::connect(url, "foldbook command-svc")
-                .map_err(OpenError::from)?;
+            let js = match js {
+                Some(js) => js,
+                None => connect(url, "foldbook command-svc").map_err(OpenError::from)?,
+            };
             let (storage, bounds) = log_stream::StreamStorage::open(js, config.nats_replicas)
                 .map_err(OpenError::from)?;
             tracing::info!(url = %url, events = bounds.last_seq, "the log is a JetStream stream");
@@ -159,7 +186,7 @@ fn recover_at_start<S: Recoverable>(
         log_file::now_us(),
     )?;
     // Replay grew the book's tables by doubling; hand the old ones back.
-    shared_events::memory::release_free();
+    plumbing::memory::release_free();
     let elapsed = started.elapsed();
     tracing::info!(
         log = %name,

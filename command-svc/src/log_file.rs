@@ -75,7 +75,7 @@ pub enum OpenError {
         message: String,
     },
     #[error(transparent)]
-    JetStream(#[from] crate::jetstream::JetStreamError),
+    JetStream(#[from] plumbing::jetstream::JetStreamError),
 }
 
 /// The log file, opened for appending and exclusively locked for as long as it lives.

@@ -1,7 +1,7 @@
 //! The JetStream log as the writer sees it (`--log nats://HOST:PORT/STREAM`):
 //! [`StreamStorage`] implements [`Storage`] and [`Recoverable`], so the writer, its
 //! group commit, snapshots and recovery are the same code as for the file. Recovery
-//! reads the stream's tail through [`StreamLog`] (see `jetstream.rs`); appending
+//! reads the stream's tail through [`StreamLog`] (plumbing's `jetstream::stream_log`); appending
 //! publishes.
 //!
 //! ## Publishing
@@ -39,11 +39,12 @@
 //!   the batch gets 503 and the writer stops (fail-stop), so a restart reads the
 //!   truth from the stream.
 
-use crate::jetstream::{JetStream, JetStreamError, StreamBounds, StreamLog};
 use crate::log_file::{Fenced, Recoverable, Storage};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
+use plumbing::jetstream::{JetStream, JetStreamError, StreamBounds, StreamLog};
+use plumbing::lines::Position;
 use shared_events::{LogCursor, LogRead, Watermark};
 use std::io;
 use std::sync::Arc;
@@ -77,11 +78,42 @@ enum Published {
     Unclear { reason: String },
 }
 
+/// A stream read as a log ([`LogRead`]), for recovery and `verify`: plumbing's
+/// [`StreamLog`] reads the lines; this says what the log's interface needs of it.
+#[derive(Debug)]
+pub struct JetStreamLog(pub StreamLog);
+
+impl LogRead for JetStreamLog {
+    /// Not known without reading the whole stream.
+    fn length(&mut self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+
+    fn locate(&mut self, at: LogCursor) {
+        self.0.locate(Position {
+            offset: at.offset,
+            lines: at.lines,
+            next_seq: at.next_seq,
+        })
+    }
+
+    /// A stream continues a snapshot at `seq` when it holds `seq` events or more
+    /// and has not lost the ones after it; the offset is not checked (a stream
+    /// deleted and created again under the same name needs its snapshots deleted).
+    fn check_continues(&mut self, seq: u64, _offset: u64) -> Result<(), String> {
+        self.0.check_continues(seq)
+    }
+}
+
 /// A JetStream stream as the writer's storage.
 #[derive(Debug)]
 pub struct StreamStorage {
     /// For recovery: the stream read as a log.
-    log: StreamLog,
+    log: JetStreamLog,
     /// The stream's last seq as this writer knows it: set at the end of recovery,
     /// moved on by every acknowledged batch.
     last_seq: u64,
@@ -96,7 +128,7 @@ impl StreamStorage {
         js: Arc<JetStream>,
         replicas: usize,
     ) -> Result<(Self, StreamBounds), JetStreamError> {
-        let bounds = js.ensure_stream(replicas, STREAM_READY_TIMEOUT)?;
+        let bounds = crate::stream_admin::ensure_stream(&js, replicas, STREAM_READY_TIMEOUT)?;
         if bounds.last_seq > 0 && bounds.first_seq != 1 {
             return Err(JetStreamError::Stream {
                 url: js.url().to_string(),
@@ -108,7 +140,7 @@ impl StreamStorage {
             });
         }
         let storage = StreamStorage {
-            log: StreamLog::new(js),
+            log: JetStreamLog(StreamLog::new(js)),
             last_seq: 0,
             staged: Vec::new(),
         };
@@ -116,7 +148,7 @@ impl StreamStorage {
     }
 
     fn js(&self) -> &Arc<JetStream> {
-        self.log.jetstream()
+        self.log.0.jetstream()
     }
 
     /// Appends after seq `last_seq`, without recovery (copying a log in: the caller
@@ -353,7 +385,7 @@ impl Storage for StreamStorage {
             );
         }
         self.last_seq = mark.seq;
-        self.log.close();
+        self.log.0.close();
         Ok(())
     }
 }

@@ -22,9 +22,9 @@ struct Args {
     command: Option<Sub>,
     /// Log line format.
     #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: command_svc::runtime::LogFormat,
+    log_format: plumbing::telemetry::LogFormat,
     #[command(flatten)]
-    limits: command_svc::runtime::Limits,
+    limits: plumbing::serve::Limits,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
@@ -56,7 +56,8 @@ enum Sub {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    command_svc::runtime::init(args.log_format);
+    plumbing::telemetry::init(args.log_format);
+    command_svc::describe::metrics();
     if let Some(Sub::Verify { log }) = &args.command {
         let log = log.as_ref().unwrap_or(&args.write.log);
         let init = args
@@ -81,9 +82,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut failure = writer.failure.clone();
-    command_svc::runtime::serve(
+    plumbing::serve::serve(
         listener,
-        command_svc::http::routes(handle, auth),
+        plumbing::serve::Api::new(
+            command_svc::http::routes(handle, auth),
+            shared_events::openapi::ROUTE_LABELS,
+            shared_events::openapi::allowed_methods,
+        ),
         &args.limits,
         async move {
             let _ = failure.wait_for(Option::is_some).await;

@@ -7,11 +7,10 @@
 //! In proxy mode ([`proxy`]) it fronts separately running services instead. In
 //! both modes `GET /` is the web UI ([`index`], the page in `index.html`).
 //!
-//! [`sim`] is the deterministic simulation of the storage path: both sides' real
-//! code on a seeded, faulty, simulated disk (`scripts/sim.sh`).
+//! The gateway is the front door only: the simulation (`sim/`), the benchmark
+//! (`bench/`) and the test helpers (`test-support/`) are crates of their own.
 
 pub mod proxy;
-pub mod sim;
 
 use command_svc::CommandHandle;
 use query_svc::QueryState;
@@ -21,6 +20,14 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
+
+/// `# HELP` text of the gateway's own metrics (proxy mode).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "foldbook_upstream_errors_total",
+        "Proxied requests that got no answer from their upstream, by kind (timeout, unreachable)."
+    );
+}
 
 /// The web UI: one HTML page with its CSS and JS inline, no build step.
 pub const PAGE: &str = include_str!("index.html");

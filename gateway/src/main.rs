@@ -4,7 +4,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use command_svc::runtime;
+use plumbing::serve::{Api, Limits};
+use shared_events::LogLocation;
+use shared_events::openapi::{ROUTE_LABELS, allowed_methods};
 use std::net::SocketAddr;
 
 /// mimalloc instead of the system allocator: replay and the writer allocate and
@@ -19,9 +21,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     /// Log line format.
     #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: command_svc::runtime::LogFormat,
+    log_format: plumbing::telemetry::LogFormat,
     #[command(flatten)]
-    limits: runtime::Limits,
+    limits: Limits,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -54,7 +56,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    runtime::init(args.log_format);
+    plumbing::telemetry::init(args.log_format);
+    gateway::describe_metrics();
     if let Some(command_url) = &args.command_url {
         return proxy(&args, command_url).await;
     }
@@ -62,9 +65,18 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("--auth-reads needs --auth-file");
     }
     let auth = args.write.auth().map_err(anyhow::Error::msg)?;
+    command_svc::describe::metrics();
+    query_svc::describe::metrics();
     let command_config = args.write.config();
+    // On JetStream both sides use one client (one connection, one runtime).
+    let js = match &command_config.log {
+        LogLocation::JetStream(url) => Some(
+            command_svc::connect(url, "foldbook gateway").context("starting the NATS client")?,
+        ),
+        LogLocation::File(_) => None,
+    };
     let (handle, writer) =
-        command_svc::start(&command_config).context("starting the write side")?;
+        command_svc::start_with(&command_config, js.clone()).context("starting the write side")?;
     let query_config = query_svc::Config {
         init: command_config.init.clone(),
         log: command_config.log.clone(),
@@ -73,16 +85,16 @@ async fn main() -> anyhow::Result<()> {
         rebuild: false,
         finished_orders_kept: args.finished_orders_kept,
     };
-    let query = query_svc::start(&query_config).context("starting the read side")?;
+    let query = query_svc::start_with(&query_config, js).context("starting the read side")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut failure = writer.failure.clone();
     let routes = gateway::combined_routes(handle, query.state.clone(), auth, args.auth_reads);
     let state = query.state.clone();
-    runtime::serve(
+    plumbing::serve::serve(
         listener,
-        routes,
+        Api::new(routes, ROUTE_LABELS, allowed_methods),
         &args.limits,
         async move {
             let _ = failure.wait_for(Option::is_some).await;
@@ -117,9 +129,13 @@ async fn proxy(args: &Args, command_url: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    runtime::serve(
+    plumbing::serve::serve(
         listener,
-        gateway::proxy::routes(upstreams),
+        Api::new(
+            gateway::proxy::routes(upstreams),
+            ROUTE_LABELS,
+            allowed_methods,
+        ),
         &args.limits,
         std::future::pending(),
         || {},

@@ -61,7 +61,7 @@ fn schema(name: &str) -> &'static Value {
 
 #[test]
 fn bounds_are_the_codes_constants() {
-    use command_svc::runtime;
+    use plumbing::serve;
     use query_svc::http as q;
     let doc = document();
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
@@ -147,10 +147,10 @@ fn bounds_are_the_codes_constants() {
     // The limits the description states are the defaults of the flags.
     let text = doc["info"]["description"].as_str().unwrap();
     for stated in [
-        format!("longer than {} bytes is 414", runtime::URI_BYTES_MAX),
-        format!("longer than {} KiB is 413", runtime::BODY_BYTES_MAX / 1024),
-        format!("over {} KiB", runtime::HEADER_BYTES_MAX / 1024),
-        format!("more than {} headers is 431", runtime::HEADERS_MAX),
+        format!("longer than {} bytes is 414", serve::URI_BYTES_MAX),
+        format!("longer than {} KiB is 413", serve::BODY_BYTES_MAX / 1024),
+        format!("over {} KiB", serve::HEADER_BYTES_MAX / 1024),
+        format!("more than {} headers is 431", serve::HEADERS_MAX),
     ] {
         assert!(
             text.contains(&stated),
@@ -208,7 +208,10 @@ fn every_route_label_is_documented_and_the_other_way_round() {
         .filter_map(|t| t.trim_start_matches('/').split('/').next())
         .filter(|s| !s.is_empty())
         .collect();
-    let labels: BTreeSet<&str> = command_svc::runtime::ROUTES.iter().copied().collect();
+    let labels: BTreeSet<&str> = shared_events::openapi::ROUTE_LABELS
+        .iter()
+        .copied()
+        .collect();
     assert_eq!(firsts, labels);
     assert!(
         document()["paths"].get("/").is_some(),
@@ -548,15 +551,12 @@ async fn answers_of_the_combined_gateway_conform() {
     }
 
     // The limits, on a documented route.
-    let long = format!(
-        "/orderbook?{}",
-        "x".repeat(command_svc::runtime::URI_BYTES_MAX)
-    );
+    let long = format!("/orderbook?{}", "x".repeat(plumbing::serve::URI_BYTES_MAX));
     let answer = call(base, "GET", &long, None, 0).await;
     assert_eq!(conforms(answer).status, 414);
     let res = client
         .get(format!("{base}/orderbook"))
-        .header("x-big", "a".repeat(command_svc::runtime::HEADER_BYTES_MAX))
+        .header("x-big", "a".repeat(plumbing::serve::HEADER_BYTES_MAX))
         .send()
         .await
         .unwrap();
@@ -576,10 +576,7 @@ async fn answers_of_the_combined_gateway_conform() {
     );
     let res = client
         .post(format!("{base}/buy/alice/1"))
-        .body(vec![
-            b'x';
-            command_svc::runtime::BODY_BYTES_MAX as usize + 1
-        ])
+        .body(vec![b'x'; plumbing::serve::BODY_BYTES_MAX as usize + 1])
         .send()
         .await
         .unwrap();

@@ -8,8 +8,8 @@
 //! - [`projection`]: the read model and its pure fold; the immutable book snapshot.
 //! - [`source`]: the log as the read side sees it: the durable watermark, the bytes
 //!   from an offset, wake-ups ([`source::LogSource`]); the file implementation.
-//! - [`stream_source`]: the same for a NATS JetStream stream; [`jetstream`] is the
-//!   client both sides share (the file lives in command-svc and is included here).
+//! - [`stream_source`]: the same for a NATS JetStream stream, read through
+//!   `plumbing::jetstream` (the client, its settings, the generic stream reading).
 //! - [`tailer`]: follows the log (notify + poll) up to the durable watermark,
 //!   verifies and applies lines, publishes snapshots and live events, writes
 //!   checkpoints.
@@ -24,7 +24,9 @@
 //! indexes.
 
 pub mod checkpoint;
+pub mod describe;
 pub mod events;
+pub mod file_watch;
 pub mod history;
 pub mod http;
 pub mod index;
@@ -33,14 +35,10 @@ pub mod source;
 pub mod stream_source;
 pub mod tailer;
 
-// The JetStream client is the same file the write side uses. It is included by path
-// rather than depended on, because query-svc must not depend on command-svc.
-#[path = "../../command-svc/src/jetstream.rs"]
-pub mod jetstream;
-
 use arc_swap::ArcSwap;
 use history::{LineEvent, SeekIndex, Sources};
 use index::OrderIndex;
+use plumbing::jetstream::{JetStream, JetStreamError, StreamAddress};
 use projection::{BookSnapshot, DashMap, ReadModel, TradeView};
 use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::collections::VecDeque;
@@ -250,12 +248,18 @@ pub enum StartError {
     #[error(transparent)]
     Init(#[from] StateError),
     #[error(transparent)]
-    JetStream(#[from] jetstream::JetStreamError),
+    JetStream(#[from] JetStreamError),
 }
 
 /// Loads the newest usable snapshot (else the genesis state) and starts tailing the
 /// log from there (waiting for it if missing): the file, or the stream.
 pub fn start(config: &Config) -> Result<QueryService, StartError> {
+    start_with(config, None)
+}
+
+/// [`start`], on the JetStream client `js` when the log is a stream and one is given
+/// (the combined gateway shares one client between both sides).
+pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QueryService, StartError> {
     let genesis = BookState::load(&config.init)?;
     let dir = config.snapshot_dir();
     let (mut model, cursor, source, log): (
@@ -271,8 +275,19 @@ pub fn start(config: &Config) -> Result<QueryService, StartError> {
             (model, cursor, source, Box::new(path.clone()))
         }
         LogLocation::JetStream(url) => {
-            let js = jetstream::JetStream::connect(url, "foldbook query-svc")?;
-            let mut log = jetstream::StreamLog::new(js.clone());
+            let js = match js {
+                Some(js) => js,
+                None => {
+                    let address = StreamAddress {
+                        servers: url.server_urls(),
+                        stream: url.stream.clone(),
+                        subject: url.subject(),
+                        shown: url.to_string(),
+                    };
+                    JetStream::connect(&address, "foldbook query-svc")?
+                }
+            };
+            let mut log = stream_source::JetStreamLog::new(js.clone());
             let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
             tracing::info!(url = %url, from_seq = cursor.next_seq, "following a JetStream stream");
             let source = Box::new(stream_source::StreamSource::new(js.clone(), cursor));
@@ -286,7 +301,7 @@ pub fn start(config: &Config) -> Result<QueryService, StartError> {
     };
     model.keep_finished(config.finished_orders_kept);
     // Loading a snapshot builds large tables from temporary ones; hand those back.
-    shared_events::memory::release_free();
+    plumbing::memory::release_free();
     let sources = Sources {
         genesis,
         log,

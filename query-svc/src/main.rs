@@ -11,21 +11,15 @@ use std::path::PathBuf;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// The process glue (tracing, signals, bounded graceful shutdown) is the same file the
-// other binaries use. It is included by path rather than depended on, because
-// query-svc must not depend on command-svc.
-#[path = "../../command-svc/src/runtime.rs"]
-mod runtime;
-
 /// The foldbook read side: tails the log and serves the order book.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// Log line format.
     #[arg(long, env = "FOLDBOOK_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: runtime::LogFormat,
+    log_format: plumbing::telemetry::LogFormat,
     #[command(flatten)]
-    limits: runtime::Limits,
+    limits: plumbing::serve::Limits,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "QUERY_LISTEN", default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
@@ -62,7 +56,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    runtime::init(args.log_format);
+    plumbing::telemetry::init(args.log_format);
+    query_svc::describe::metrics();
     let config = query_svc::Config {
         init: args.init,
         log: args.log,
@@ -82,9 +77,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let state = service.state.clone();
-    runtime::serve(
+    plumbing::serve::serve(
         listener,
-        query_svc::http::routes(service.state.clone(), read_auth),
+        plumbing::serve::Api::new(
+            query_svc::http::routes(service.state.clone(), read_auth),
+            shared_events::openapi::ROUTE_LABELS,
+            shared_events::openapi::allowed_methods,
+        ),
         &args.limits,
         std::future::pending(),
         move || state.close_streams(),

@@ -58,7 +58,7 @@ impl LogSource for FileSource {
     }
 
     fn watch(&mut self, wake: SyncSender<()>) -> Option<Box<dyn Send>> {
-        crate::tailer::watch_dir(self.log.path(), wake)
+        crate::file_watch::watch_dir(self.log.path(), wake)
             .map(|watcher| Box::new(watcher) as Box<dyn Send>)
     }
 

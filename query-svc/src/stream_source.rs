@@ -3,7 +3,7 @@
 //! snapshots are the same code as for the file. Any number of query-svc replicas, on
 //! any hosts, each follow the stream this way.
 //!
-//! An ordered consumer (see `jetstream.rs`) delivers the stream from the tailer's
+//! An ordered consumer (plumbing's `jetstream::feed`) delivers the stream from the tailer's
 //! start seq into a bounded window of lines with computed byte offsets. Each step's
 //! watermark takes in what arrived (at most [`WINDOW_BYTES_MAX`] held), and the
 //! tailer reads and applies up to its end; what the tailer has read is dropped at
@@ -18,8 +18,9 @@
 //! `ts_us`. Each arriving message wakes the tailer.
 
 use crate::history::OpenLog;
-use crate::jetstream::{JetStream, StreamLog};
 use crate::source::LogSource;
+use plumbing::jetstream::{JetStream, StreamLog};
+use plumbing::lines::Position;
 use shared_events::source::LogRead;
 use shared_events::{LogCursor, Watermark};
 use std::io;
@@ -45,7 +46,11 @@ impl StreamSource {
     /// Follows the stream from `at`: where the tailer's model leaves off.
     pub fn new(js: Arc<JetStream>, at: LogCursor) -> Self {
         let mut log = StreamLog::new(js);
-        log.locate(at);
+        log.locate(Position {
+            offset: at.offset,
+            lines: at.lines,
+            next_seq: at.next_seq,
+        });
         StreamSource {
             log,
             low_read: None,
@@ -109,13 +114,51 @@ impl LogSource for StreamSource {
     }
 }
 
-/// Opens a [`StreamLog`] on the same connection for each reader of the past (time
-/// travel, the history part of `/events`): it reads by seq from where it is located.
+/// A stream read as a log ([`LogRead`]) from where it is located: for readers of the
+/// past and for loading a snapshot. Plumbing's [`StreamLog`] reads the lines; this
+/// says what the log's interface needs of it.
+#[derive(Debug)]
+pub struct JetStreamLog(StreamLog);
+
+impl JetStreamLog {
+    /// A reader of the stream, located at its start.
+    pub fn new(js: Arc<JetStream>) -> Self {
+        JetStreamLog(StreamLog::new(js))
+    }
+}
+
+impl LogRead for JetStreamLog {
+    /// Not known without reading the whole stream.
+    fn length(&mut self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+
+    fn locate(&mut self, at: LogCursor) {
+        self.0.locate(Position {
+            offset: at.offset,
+            lines: at.lines,
+            next_seq: at.next_seq,
+        })
+    }
+
+    /// By seq only: see plumbing's `StreamLog::check_continues`.
+    fn check_continues(&mut self, seq: u64, _offset: u64) -> Result<(), String> {
+        self.0.check_continues(seq)
+    }
+}
+
+/// Opens a [`JetStreamLog`] on the same connection for each reader of the past
+/// (time travel, the history part of `/events`): it reads by seq from where it is
+/// located.
 #[derive(Debug, Clone)]
 pub struct StreamOpener(pub Arc<JetStream>);
 
 impl OpenLog for StreamOpener {
     fn open(&self) -> Box<dyn LogRead + Send> {
-        Box::new(StreamLog::new(self.0.clone()))
+        Box::new(JetStreamLog::new(self.0.clone()))
     }
 }

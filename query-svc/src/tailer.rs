@@ -16,11 +16,10 @@ use crate::checkpoint::{self, SnapshotOptions};
 use crate::history::LineEvent;
 use crate::projection::ReadModel;
 use crate::source::LogSource;
-use notify::Watcher;
 use shared_events::snapshot::Checkpointer;
 use shared_events::source::read_full_at;
 use shared_events::{Envelope, LogCursor, Watermark};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -108,12 +107,20 @@ pub fn spawn(setup: TailerSetup, state: Arc<QueryState>) -> TailerTask {
 pub struct Tailer {
     /// The log and the writer's durable watermark: never apply past it.
     source: Box<dyn LogSource>,
+    /// Read buffer, reused.
+    buf: Vec<u8>,
+    /// Everything the events are folded into. Apart from the source, so that a
+    /// catch-up can lend the source to its decoder thread while this one folds.
+    fold: Fold,
+}
+
+/// The read model and what applying events to it updates: the cursor, the shared
+/// state readers see, lag, snapshots, metrics.
+struct Fold {
     model: ReadModel,
     /// Just past the last applied line.
     cursor: LogCursor,
     state: Arc<QueryState>,
-    /// Read buffer, reused.
-    buf: Vec<u8>,
     lag: LagWindow,
     /// Writes the read side's snapshots, if any are wanted.
     snapshots: Option<Checkpointer>,
@@ -122,81 +129,33 @@ pub struct Tailer {
     applied_seq: metrics::Gauge,
 }
 
-/// Watches the log's directory (the log may not exist yet, and the watermark file
-/// lives there too) and turns every notification that concerns the log or the
-/// watermark into a wake-up token.
-pub(crate) fn watch_dir(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let names = [
-        path.file_name().map(|n| n.to_owned()),
-        shared_events::watermark::path_for(path)
-            .file_name()
-            .map(|n| n.to_owned()),
-    ];
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = &event
-            && !wakes_tailer(event, &names)
-        {
-            return;
-        }
-        // A full channel already holds a wake-up: coalesce.
-        let _ = wake.try_send(());
-    })
-    .map_err(|e| tracing::warn!(error = %e, "no change notifications; polling only"))
-    .ok()?;
-    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the log directory; polling only");
-            None
-        }
-    }
-}
-
-/// Whether a change notification may mean new durable events. Opening or reading
-/// a file is an event too (inotify's `IN_OPEN`): the tailer's own reads of the
-/// watermark must not wake it, or it wakes itself forever and spins a core. Other
-/// files in the directory (snapshots, a second log) do not concern it either. An
-/// event without paths (the watcher lost track) wakes it, to be safe.
-fn wakes_tailer(event: &notify::Event, names: &[Option<std::ffi::OsString>; 2]) -> bool {
-    if matches!(event.kind, notify::EventKind::Access(_)) {
-        return false;
-    }
-    event.paths.is_empty()
-        || event.paths.iter().any(|p| {
-            let name = p.file_name().map(|n| n.to_owned());
-            names.contains(&name)
-        })
-}
-
 impl Tailer {
     /// A tailer that continues `setup.model` from `setup.cursor`, publishing into `state`.
     pub fn new(setup: TailerSetup, state: Arc<QueryState>) -> Self {
         let start_seq = setup.model.seq;
         Tailer {
             source: setup.source,
-            model: setup.model,
-            cursor: setup.cursor,
-            state,
             buf: Vec::new(),
-            lag: LagWindow::default(),
-            snapshots: setup.snapshots.map(|o| Checkpointer::new(o, start_seq)),
-            lag_seconds: metrics::histogram!("foldbook_lag_seconds"),
-            applied_seq: metrics::gauge!("foldbook_applied_seq"),
+            fold: Fold {
+                model: setup.model,
+                cursor: setup.cursor,
+                state,
+                lag: LagWindow::default(),
+                snapshots: setup.snapshots.map(|o| Checkpointer::new(o, start_seq)),
+                lag_seconds: metrics::histogram!("foldbook_lag_seconds"),
+                applied_seq: metrics::gauge!("foldbook_applied_seq"),
+            },
         }
     }
 
     /// The read model as of the last applied event.
     pub fn model(&self) -> &ReadModel {
-        &self.model
+        &self.fold.model
     }
 
     /// Just past the last applied line.
     pub fn cursor(&self) -> LogCursor {
-        self.cursor
+        self.fold.cursor
     }
 
     fn run(mut self, stop: Arc<AtomicBool>, wake: SyncSender<()>, woken: Receiver<()>) {
@@ -206,7 +165,7 @@ impl Tailer {
             match self.step() {
                 Ok(true) => continue, // more may be buffered: read again before sleeping
                 Ok(false) => {
-                    self.state.set_error(None);
+                    self.fold.state.set_error(None);
                 }
                 Err(StepError::Waiting(what)) => {
                     if !waiting_logged {
@@ -215,19 +174,21 @@ impl Tailer {
                     }
                 }
                 Err(StepError::Stuck(message)) => {
-                    if self.state.set_error(Some(message.clone())) {
+                    if self.fold.state.set_error(Some(message.clone())) {
                         tracing::error!(path = %self.source.name(), error = %message, "read side stopped applying the log");
                     }
                 }
             }
-            self.maybe_checkpoint();
-            self.lag.maybe_log(self.model.seq, self.state.durable_seq());
+            self.fold.maybe_checkpoint();
+            self.fold
+                .lag
+                .maybe_log(self.fold.model.seq, self.fold.state.durable_seq());
             match woken.recv_timeout(POLL_INTERVAL) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.final_checkpoint();
+        self.fold.final_checkpoint();
     }
 
     /// Reads and applies what is new and durable, then publishes it. `Ok(true)` when
@@ -239,48 +200,50 @@ impl Tailer {
             // Missing, or caught mid-rewrite: nothing is known to be durable yet.
             None => return Err(StepError::Waiting("the writer's durable watermark")),
         };
-        self.state.set_durable_seq(mark.seq);
+        self.fold.state.set_durable_seq(mark.seq);
         let Some(len) = self.source.length().map_err(io)? else {
             return Err(StepError::Waiting("the log to appear"));
         };
         let end = len.min(mark.offset);
-        if end < self.cursor.offset {
+        if end < self.fold.cursor.offset {
             return Err(StepError::Stuck(format!(
                 "the log (length {len}, durable up to {}) ends before the {} bytes already applied (seq {}): it was truncated or replaced",
-                mark.offset, self.cursor.offset, self.model.seq
+                mark.offset, self.fold.cursor.offset, self.fold.model.seq
             )));
         }
-        let backlog = end - self.cursor.offset;
+        let backlog = end - self.fold.cursor.offset;
         if backlog == 0 {
             return Ok(false);
         }
-        if backlog >= PIPELINE_BYTES_MIN as u64 && self.state.live.receiver_count() == 0 {
+        if backlog >= PIPELINE_BYTES_MIN as u64 && self.fold.state.live.receiver_count() == 0 {
             return self.catch_up(end, mark);
         }
         let want = (backlog as usize).min(READ_BYTES_MAX);
         self.buf.resize(want, 0);
-        let got = read_full_at(&mut *self.source, self.cursor.offset, &mut self.buf).map_err(io)?;
+        let got =
+            read_full_at(&mut *self.source, self.fold.cursor.offset, &mut self.buf).map_err(io)?;
         self.buf.truncate(got);
 
         let mut batch: Vec<(Envelope, usize, usize)> = Vec::new();
-        let mut scan = self.cursor;
+        let mut scan = self.fold.cursor;
         let mut at = 0usize;
         let decoded = scan.decode_lines(&self.buf, |env, raw| {
             batch.push((env, at, raw.len()));
             at += raw.len();
         });
-        let mut applied = Applied::new(self.model.seq, self.state.live.receiver_count() > 0);
+        let mut applied = Applied::new(
+            self.fold.model.seq,
+            self.fold.state.live.receiver_count() > 0,
+        );
         let mut misfit = None;
-        let buf = std::mem::take(&mut self.buf);
         for (env, start, line_len) in &batch {
-            if let Err(e) = self.apply_one(env, &buf[*start..start + line_len], &mark, &mut applied)
-            {
+            let line = &self.buf[*start..start + line_len];
+            if let Err(e) = self.fold.apply_one(env, line, &mark, &mut applied) {
                 misfit = Some(e);
                 break;
             }
         }
-        self.buf = buf;
-        self.finish_batch(applied, &mark);
+        self.fold.finish_batch(applied, &mark);
         if let Some(message) = misfit {
             return Err(StepError::Stuck(message));
         }
@@ -297,21 +260,19 @@ impl Tailer {
     /// Same checks and the same outcome as the plain path, which handles live
     /// streams (they want the raw lines) and small steps.
     fn catch_up(&mut self, end: u64, mark: Watermark) -> Result<bool, StepError> {
-        let stop_at = end.min(self.cursor.offset + PIPELINE_BYTES_MAX);
-        let start = self.cursor;
-        // The decoder borrows the source while this thread folds into the rest
-        // of `self`; the placeholder is never read.
-        let mut source = std::mem::replace(&mut self.source, Box::new(Lent));
+        let stop_at = end.min(self.fold.cursor.offset + PIPELINE_BYTES_MAX);
+        let start = self.fold.cursor;
+        // The decoder thread borrows the source while this one folds.
+        let (source, fold) = (&mut *self.source, &mut self.fold);
         let outcome = std::thread::scope(|scope| {
             let (tx, rx) = sync_channel::<Vec<(Envelope, u64)>>(PIPELINE_BATCHES_AHEAD);
-            let source = &mut *source;
             let decoder = scope.spawn(move || decode_range(source, start, stop_at, tx));
             let mut misfit = None;
-            let mut applied = Applied::new(self.model.seq, false);
+            let mut applied = Applied::new(fold.model.seq, false);
             let mut published = Instant::now();
             'batches: for batch in rx {
                 for (env, line_len) in &batch {
-                    if let Err(e) = self.apply_len(env, *line_len, &mark, &mut applied) {
+                    if let Err(e) = fold.apply_len(env, *line_len, &mark, &mut applied) {
                         misfit = Some(e);
                         // Dropping the receiver stops the decoder at its next batch.
                         break 'batches;
@@ -320,29 +281,30 @@ impl Tailer {
                 // Publishing is cheap, but the next change to a published level
                 // copies its path: during a catch-up, publish a few times a second.
                 if published.elapsed() >= CATCH_UP_PUBLISH_INTERVAL {
-                    self.finish_batch(applied, &mark);
-                    applied = Applied::new(self.model.seq, false);
+                    fold.finish_batch(applied, &mark);
+                    applied = Applied::new(fold.model.seq, false);
                     published = Instant::now();
                 }
             }
-            self.finish_batch(applied, &mark);
+            fold.finish_batch(applied, &mark);
             let decoded = decoder.join().expect("the log decoder thread panicked");
             (misfit, decoded)
         });
-        self.source = source;
         match outcome {
             (Some(message), _) => Err(StepError::Stuck(message)),
             (None, Err(stuck)) => Err(stuck),
-            (None, Ok(())) if self.cursor.offset < end => Ok(true),
+            (None, Ok(())) if self.fold.cursor.offset < end => Ok(true),
             (None, Ok(())) => {
                 // Caught up: the model's tables grew by doubling on the way; hand
                 // the old ones back.
-                shared_events::memory::release_free();
+                plumbing::memory::release_free();
                 Ok(false)
             }
         }
     }
+}
 
+impl Fold {
     /// Applies one event whose line (with its `\n`) is `line`.
     fn apply_one(
         &mut self,
@@ -516,34 +478,6 @@ fn decode_range(
     }
 }
 
-/// What [`Tailer::catch_up`] leaves in the tailer while the decoder thread holds
-/// the real source. Nothing reads it: the tailer's thread is inside the catch-up.
-struct Lent;
-
-impl shared_events::source::LogRead for Lent {
-    fn length(&mut self) -> std::io::Result<Option<u64>> {
-        unreachable!("the log source is lent to the catch-up decoder")
-    }
-
-    fn read_at(&mut self, _: u64, _: &mut [u8]) -> std::io::Result<usize> {
-        unreachable!("the log source is lent to the catch-up decoder")
-    }
-}
-
-impl LogSource for Lent {
-    fn watermark(&mut self) -> std::io::Result<Option<Watermark>> {
-        unreachable!("the log source is lent to the catch-up decoder")
-    }
-
-    fn watch(&mut self, _: SyncSender<()>) -> Option<Box<dyn Send>> {
-        None
-    }
-
-    fn name(&self) -> String {
-        "(lent)".to_owned()
-    }
-}
-
 /// Why a step applied nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepError {
@@ -600,53 +534,5 @@ impl LagWindow {
             "read side caught up to seq {seq}"
         );
         *self = LagWindow::default();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
-    use notify::{Event, EventKind};
-
-    fn event(kind: EventKind, path: &str) -> Event {
-        Event::new(kind).add_path(PathBuf::from(path))
-    }
-
-    /// The tailer's own reads (inotify `IN_OPEN`, close after reading) must not wake
-    /// it: they did, and an idle read side spun a core waking itself.
-    #[test]
-    fn only_changes_to_the_log_or_the_watermark_wake_the_tailer() {
-        let names = [
-            Some("log.txt".into()),
-            Some(
-                shared_events::watermark::path_for(Path::new("/d/log.txt"))
-                    .file_name()
-                    .unwrap()
-                    .to_owned(),
-            ),
-        ];
-        let modify = EventKind::Modify(ModifyKind::Data(DataChange::Content));
-        assert!(wakes_tailer(&event(modify, "/d/log.txt"), &names));
-        assert!(wakes_tailer(&event(modify, "/d/log.txt.durable"), &names));
-        assert!(wakes_tailer(
-            &event(EventKind::Create(CreateKind::File), "/d/log.txt"),
-            &names
-        ));
-        for own_read in [
-            EventKind::Access(AccessKind::Open(AccessMode::Read)),
-            EventKind::Access(AccessKind::Close(AccessMode::Read)),
-            EventKind::Access(AccessKind::Read),
-        ] {
-            assert!(!wakes_tailer(
-                &event(own_read, "/d/log.txt.durable"),
-                &names
-            ));
-            assert!(!wakes_tailer(&event(own_read, "/d/log.txt"), &names));
-        }
-        assert!(!wakes_tailer(&event(modify, "/d/snapshots"), &names));
-        assert!(!wakes_tailer(&event(modify, "/d/other.txt"), &names));
-        // A watcher that lost track (no paths) wakes it, to be safe.
-        assert!(wakes_tailer(&Event::new(EventKind::Any), &names));
     }
 }

@@ -20,7 +20,6 @@
 //!   offset, where a line starts) and its file implementation.
 //! - [`location`]: where the log is (`--log`): a file, or a NATS JetStream stream.
 //! - [`watermark`]: the durable watermark side file (`<log>.durable`).
-//! - [`memory`]: handing memory freed by a large build back to the system.
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
 //!
@@ -93,7 +92,6 @@ pub mod domain;
 pub mod event;
 pub mod interner;
 pub mod location;
-pub mod memory;
 pub mod openapi;
 pub mod snapshot;
 pub mod source;

@@ -105,6 +105,23 @@ pub fn template(path: &str) -> Option<&'static str> {
     route_of(path).map(|route| route.template.as_str())
 }
 
+/// The first path segments of every route any binary serves (besides `/`): the
+/// `route` labels of `foldbook_http_requests_total` (a test checks them against the
+/// document's paths).
+pub const ROUTE_LABELS: &[&str] = &[
+    "buy",
+    "sell",
+    "cancel",
+    "orderbook",
+    "orders",
+    "users",
+    "trades",
+    "events",
+    "health",
+    "metrics",
+    "openapi.json",
+];
+
 /// The methods the document gives the route that `path` (a request path, without
 /// the query) falls on, as an `Allow` header value; `None` when it is no route.
 pub fn allowed_methods(path: &str) -> Option<&'static str> {

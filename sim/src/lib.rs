@@ -84,7 +84,7 @@ const QTY_MAX: u64 = 20;
 /// The simulated clock starts here (2026-01-01, microseconds).
 const CLOCK_START_US: u64 = 1_767_225_600_000_000;
 /// The genesis book: the shipped `init.txt`.
-const GENESIS: &str = include_str!("../../../init.txt");
+const GENESIS: &str = include_str!("../../init.txt");
 
 /// What a run does at a step, with its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

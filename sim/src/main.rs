@@ -1,4 +1,4 @@
-//! Runs the deterministic simulation (`gateway::sim`) on many seeds, spread over the
+//! Runs the deterministic simulation (the `sim` library of this crate) on many seeds, spread over the
 //! machine's cores; `scripts/sim.sh` builds and runs it in release.
 //!
 //! ```text
@@ -9,7 +9,6 @@
 //! Prints `N seeds passed` and what they went through, or the failing seed with the
 //! command that replays it, and exits 1.
 
-use gateway::sim;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

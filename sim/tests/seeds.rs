@@ -1,10 +1,8 @@
-//! The deterministic simulation of the storage path (`gateway::sim`) on a bounded
+//! The deterministic simulation of the storage path (the `sim` library of this crate) on a bounded
 //! number of seeds, so every `cargo test` runs it: [`SEEDS_DEFAULT`] seeds from
 //! [`FIRST_SEED_DEFAULT`]. `SIM_SEEDS=N` and `SIM_FIRST_SEED=S` change the range;
 //! `SIM_SEED=S` runs that one seed (to replay a failure). `scripts/sim.sh` runs
 //! many more in release.
-
-use gateway::sim;
 
 /// Seeds per `cargo test` (debug build): well under a minute on two cores.
 const SEEDS_DEFAULT: u64 = 200;
@@ -34,7 +32,7 @@ fn seeded_simulation_keeps_every_invariant() {
         match sim::run_seed(seed) {
             Ok(stats) => total += stats,
             Err(failure) => panic!(
-                "{failure}\nreplay: SIM_SEED={seed} scripts/sim.sh   (or SIM_SEED={seed} cargo test -p gateway --test sim)"
+                "{failure}\nreplay: SIM_SEED={seed} scripts/sim.sh   (or SIM_SEED={seed} cargo test -p foldbook-sim --test seeds)"
             ),
         }
     }

@@ -1,8 +1,8 @@
-//! Process glue shared by the three binaries (query-svc includes this file by path):
-//! tracing setup (text or JSON), the Prometheus recorder and `/metrics`, per-request
-//! counters, stop signals, and serving routes with a bounded graceful shutdown.
+//! Serving HTTP with limits: a connection cap, a header-read timeout (slowloris),
+//! bounded heads, targets and bodies, every request counted by route and status,
+//! `/metrics`, and a bounded graceful shutdown. Routes come from the services; this
+//! module knows nothing of what they mean.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,107 +14,36 @@ use warp::reply::Response;
 /// Longest time in-flight requests get to finish after a stop signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line (for log shippers and `scripts/lag.sh`).
-    Json,
+/// What a binary serves: its routes, and what counting and answering them needs
+/// to know of them.
+#[derive(Clone)]
+pub struct Api {
+    /// Every route, their errors already recovered into responses.
+    pub routes: BoxedFilter<(Response,)>,
+    /// The first path segments of the routes: the `route` labels of
+    /// `foldbook_http_requests_total` (`/` counts as `index`, any other path as
+    /// `other`, so the labels stay bounded).
+    pub route_labels: &'static [&'static str],
+    /// The methods a path allows, for the `Allow` header of a 405 (RFC 9110).
+    pub allowed_methods: fn(&str) -> Option<&'static str>,
 }
 
-/// Sets up the process: logs to stderr at `RUST_LOG` (default `info`) in `format`,
-/// and the Prometheus recorder, before anything records a metric.
-pub fn init(format: LogFormat) {
-    disable_transparent_huge_pages();
-    metrics();
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+impl Api {
+    /// `routes`, counted under `route_labels`, answering 405s with
+    /// `allowed_methods`.
+    pub fn new(
+        routes: BoxedFilter<(Response,)>,
+        route_labels: &'static [&'static str],
+        allowed_methods: fn(&str) -> Option<&'static str>,
+    ) -> Self {
+        Api {
+            routes,
+            route_labels,
+            allowed_methods,
+        }
     }
 }
 
-/// Opts this process out of transparent huge pages. With THP set to `always` (a
-/// common distribution default), the allocator's small purges split huge pages
-/// that the next allocation faults in and zeroes again, 2 MiB at a time: building
-/// a million-order model then spent more time in the kernel clearing pages than
-/// folding events (replay measured 1.6x slower; README, Performance). Failure is
-/// harmless (an old kernel): the process just keeps the system's setting.
-fn disable_transparent_huge_pages() {
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this
-    // process's memory map; no pointer is passed.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
-/// Histogram buckets, by metric name suffix.
-const SECONDS_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-];
-const EVENTS_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-];
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Suffix("_events".into()), EVENTS_BUCKETS)
-            })
-            .expect("valid buckets")
-            .build_recorder();
-        let handle = recorder.handle();
-        // Only fails if another recorder is installed; then ours just stays empty.
-        let _ = metrics::set_global_recorder(recorder);
-        // Histogram samples pile up until they are folded into their buckets, which
-        // only a render or an upkeep does: without a Prometheus scraping /metrics,
-        // every recorded lag sample would stay in memory (found by the soak).
-        let upkeep = handle.clone();
-        std::thread::Builder::new()
-            .name("metrics-upkeep".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
-                    upkeep.run_upkeep();
-                }
-            })
-            .expect("spawning the metrics upkeep thread");
-        handle
-    })
-}
-
-/// How often recorded histogram samples are folded into their buckets.
-pub const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The first path segments of every route any binary serves (besides `/`): the
-/// labels of `foldbook_http_requests_total`.
-pub const ROUTES: &[&str] = &[
-    "buy",
-    "sell",
-    "cancel",
-    "orderbook",
-    "orders",
-    "users",
-    "trades",
-    "events",
-    "health",
-    "metrics",
-    "openapi.json",
-];
-
-/// A bounded label for a request path: its first segment if it is one of ours.
 /// The `foldbook_http_requests_total` counter of a route and status, looked up in the
 /// recorder once and then kept: a lookup per request (hashing the labels, and a
 /// string for the status) cost about 5% of a small read's time.
@@ -140,22 +69,27 @@ fn request_counter(route: &'static str, status: warp::http::StatusCode) -> metri
         .clone()
 }
 
-fn route_label(path: &str) -> &'static str {
+/// A bounded label for a request path: its first segment if it is one of ours.
+fn route_label(labels: &'static [&'static str], path: &str) -> &'static str {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if first.is_empty() {
         return "index";
     }
-    ROUTES
+    labels
         .iter()
         .find(|r| **r == first)
         .copied()
         .unwrap_or("other")
 }
 
-/// `routes` plus `GET /metrics`, with every request counted by route and status, and
-/// every 405 carrying `Allow` (RFC 9110), the route's methods from the OpenAPI document.
-pub fn instrument(routes: BoxedFilter<(Response,)>) -> BoxedFilter<(Response,)> {
-    let handle = metrics();
+/// `api`'s routes plus `GET /metrics`, with every request counted by route and
+/// status, and every 405 carrying `Allow` with the route's methods.
+pub fn instrument(api: Api) -> BoxedFilter<(Response,)> {
+    let Api {
+        routes,
+        route_labels,
+        allowed_methods,
+    } = api;
     // `routes` answers every request (its errors already recovered into JSON), so this
     // route must answer another method itself, or `routes` would say 404.
     let metrics_route = warp::path("metrics")
@@ -170,16 +104,16 @@ pub fn instrument(routes: BoxedFilter<(Response,)>) -> BoxedFilter<(Response,)> 
             }
             warp::http::Response::builder()
                 .header("content-type", "text/plain; version=0.0.4")
-                .body(handle.render().into())
+                .body(crate::prometheus::render().into())
                 .expect("valid response")
         });
     warp::path::full()
         .and(metrics_route.or(routes).unify())
-        .map(|path: warp::path::FullPath, mut response: Response| {
+        .map(move |path: warp::path::FullPath, mut response: Response| {
             let allow = warp::http::header::ALLOW;
             if response.status() == warp::http::StatusCode::METHOD_NOT_ALLOWED
                 && !response.headers().contains_key(&allow)
-                && let Some(methods) = shared_events::openapi::allowed_methods(path.as_str())
+                && let Some(methods) = allowed_methods(path.as_str())
             {
                 response
                     .headers_mut()
@@ -187,21 +121,11 @@ pub fn instrument(routes: BoxedFilter<(Response,)>) -> BoxedFilter<(Response,)> 
             }
             response
         })
-        .with(warp::log::custom(|info| {
-            request_counter(route_label(info.path()), info.status()).increment(1);
+        .with(warp::log::custom(move |info| {
+            request_counter(route_label(route_labels, info.path()), info.status()).increment(1);
         }))
         .map(warp::Reply::into_response)
         .boxed()
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// Default bounds on what one client may hold or send; each is a flag.
@@ -283,7 +207,7 @@ fn over_limit<B>(limits: &Limits, req: &warp::http::Request<B>) -> Option<Respon
     None
 }
 
-/// Serves `routes` (plus `/metrics`) on `listener` within `limits` until a stop
+/// Serves `api` (plus `/metrics`) on `listener` within `limits` until a stop
 /// signal or `fatal` resolves, then calls `on_stop` (to end long-lived answers such as
 /// event streams), stops accepting and lets in-flight requests finish (at most
 /// [`SHUTDOWN_GRACE`]). Logs `listening on http://ADDR` first, which scripts and
@@ -293,7 +217,7 @@ fn over_limit<B>(limits: &Limits, req: &warp::http::Request<B>) -> Option<Respon
 /// which sets no header-read timeout and no connection cap.
 pub async fn serve(
     listener: TcpListener,
-    routes: BoxedFilter<(Response,)>,
+    api: Api,
     limits: &Limits,
     fatal: impl Future<Output = ()> + Send + 'static,
     on_stop: impl FnOnce() + Send + 'static,
@@ -301,7 +225,7 @@ pub async fn serve(
     use hyper::service::Service as _;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on http://{addr}");
-    let routes = hyper_util::service::TowerToHyperService::new(warp::service(instrument(routes)));
+    let routes = hyper_util::service::TowerToHyperService::new(warp::service(instrument(api)));
     let limits = std::sync::Arc::new(limits.clone());
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
     let open = metrics::gauge!("foldbook_connections_open");
@@ -316,7 +240,7 @@ pub async fn serve(
         .keep_alive(true);
     let stop = async move {
         tokio::select! {
-            _ = stop_signal() => tracing::info!("stop signal: shutting down"),
+            _ = crate::signal::stop_signal() => tracing::info!("stop signal: shutting down"),
             _ = fatal => tracing::error!("fatal error: shutting down"),
         }
     };
