@@ -22,8 +22,8 @@ pub struct WriteArgs {
     /// A JetStream log always waits for the server's acknowledgement.
     #[arg(long, env = "FOLDBOOK_FSYNC", value_enum, default_value_t)]
     pub fsync: FsyncMode,
-    /// Snapshot directory [default: `snapshots/` beside a log file,
-    /// `snapshots-<STREAM>/` in the working directory for a stream].
+    /// Snapshot directory (default: `snapshots/` beside a log file,
+    /// `snapshots-<STREAM>/` in the working directory for a stream).
     #[arg(long, env = "FOLDBOOK_SNAPSHOTS")]
     pub snapshots: Option<PathBuf>,
     /// Copies a new JetStream stream keeps (1 on one server; 3 on a cluster of 3 or
@@ -89,8 +89,9 @@ pub fn verify(
             let bounds = js.bounds()?.ok_or_else(|| {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "the stream does not exist")
             })?;
-            let mut stream =
-                crate::log_stream::JetStreamLog(plumbing::jetstream::StreamLog::new(js));
+            let mut stream = crate::jetstream_storage::JetStreamLog(
+                plumbing::jetstream::JetStreamReader::new(js),
+            );
             stream.locate(LogCursor::start());
             (
                 Box::new(shared_events::source::Reader::new(stream, 0)),
@@ -182,14 +183,14 @@ pub const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// the writer first. Prints progress to `out`; returns the events the stream holds.
 pub fn copy_log(
     from: &Path,
-    to: &shared_events::StreamUrl,
+    to: &shared_events::JetStreamUrl,
     replicas: usize,
     out: &mut impl Write,
 ) -> Result<u64, String> {
     use crate::log_file::Storage;
     let js = crate::connect(to, "foldbook copy-log").map_err(|e| e.to_string())?;
-    let (mut storage, bounds) =
-        crate::log_stream::StreamStorage::open(js, replicas).map_err(|e| e.to_string())?;
+    let (mut storage, bounds) = crate::jetstream_storage::JetStreamStorage::open(js, replicas)
+        .map_err(|e| e.to_string())?;
     let mut file = std::fs::File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
     let already = bounds.last_seq;
     storage.continue_after(already);

@@ -13,8 +13,8 @@
 //! - [`checkpoint`]: the write side's snapshots.
 //! - [`log_file`]: opening, locking, replaying and appending the file log; the
 //!   storage interfaces ([`log_file::Storage`], [`log_file::Recoverable`]).
-//! - [`stream_admin`]: creating the JetStream stream, or checking an existing one.
-//! - [`log_stream`]: the JetStream log as the writer's storage: reading it for
+//! - [`jetstream_admin`]: creating the JetStream stream, or checking an existing one.
+//! - [`jetstream_storage`]: the JetStream log as the writer's storage: reading it for
 //!   recovery, publishing with dedupe ids and expected-last-sequence fencing.
 //!
 //! The NATS client, its settings and the generic reading of a stream are in
@@ -32,10 +32,10 @@ pub mod command;
 pub mod describe;
 pub mod http;
 pub mod idempotency;
+pub mod jetstream_admin;
+pub mod jetstream_storage;
 pub mod log_file;
-pub mod log_stream;
 pub mod model;
-pub mod stream_admin;
 pub mod writer;
 
 use book::Book;
@@ -43,8 +43,8 @@ use checkpoint::SnapshotOptions;
 use idempotency::IdempotencyIndex;
 use log_file::{LogFile, OpenError, Recoverable, Recovery};
 use model::WriteModel;
-use plumbing::jetstream::{JetStream, JetStreamError, StreamAddress};
-use shared_events::StreamUrl;
+use plumbing::jetstream::{JetStream, JetStreamAddress, JetStreamError};
+use shared_events::JetStreamUrl;
 use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,8 +111,8 @@ pub fn start(config: &Config) -> Result<(CommandHandle, WriterTask), StartError>
 }
 
 /// The client for the stream at `url`, named `name` in the servers' connection lists.
-pub fn connect(url: &StreamUrl, name: &str) -> Result<Arc<JetStream>, JetStreamError> {
-    let address = StreamAddress {
+pub fn connect(url: &JetStreamUrl, name: &str) -> Result<Arc<JetStream>, JetStreamError> {
+    let address = JetStreamAddress {
         servers: url.server_urls(),
         stream: url.stream.clone(),
         subject: url.subject(),
@@ -140,8 +140,9 @@ pub fn start_with(
                 Some(js) => js,
                 None => connect(url, "foldbook command-svc").map_err(OpenError::from)?,
             };
-            let (storage, bounds) = log_stream::StreamStorage::open(js, config.nats_replicas)
-                .map_err(OpenError::from)?;
+            let (storage, bounds) =
+                jetstream_storage::JetStreamStorage::open(js, config.nats_replicas)
+                    .map_err(OpenError::from)?;
             tracing::info!(url = %url, events = bounds.last_seq, "the log is a JetStream stream");
             let (model, (end, storage), options) =
                 recover_at_start(config, &genesis, log_name(config), storage)?;
@@ -152,11 +153,12 @@ pub fn start_with(
                 config.snapshot_dir(),
                 config.idempotency_keys,
             );
-            let reload: writer::Reload<log_stream::StreamStorage> = Box::new(move |storage| {
-                recover_model(storage, &name, &genesis, &dir, keys, log_file::now_us())
-                    .map(|(model, recovery)| (model, recovery.cursor))
-                    .map_err(|e| e.to_string())
-            });
+            let reload: writer::Reload<jetstream_storage::JetStreamStorage> =
+                Box::new(move |storage| {
+                    recover_model(storage, &name, &genesis, &dir, keys, log_file::now_us())
+                        .map(|(model, recovery)| (model, recovery.cursor))
+                        .map_err(|e| e.to_string())
+                });
             let writer = writer::Writer::new(model, storage, end, options).with_reload(reload);
             Ok(writer::spawn_writer(writer))
         }

@@ -3,7 +3,7 @@
 //! publish the durable watermark for readers. The writer talks to it through
 //! [`Storage`] and recovery through [`Recoverable`], so tests can put a failing
 //! disk in its place, the simulator (`gateway::sim`) a seeded one, and
-//! `--log nats://…` a JetStream stream (`log_stream.rs`).
+//! `--log nats://…` a JetStream stream (`jetstream_storage.rs`).
 
 use shared_events::source::{LogRead, Reader};
 use shared_events::watermark::{self, WatermarkFile};

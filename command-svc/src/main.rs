@@ -37,7 +37,7 @@ enum Sub {
     /// Check a log offline: checksums, seq continuity, torn tail, and that every
     /// event fits the book. Exit status 0 when usable, 1 when not.
     Verify {
-        /// The log to check, a file or `nats://HOST:PORT/STREAM` [default: --log].
+        /// The log to check, a file or `nats://HOST:PORT/STREAM` (default: `--log`).
         log: Option<LogLocation>,
     },
     /// Copy a log file into a JetStream stream (moving to a cluster; stop the writer
@@ -46,7 +46,7 @@ enum Sub {
         /// The log file.
         from: PathBuf,
         /// The stream, `nats://HOST:PORT[,HOST:PORT...]/STREAM`.
-        to: shared_events::StreamUrl,
+        to: shared_events::JetStreamUrl,
         /// Copies of the stream, if it is created.
         #[arg(long, default_value_t = command_svc::NATS_REPLICAS_DEFAULT)]
         replicas: usize,

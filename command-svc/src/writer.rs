@@ -1,4 +1,4 @@
-//! The single writer. One OS thread owns the write model (the [`Book`]) and the
+//! The single writer. One OS thread owns the write model (the [`Book`](crate::book::Book)) and the
 //! log; HTTP handlers send it `(command, reply)` over a bounded channel. It works in
 //! group commits: take what is queued (up to [`BATCH_EVENTS_MAX`]), decide and apply
 //! each command, encode every event into one buffer, one `write`, one `fdatasync`,

@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         async move {
             let _ = failure.wait_for(Option::is_some).await;
         },
-        move || state.close_streams(),
+        move || state.close_subscriptions(),
     )
     .await?;
     query.stop();

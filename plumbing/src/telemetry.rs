@@ -34,6 +34,7 @@ pub fn init(format: LogFormat) {
 /// a million-order model then spent more time in the kernel clearing pages than
 /// folding events (replay measured 1.6x slower; README, Performance). Failure is
 /// harmless (an old kernel): the process just keeps the system's setting.
+#[expect(unsafe_code, reason = "one prctl(2) call with integer arguments")]
 fn disable_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this
     // process's memory map; no pointer is passed.

@@ -70,7 +70,7 @@ async fn produce(
     if next <= head {
         let mut cursor = state.seek.before(next);
         // One reader for the whole history: a stream's reader goes on where it was.
-        let mut log = Some(state.sources.log.open());
+        let mut log = Some(state.archive.log.open());
         loop {
             let mut reader = log.take().expect("the reader comes back after each chunk");
             let read = tokio::task::spawn_blocking(move || {

@@ -9,7 +9,7 @@
 //! either, and [`LogRead::locate`] says where to start).
 
 use crate::checkpoint;
-use crate::projection::{BookSnapshot, ReadModel};
+use crate::projection::{BookView, ReadModel};
 use bytes::Bytes;
 use shared_events::source::{FileLog, Reader, read_full_at};
 use shared_events::{BookState, LogCursor, LogRead};
@@ -35,7 +35,7 @@ impl OpenLog for PathBuf {
 
 /// Where the past can be read from.
 #[derive(Debug)]
-pub struct Sources {
+pub struct Archive {
     pub genesis: BookState,
     pub log: Box<dyn OpenLog>,
     pub snapshots: PathBuf,
@@ -86,13 +86,13 @@ impl SeekIndex {
 
 /// The book right after event `n` (`n` = 0: the genesis state), rebuilt from the
 /// newest snapshot at or before `n` and the log after it.
-pub fn book_at(sources: &Sources, n: u64) -> Result<BookSnapshot, String> {
-    let mut log = sources.log.open();
-    let (mut model, cursor) = checkpoint::load_until(&sources.snapshots, &mut *log, n)
+pub fn book_at(archive: &Archive, n: u64) -> Result<BookView, String> {
+    let mut log = archive.log.open();
+    let (mut model, cursor) = checkpoint::load_until(&archive.snapshots, &mut *log, n)
         .map(|(model, cursor, _)| (model, cursor))
         .unwrap_or_else(|| {
             (
-                ReadModel::from_state(&sources.genesis, 0),
+                ReadModel::from_state(&archive.genesis, 0),
                 LogCursor::start(),
             )
         });
@@ -114,7 +114,7 @@ pub fn book_at(sources: &Sources, n: u64) -> Result<BookSnapshot, String> {
     if model.seq != n {
         return Err(format!("the log ends at seq {} before seq {n}", model.seq));
     }
-    Ok(model.book_snapshot())
+    Ok(model.book_view())
 }
 
 /// One event as the event stream sends it.

@@ -8,7 +8,7 @@
 //! shared-events carries no HTTP.
 
 use crate::QueryState;
-use crate::projection::{BookSnapshot, OrderView, TRADES_KEPT, TradeView};
+use crate::projection::{BookView, OrderView, TRADES_KEPT, TradeView};
 use serde::Serialize;
 use shared_events::auth::{Access, AuthTable};
 use shared_events::domain;
@@ -189,7 +189,7 @@ async fn orderbook(state: Arc<QueryState>, query: String) -> Result<Response, In
         Ok(p) => p,
         Err(response) => return Ok(response),
     };
-    let snap = state.snapshot();
+    let snap = state.view();
     let book = match at {
         None => snap.clone(),
         Some(at) if at > snap.seq => {
@@ -219,7 +219,7 @@ async fn orderbook(state: Arc<QueryState>, query: String) -> Result<Response, In
 }
 
 /// The book right after event `at`, from the cache or rebuilt off the request path.
-async fn time_travel(state: &Arc<QueryState>, at: u64) -> Result<Arc<BookSnapshot>, String> {
+async fn time_travel(state: &Arc<QueryState>, at: u64) -> Result<Arc<BookView>, String> {
     let cached = |state: &QueryState| {
         let cache = state.time_travel_cache.lock().expect("cache lock");
         cache.iter().find(|book| book.seq == at).cloned()
@@ -236,7 +236,7 @@ async fn time_travel(state: &Arc<QueryState>, at: u64) -> Result<Arc<BookSnapsho
         return Ok(book);
     }
     let worker = state.clone();
-    let book = tokio::task::spawn_blocking(move || crate::history::book_at(&worker.sources, at))
+    let book = tokio::task::spawn_blocking(move || crate::history::book_at(&worker.archive, at))
         .await
         .map_err(|e| e.to_string())??;
     let book = Arc::new(book);
@@ -316,7 +316,7 @@ async fn trades(state: Arc<QueryState>, query: String) -> Result<Response, Infal
         Ok(limit) => limit,
         Err(response) => return Ok(response),
     };
-    let snap = state.snapshot();
+    let snap = state.view();
     // Trades recorded past the published snapshot are not shown yet: one consistent seq.
     let trades: Vec<TradeView> = {
         let kept = state.trades.read().expect("trades lock");
@@ -363,12 +363,12 @@ async fn events(
     };
     let seq = state.applied_seq();
     let from = from.unwrap_or(seq + 1);
-    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+    let Ok(permit) = state.subscribers.clone().try_acquire_owned() else {
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "too many event streams (at most {}); retry later",
-                crate::SSE_STREAMS_MAX
+                crate::SSE_SUBSCRIBERS_MAX
             ),
         );
         response.headers_mut().insert("retry-after", 5.into());
@@ -388,7 +388,7 @@ async fn events(
 pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::Value> {
     let mut map = serde_json::Map::new();
     map.insert("durable_seq".into(), state.durable_seq().into());
-    let snapshot = state.snapshot();
+    let snapshot = state.view();
     map.insert("applied_seq".into(), snapshot.seq.into());
     map.insert(
         "read_digest".into(),

@@ -197,7 +197,7 @@ pub struct IndexBuilder {
 
 impl IndexBuilder {
     /// A builder for about `orders` orders: shards of `2^k` slots that many orders
-    /// fill to about 3/4, at least [`SHARDS_DEFAULT`] of them, and room for a tenth
+    /// fill to about 3/4, at least `SHARDS_DEFAULT` of them, and room for a tenth
     /// more orders before any table grows.
     pub fn new(orders: usize) -> Self {
         const FILL: f64 = 0.75;

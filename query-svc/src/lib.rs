@@ -5,22 +5,25 @@
 //!
 //! ## Layout
 //!
-//! - [`projection`]: the read model and its pure fold; the immutable book snapshot.
+//! - [`projection`]: the read model and its pure fold; the immutable [`BookView`]
+//!   readers are handed.
 //! - [`source`]: the log as the read side sees it: the durable watermark, the bytes
 //!   from an offset, wake-ups ([`source::LogSource`]); the file implementation.
-//! - [`stream_source`]: the same for a NATS JetStream stream, read through
+//! - [`jetstream_source`]: the same for a NATS JetStream stream, read through
 //!   `plumbing::jetstream` (the client, its settings, the generic stream reading).
 //! - [`tailer`]: follows the log (notify + poll) up to the durable watermark,
-//!   verifies and applies lines, publishes snapshots and live events, writes
+//!   verifies and applies lines, publishes views and live events, writes
 //!   checkpoints.
-//! - [`checkpoint`]: the read side's snapshots.
+//! - [`checkpoint`]: the read side's snapshots (files).
+//! - [`file_watch`]: change notifications for the log file (the tailer's wake-ups).
+//! - [`describe`]: `# HELP` text of the read side's metrics.
 //! - [`history`]: the past from the log: the book at seq N, events from seq N.
 //! - [`events`]: `/events`, Server-Sent Events, history then live.
 //! - [`http`]: warp routes for `/orderbook`, `/orders`, `/users`, `/trades`,
 //!   `/events`, `/health`, with read-your-writes (`min_seq`).
 //!
 //! [`start`] loads the newest snapshot (or `init.txt`), publishes it and starts the
-//! tailer on the file or the stream. Handlers read a [`QueryState`]: the current snapshot plus the concurrent
+//! tailer on the file or the stream. Handlers read a [`QueryState`]: the current view plus the concurrent
 //! indexes.
 
 pub mod checkpoint;
@@ -30,16 +33,16 @@ pub mod file_watch;
 pub mod history;
 pub mod http;
 pub mod index;
+pub mod jetstream_source;
 pub mod projection;
 pub mod source;
-pub mod stream_source;
 pub mod tailer;
 
 use arc_swap::ArcSwap;
-use history::{LineEvent, SeekIndex, Sources};
+use history::{Archive, LineEvent, SeekIndex};
 use index::OrderIndex;
-use plumbing::jetstream::{JetStream, JetStreamError, StreamAddress};
-use projection::{BookSnapshot, DashMap, ReadModel, TradeView};
+use plumbing::jetstream::{JetStream, JetStreamAddress, JetStreamError};
+use projection::{BookView, ReadModel, TradeView, UserOrders};
 use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -51,7 +54,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 /// Applied batches buffered for live event streams; a stream further behind is cut.
 pub const LIVE_BATCHES_BUFFERED: usize = 1024;
 /// Most concurrent `/events` streams.
-pub const SSE_STREAMS_MAX: usize = 256;
+pub const SSE_SUBSCRIBERS_MAX: usize = 256;
 /// Most time-travel books computed at once (each replays part of the log).
 pub const TIME_TRAVEL_CONCURRENCY: usize = 2;
 /// Time-travel answers kept, most recent first.
@@ -97,11 +100,11 @@ impl Config {
 /// What the read handlers see. Written only by the tailer.
 pub struct QueryState {
     /// The book as of the last applied batch.
-    snapshot: ArcSwap<BookSnapshot>,
+    view: ArcSwap<BookView>,
     /// Every order by id.
     pub orders: Arc<OrderIndex>,
     /// Each user's order ids, oldest first.
-    pub user_orders: Arc<DashMap<Arc<str>, std::collections::VecDeque<u64>>>,
+    pub user_orders: Arc<UserOrders>,
     /// Recent trades, oldest first.
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
     /// Why applying stopped, while it is stopped.
@@ -117,26 +120,26 @@ pub struct QueryState {
     /// Finished orders the model keeps (for messages).
     finished_kept: usize,
     /// Where the past is read from (time travel, event history).
-    pub sources: Sources,
+    pub archive: Archive,
     /// Known log positions, for reading old events without starting at byte 0.
     pub seek: SeekIndex,
     /// Each applied batch's events, for live event streams.
     pub live: broadcast::Sender<Arc<Vec<LineEvent>>>,
     /// Slots for `/events` streams.
-    pub streams: Arc<Semaphore>,
+    pub subscribers: Arc<Semaphore>,
     /// Becomes true when the process stops: event streams end.
     closing: watch::Sender<bool>,
     /// Slots for computing time-travel books.
     pub time_travel: Semaphore,
     /// Recent time-travel books, most recent first.
-    pub time_travel_cache: Mutex<VecDeque<Arc<BookSnapshot>>>,
+    pub time_travel_cache: Mutex<VecDeque<Arc<BookView>>>,
 }
 
 impl QueryState {
     /// The state of a read side that starts at `model`, at log position `start`.
-    pub fn new(model: &ReadModel, sources: Sources, start: LogCursor) -> Self {
+    pub fn new(model: &ReadModel, archive: Archive, start: LogCursor) -> Self {
         QueryState {
-            snapshot: ArcSwap::from_pointee(model.book_snapshot()),
+            view: ArcSwap::from_pointee(model.book_view()),
             orders: model.orders.clone(),
             user_orders: model.user_orders.clone(),
             trades: model.trades.clone(),
@@ -146,10 +149,10 @@ impl QueryState {
             last_lag_us: AtomicU64::new(0),
             started: Instant::now(),
             finished_kept: model.finished_kept,
-            sources,
+            archive,
             seek: SeekIndex::new(start),
             live: broadcast::channel(LIVE_BATCHES_BUFFERED).0,
-            streams: Arc::new(Semaphore::new(SSE_STREAMS_MAX)),
+            subscribers: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
             closing: watch::channel(false).0,
             time_travel: Semaphore::new(TIME_TRAVEL_CONCURRENCY),
             time_travel_cache: Mutex::new(VecDeque::new()),
@@ -157,8 +160,8 @@ impl QueryState {
     }
 
     /// The current immutable view.
-    pub fn snapshot(&self) -> Arc<BookSnapshot> {
-        self.snapshot.load_full()
+    pub fn view(&self) -> Arc<BookView> {
+        self.view.load_full()
     }
 
     /// Last applied seq.
@@ -189,9 +192,9 @@ impl QueryState {
         self.durable_seq.store(seq, Ordering::Relaxed);
     }
 
-    fn publish(&self, snapshot: BookSnapshot) {
-        let seq = snapshot.seq;
-        self.snapshot.store(Arc::new(snapshot));
+    fn publish(&self, view: BookView) {
+        let seq = view.seq;
+        self.view.store(Arc::new(view));
         self.applied.send_replace(seq);
     }
 
@@ -218,7 +221,7 @@ impl QueryState {
     }
 
     /// Ends every event stream (the process is stopping; they would hold it up).
-    pub fn close_streams(&self) {
+    pub fn close_subscriptions(&self) {
         self.closing.send_replace(true);
     }
 
@@ -237,7 +240,7 @@ pub struct QueryService {
 impl QueryService {
     /// Stops the tailer (which writes a final snapshot).
     pub fn stop(self) {
-        self.state.close_streams();
+        self.state.close_subscriptions();
         self.tailer.stop();
     }
 }
@@ -278,7 +281,7 @@ pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QuerySe
             let js = match js {
                 Some(js) => js,
                 None => {
-                    let address = StreamAddress {
+                    let address = JetStreamAddress {
                         servers: url.server_urls(),
                         stream: url.stream.clone(),
                         subject: url.subject(),
@@ -287,27 +290,27 @@ pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QuerySe
                     JetStream::connect(&address, "foldbook query-svc")?
                 }
             };
-            let mut log = stream_source::JetStreamLog::new(js.clone());
+            let mut log = jetstream_source::JetStreamLog::new(js.clone());
             let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
             tracing::info!(url = %url, from_seq = cursor.next_seq, "following a JetStream stream");
-            let source = Box::new(stream_source::StreamSource::new(js.clone(), cursor));
+            let source = Box::new(jetstream_source::JetStreamSource::new(js.clone(), cursor));
             (
                 model,
                 cursor,
                 source,
-                Box::new(stream_source::StreamOpener(js)),
+                Box::new(jetstream_source::JetStreamOpener(js)),
             )
         }
     };
     model.keep_finished(config.finished_orders_kept);
     // Loading a snapshot builds large tables from temporary ones; hand those back.
     plumbing::memory::release_free();
-    let sources = Sources {
+    let archive = Archive {
         genesis,
         log,
         snapshots: dir.clone(),
     };
-    let state = Arc::new(QueryState::new(&model, sources, cursor));
+    let state = Arc::new(QueryState::new(&model, archive, cursor));
     let setup = tailer::TailerSetup {
         source,
         model,

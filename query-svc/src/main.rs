@@ -30,8 +30,8 @@ struct Args {
     /// stream, `nats://HOST:PORT[,HOST:PORT...]/STREAM`.
     #[arg(long, env = "FOLDBOOK_LOG", default_value = "log.txt")]
     log: shared_events::LogLocation,
-    /// Snapshot directory [default: `snapshots/` beside a log file,
-    /// `snapshots-<STREAM>/` in the working directory for a stream].
+    /// Snapshot directory (default: `snapshots/` beside a log file,
+    /// `snapshots-<STREAM>/` in the working directory for a stream).
     #[arg(long, env = "FOLDBOOK_SNAPSHOTS")]
     snapshots: Option<PathBuf>,
     /// Events between two snapshots (0: only at a clean stop).
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         &args.limits,
         std::future::pending(),
-        move || state.close_streams(),
+        move || state.close_subscriptions(),
     )
     .await?;
     service.stop();

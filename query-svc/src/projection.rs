@@ -3,7 +3,7 @@
 //! lists and recent trades. It is pure (no I/O, no clock): it applies facts from
 //! the log and never re-runs matching. The order index ([`crate::index`]), user
 //! lists and trades are concurrent maps the HTTP handlers read directly; the book is
-//! serialized into an immutable [`BookSnapshot`] after each applied batch.
+//! serialized into an immutable [`BookView`] after each applied batch.
 
 use crate::index::{IndexBuilder, IndexedOrder, OrderIndex};
 use imbl::OrdMap;
@@ -16,10 +16,10 @@ use shared_events::{BookState, Envelope, Event, Side};
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, RwLock};
 
-/// The read model's concurrent maps keyed by user name, hashed with foldhash: several times
-/// faster than SipHash when replaying millions of events, and still seeded per
+/// Each user's order ids, oldest first: a concurrent map keyed by user name, hashed
+/// with foldhash: several times faster than SipHash when replaying millions of events, and still seeded per
 /// process, so user names chosen to collide cannot slow a lookup down.
-pub type DashMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
+pub type UserOrders = dashmap::DashMap<Arc<str>, VecDeque<u64>, foldhash::fast::RandomState>;
 
 /// Most recent trades kept for `/trades` (also its largest `limit`).
 pub const TRADES_KEPT: usize = 1_000;
@@ -105,7 +105,7 @@ pub struct ReadModel {
     /// Every resting order and the most recently finished ones, by id.
     pub orders: Arc<OrderIndex>,
     /// Each user's kept order ids, oldest first.
-    pub user_orders: Arc<DashMap<Arc<str>, VecDeque<u64>>>,
+    pub user_orders: Arc<UserOrders>,
     /// The most recent trades, oldest first, at most [`TRADES_KEPT`].
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
     /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
@@ -594,7 +594,7 @@ impl ReadModel {
                 };
                 book.levels_mut(side).insert(price, level);
             }
-            let lists: DashMap<Arc<str>, VecDeque<u64>> = by_user
+            let lists: UserOrders = by_user
                 .into_iter()
                 .zip(names)
                 .filter(|(ids, _)| !ids.is_empty())
@@ -647,8 +647,8 @@ impl ReadModel {
 
     /// The immutable view of this model that readers get: O(1), it shares the
     /// levels with the model.
-    pub fn book_snapshot(&self) -> BookSnapshot {
-        BookSnapshot {
+    pub fn book_view(&self) -> BookView {
+        BookView {
             seq: self.seq,
             digest: self.digest,
             bids: self.bids.clone(),
@@ -660,7 +660,7 @@ impl ReadModel {
 
     /// The `/orderbook` answer at this seq.
     pub fn book_json(&self) -> Vec<u8> {
-        self.book_snapshot().json().to_vec()
+        self.book_view().json().to_vec()
     }
 }
 
@@ -722,7 +722,7 @@ fn orders_json<'a, I: Iterator<Item = (&'a u64, &'a Level)>>(
 /// An immutable view published after each applied batch. It shares the persistent
 /// level maps with the model; the JSON answer is made on first request, once per seq.
 #[derive(Debug, Clone)]
-pub struct BookSnapshot {
+pub struct BookView {
     /// Last applied event.
     pub seq: u64,
     /// Digest of the resting orders at `seq`.
@@ -735,7 +735,7 @@ pub struct BookSnapshot {
     json: OnceLock<bytes::Bytes>,
 }
 
-impl BookSnapshot {
+impl BookView {
     /// The `/orderbook` body: `{"seq","bids":[...],"asks":[...]}`.
     pub fn json(&self) -> bytes::Bytes {
         self.json

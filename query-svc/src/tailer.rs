@@ -2,7 +2,7 @@
 //! complete lines past its cursor and never past the writer's durable watermark
 //! (`<log>.durable`), so it never shows an event a crash could still take back;
 //! it checks crc and seq continuity, applies each event, and then publishes a new
-//! immutable [`BookSnapshot`]. It also writes the read side's snapshots. It wakes on inotify events
+//! immutable [`BookView`](crate::projection::BookView). It also writes the read side's snapshots. It wakes on inotify events
 //! (the `notify` crate) and also polls every [`POLL_INTERVAL`], because inotify can
 //! drop or coalesce events. On a bad line or a misfit event it stops applying, says
 //! so in `/health` and the log, and retries at each poll: it never skips an event.
@@ -371,7 +371,7 @@ impl Fold {
     }
 
     fn publish(&mut self) {
-        self.state.publish(self.model.book_snapshot());
+        self.state.publish(self.model.book_view());
     }
 
     /// Every `every` events, copies the model and writes it on another thread.

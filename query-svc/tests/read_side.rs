@@ -402,7 +402,7 @@ async fn only_the_most_recent_finished_orders_are_kept() {
         all.apply(&e).unwrap();
     }
     assert_eq!(all.orders.len(), 4);
-    assert_eq!(service.state.snapshot().digest, all.digest());
+    assert_eq!(service.state.view().digest, all.digest());
     service.stop();
 }
 
@@ -484,7 +484,7 @@ async fn a_large_backlog_is_caught_up_to_the_same_model() {
     append(&config, &full[log.len()..]);
     mark_durable(&config, n + 2);
     wait_applied(&service, n + 2).await;
-    let snapshot = service.state.snapshot();
+    let snapshot = service.state.view();
     assert_eq!(snapshot.digest, folded.digest());
     assert_eq!(snapshot.json(), folded.book_json());
     assert_eq!(service.state.orders.len(), folded.orders.len());

@@ -104,7 +104,7 @@ pub use codec::{
 };
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};
-pub use location::{LogLocation, StreamUrl};
+pub use location::{JetStreamUrl, LogLocation};
 pub use source::{FileLog, LogRead};
 pub use state::{BookState, StateError};
 pub use watermark::Watermark;

@@ -25,12 +25,12 @@ pub enum LogLocation {
     /// A JSON Lines file (`log.txt`), with its watermark side file beside it.
     File(PathBuf),
     /// A JetStream stream.
-    JetStream(StreamUrl),
+    JetStream(JetStreamUrl),
 }
 
 /// A JetStream stream and the servers to reach it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamUrl {
+pub struct JetStreamUrl {
     /// `host:port` of each server given, in order.
     pub servers: Vec<String>,
     /// The stream's name: letters, digits, `-` and `_`.
@@ -81,7 +81,7 @@ impl LogLocation {
     }
 }
 
-impl StreamUrl {
+impl JetStreamUrl {
     /// The one subject the stream holds: `foldbook.<stream>` (stream names cannot
     /// contain dots, so two streams' subjects never overlap).
     pub fn subject(&self) -> String {
@@ -97,7 +97,7 @@ impl StreamUrl {
     }
 }
 
-impl FromStr for StreamUrl {
+impl FromStr for JetStreamUrl {
     type Err = LocationError;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
@@ -137,7 +137,7 @@ impl FromStr for StreamUrl {
                 });
             }
         }
-        Ok(StreamUrl {
+        Ok(JetStreamUrl {
             servers,
             stream: stream.to_owned(),
         })
@@ -158,7 +158,7 @@ impl FromStr for LogLocation {
     }
 }
 
-impl fmt::Display for StreamUrl {
+impl fmt::Display for JetStreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{NATS_SCHEME}{}/{}", self.servers.join(","), self.stream)
     }
@@ -185,8 +185,8 @@ impl From<&Path> for LogLocation {
     }
 }
 
-impl From<StreamUrl> for LogLocation {
-    fn from(url: StreamUrl) -> Self {
+impl From<JetStreamUrl> for LogLocation {
+    fn from(url: JetStreamUrl) -> Self {
         LogLocation::JetStream(url)
     }
 }
@@ -213,7 +213,7 @@ mod tests {
             one.default_snapshot_dir(),
             PathBuf::from("snapshots-ORDERS")
         );
-        let three: StreamUrl = "nats://a:4222,b:4223,c:4224/book_1".parse().unwrap();
+        let three: JetStreamUrl = "nats://a:4222,b:4223,c:4224/book_1".parse().unwrap();
         assert_eq!(
             three.server_urls(),
             ["nats://a:4222", "nats://b:4223", "nats://c:4224"]

@@ -175,6 +175,10 @@ fn list(dir: &Path, kind: &str) -> io::Result<Vec<(u64, PathBuf)>> {
 /// Reads and checks one snapshot file; the error says why it is not usable.
 /// Returns the header, the file's bytes and where the body starts in them (the
 /// body is not copied out: it may be tens of megabytes).
+#[expect(
+    unsafe_code,
+    reason = "maps the snapshot file; see the SAFETY comment at the map"
+)]
 pub fn read(
     path: &Path,
     kind: &str,
@@ -188,8 +192,8 @@ pub fn read(
     // snapshot file is never changed in place: it is written under a temporary
     // name, synced and renamed, and old ones are deleted (deleting a mapped file
     // keeps its pages). Truncating one by hand during a start is the one way to
-    // break this (the start then dies of SIGBUS); the README says to delete, not
-    // edit, snapshots.
+    // break this (the start then dies of SIGBUS); docs/durability.md says to delete,
+    // not edit, snapshots.
     let bytes = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
         .map_err(|e| format!("cannot read: {e}"))?;
     let nl = memchr::memchr(b'\n', &bytes).ok_or("no header line")?;

@@ -44,7 +44,7 @@ use command_svc::model::WriteModel;
 use command_svc::writer::{FsyncMode, Outcome, Writer, WriterOptions};
 use disk::{Disk, Fault, WriterDisk};
 use query_svc::QueryState;
-use query_svc::history::Sources;
+use query_svc::history::Archive;
 use query_svc::tailer::{StepError, Tailer, TailerSetup};
 use rng::Rng;
 use shared_events::{BookState, Envelope, Event, LogCursor, ScanError, Side};
@@ -577,12 +577,12 @@ impl World {
                 self.disk.durable_len()
             ));
         }
-        let sources = Sources {
+        let archive = Archive {
             genesis: self.genesis.clone(),
             log: Box::new(PathBuf::from("sim-disk")),
             snapshots: self.snapshots.0.clone(),
         };
-        let state = Arc::new(QueryState::new(&model, sources, cursor));
+        let state = Arc::new(QueryState::new(&model, archive, cursor));
         let setup = TailerSetup {
             source: Box::new(source),
             model,

@@ -1,10 +1,10 @@
 //! NATS JetStream, domain-free: the client and its own runtime ([`JetStream`]),
 //! connection settings ([`settings`]), an ordered consumer feeding a bounded buffer
 //! ([`feed`]), and a stream read as consecutive lines with computed byte offsets
-//! ([`stream_log`]). What the lines mean, and which streams exist, is the business of
+//! ([`reader`]). What the lines mean, and which streams exist, is the business of
 //! the services: command-svc administers and publishes to its stream
-//! (`command-svc/src/stream_admin.rs`, `log_stream.rs`), query-svc tails it
-//! (`query-svc/src/stream_source.rs`).
+//! (`command-svc/src/jetstream_admin.rs`, `jetstream_storage.rs`), query-svc tails it
+//! (`query-svc/src/jetstream_source.rs`).
 //!
 //! ## A stream as a log of lines
 //!
@@ -13,7 +13,7 @@
 //! by offset, as in a file; a stream has none, so they are computed: the offset of
 //! line N is the length of lines 1..N-1, each with its newline, exactly as in the
 //! file the same lines would make. Every reader computes them alike from where it
-//! starts, and [`StreamLog::locate`] says which seq starts at an offset before
+//! starts, and [`JetStreamReader::locate`] says which seq starts at an offset before
 //! reading from there.
 //!
 //! ## Threads
@@ -35,11 +35,11 @@
 //! errors of requests that time out meanwhile ([`JetStream::explain`]).
 
 pub mod feed;
+pub mod reader;
 pub mod settings;
-pub mod stream_log;
 
+pub use reader::JetStreamReader;
 pub use settings::{NatsAuth, NatsSettings, NatsTls};
-pub use stream_log::StreamLog;
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream;
@@ -80,7 +80,7 @@ pub enum JetStreamError {
 
 /// Where a stream is: the servers to try and the stream's name and subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamAddress {
+pub struct JetStreamAddress {
     /// `nats://HOST:PORT` of each server; any one of them will do.
     pub servers: Vec<String>,
     /// The stream's name.
@@ -91,7 +91,7 @@ pub struct StreamAddress {
     pub shown: String,
 }
 
-impl fmt::Display for StreamAddress {
+impl fmt::Display for JetStreamAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.shown)
     }
@@ -99,7 +99,7 @@ impl fmt::Display for StreamAddress {
 
 /// What the stream holds: its first and last seq (`first > last` when empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamBounds {
+pub struct JetStreamBounds {
     pub first_seq: u64,
     pub last_seq: u64,
 }
@@ -107,7 +107,7 @@ pub struct StreamBounds {
 /// A connection to the servers of one stream, with the runtime it runs on.
 pub struct JetStream {
     /// Where the stream is; its name and subject.
-    url: StreamAddress,
+    url: JetStreamAddress,
     context: jetstream::Context,
     /// Why the servers last refused the connection (bad credentials, TLS), until it
     /// next succeeds: added to the errors of requests that time out meanwhile.
@@ -136,7 +136,7 @@ impl JetStream {
     /// It connects in the background and keeps reconnecting, to any server of the
     /// cluster, for as long as it lives: callers find out whether the stream is
     /// there with their first request.
-    pub fn connect(url: &StreamAddress, name: &str) -> Result<Arc<JetStream>, JetStreamError> {
+    pub fn connect(url: &JetStreamAddress, name: &str) -> Result<Arc<JetStream>, JetStreamError> {
         let client_error = |message: String| JetStreamError::Client {
             url: url.to_string(),
             message,
@@ -205,7 +205,7 @@ impl JetStream {
     }
 
     /// Where the stream is.
-    pub fn url(&self) -> &StreamAddress {
+    pub fn url(&self) -> &JetStreamAddress {
         &self.url
     }
 
@@ -248,7 +248,7 @@ impl JetStream {
     }
 
     /// The stream's first and last seq; `None` when it does not exist.
-    pub fn bounds(&self) -> io::Result<Option<StreamBounds>> {
+    pub fn bounds(&self) -> io::Result<Option<JetStreamBounds>> {
         let context = self.context.clone();
         let name = self.url.stream.clone();
         self.block_on(async move {
@@ -303,14 +303,14 @@ fn refusal_of(event: &async_nats::Event) -> Option<String> {
 }
 
 /// The bounds a stream's state describes.
-pub fn bounds_of(state: &stream::State) -> StreamBounds {
+pub fn bounds_of(state: &stream::State) -> JetStreamBounds {
     if state.messages == 0 {
-        return StreamBounds {
+        return JetStreamBounds {
             first_seq: state.last_sequence + 1,
             last_seq: state.last_sequence,
         };
     }
-    StreamBounds {
+    JetStreamBounds {
         first_seq: state.first_sequence,
         last_seq: state.last_sequence,
     }

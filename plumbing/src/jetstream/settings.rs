@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Environment variables that configure the connection: credentials and TLS. Read
-/// only from the environment (never the command line), in [`JetStream::connect`].
+/// only from the environment (never the command line), in [`super::JetStream::connect`].
 pub const ENV_USER: &str = "FOLDBOOK_NATS_USER";
 pub const ENV_PASSWORD: &str = "FOLDBOOK_NATS_PASSWORD";
 pub const ENV_TOKEN: &str = "FOLDBOOK_NATS_TOKEN";

@@ -1,7 +1,7 @@
 //! The JetStream log as the writer sees it (`--log nats://HOST:PORT/STREAM`):
-//! [`StreamStorage`] implements [`Storage`] and [`Recoverable`], so the writer, its
+//! [`JetStreamStorage`] implements [`Storage`] and [`Recoverable`], so the writer, its
 //! group commit, snapshots and recovery are the same code as for the file. Recovery
-//! reads the stream's tail through [`StreamLog`] (plumbing's `jetstream::stream_log`); appending
+//! reads the stream's tail through [`JetStreamReader`] (plumbing's `jetstream::reader`); appending
 //! publishes.
 //!
 //! ## Publishing
@@ -43,7 +43,7 @@ use crate::log_file::{Fenced, Recoverable, Storage};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use plumbing::jetstream::{JetStream, JetStreamError, StreamBounds, StreamLog};
+use plumbing::jetstream::{JetStream, JetStreamBounds, JetStreamError, JetStreamReader};
 use plumbing::lines::Position;
 use shared_events::{LogCursor, LogRead, Watermark};
 use std::io;
@@ -79,9 +79,9 @@ enum Published {
 }
 
 /// A stream read as a log ([`LogRead`]), for recovery and `verify`: plumbing's
-/// [`StreamLog`] reads the lines; this says what the log's interface needs of it.
+/// [`JetStreamReader`] reads the lines; this says what the log's interface needs of it.
 #[derive(Debug)]
-pub struct JetStreamLog(pub StreamLog);
+pub struct JetStreamLog(pub JetStreamReader);
 
 impl LogRead for JetStreamLog {
     /// Not known without reading the whole stream.
@@ -111,7 +111,7 @@ impl LogRead for JetStreamLog {
 
 /// A JetStream stream as the writer's storage.
 #[derive(Debug)]
-pub struct StreamStorage {
+pub struct JetStreamStorage {
     /// For recovery: the stream read as a log.
     log: JetStreamLog,
     /// The stream's last seq as this writer knows it: set at the end of recovery,
@@ -121,14 +121,14 @@ pub struct StreamStorage {
     staged: Vec<Outgoing>,
 }
 
-impl StreamStorage {
+impl JetStreamStorage {
     /// Creates the stream (with `replicas` copies) or checks the existing one, and
     /// returns storage ready for recovery.
     pub fn open(
         js: Arc<JetStream>,
         replicas: usize,
-    ) -> Result<(Self, StreamBounds), JetStreamError> {
-        let bounds = crate::stream_admin::ensure_stream(&js, replicas, STREAM_READY_TIMEOUT)?;
+    ) -> Result<(Self, JetStreamBounds), JetStreamError> {
+        let bounds = crate::jetstream_admin::ensure_stream(&js, replicas, STREAM_READY_TIMEOUT)?;
         if bounds.last_seq > 0 && bounds.first_seq != 1 {
             return Err(JetStreamError::Stream {
                 url: js.url().to_string(),
@@ -139,8 +139,8 @@ impl StreamStorage {
                 ),
             });
         }
-        let storage = StreamStorage {
-            log: JetStreamLog(StreamLog::new(js)),
+        let storage = JetStreamStorage {
+            log: JetStreamLog(JetStreamReader::new(js)),
             last_seq: 0,
             staged: Vec::new(),
         };
@@ -341,7 +341,7 @@ async fn publish_batch(
     }
 }
 
-impl Storage for StreamStorage {
+impl Storage for JetStreamStorage {
     /// Stages the lines of `bytes` (whole lines, each ending in a newline) for the
     /// next sync, checking that each carries the seq it will get in the stream.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -390,7 +390,7 @@ impl Storage for StreamStorage {
     }
 }
 
-impl LogRead for StreamStorage {
+impl LogRead for JetStreamStorage {
     fn length(&mut self) -> io::Result<Option<u64>> {
         self.log.length()
     }
@@ -408,7 +408,7 @@ impl LogRead for StreamStorage {
     }
 }
 
-impl Recoverable for StreamStorage {
+impl Recoverable for JetStreamStorage {
     /// A stream is never cut: a bad last message is not a torn write (a message is
     /// stored whole or not at all), so recovery refuses to start.
     fn truncate(&mut self, len: u64) -> io::Result<()> {

@@ -4,7 +4,7 @@
 //! creates or checks the stream; readers only read it.
 
 use async_nats::jetstream::stream;
-use plumbing::jetstream::{JetStream, JetStreamError, StreamBounds};
+use plumbing::jetstream::{JetStream, JetStreamBounds, JetStreamError};
 use std::time::{Duration, Instant};
 
 /// How long the server remembers a `Nats-Msg-Id`: a publish retried within it is
@@ -19,7 +19,7 @@ pub fn ensure_stream(
     js: &JetStream,
     replicas: usize,
     ready_timeout: Duration,
-) -> Result<StreamBounds, JetStreamError> {
+) -> Result<JetStreamBounds, JetStreamError> {
     let wanted = stream_config(js, replicas);
     let deadline = Instant::now() + ready_timeout;
     let mut logged = false;

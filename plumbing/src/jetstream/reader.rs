@@ -1,4 +1,4 @@
-//! A stream read as a log of lines ([`StreamLog`]): each message one line, the
+//! A stream read as a log of lines ([`JetStreamReader`]): each message one line, the
 //! stream sequence its seq, byte offsets computed as in the file the same lines
 //! would make (see the module docs of [`super`]).
 
@@ -15,7 +15,7 @@ use std::time::Instant;
 /// module docs). Reading past what it holds waits for the next message, or says the
 /// log ends where the stream does. Only forward reading from a located line is
 /// served; a read before the window is an error.
-pub struct StreamLog {
+pub struct JetStreamReader {
     /// The client and where the stream is.
     js: Arc<JetStream>,
     /// The lines taken in and not yet dropped.
@@ -35,19 +35,19 @@ pub struct StreamLog {
     trouble: Option<String>,
 }
 
-impl std::fmt::Debug for StreamLog {
+impl std::fmt::Debug for JetStreamReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamLog")
+        f.debug_struct("JetStreamReader")
             .field("url", &self.js.url)
             .field("window", &(self.window.start(), self.window.end()))
             .finish()
     }
 }
 
-impl StreamLog {
+impl JetStreamReader {
     /// A reader of the stream, located at its start (seq 1, offset 0).
     pub fn new(js: Arc<JetStream>) -> Self {
-        StreamLog {
+        JetStreamReader {
             js,
             window: LineWindow::new(Position {
                 offset: 0,
@@ -239,7 +239,7 @@ impl StreamLog {
     }
 }
 
-impl StreamLog {
+impl JetStreamReader {
     /// Reads bytes from `offset` into `buf`, waiting for the lines it needs; 0 at
     /// the end of the stream. Reads go forward from the located line.
     pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {

@@ -1,4 +1,4 @@
-//! The read side on JetStream (`--log nats://HOST:PORT/STREAM`): [`StreamSource`] is
+//! The read side on JetStream (`--log nats://HOST:PORT/STREAM`): [`JetStreamSource`] is
 //! the [`LogSource`] the tailer follows, so verifying, folding, publishing, lag and
 //! snapshots are the same code as for the file. Any number of query-svc replicas, on
 //! any hosts, each follow the stream this way.
@@ -19,7 +19,7 @@
 
 use crate::history::OpenLog;
 use crate::source::LogSource;
-use plumbing::jetstream::{JetStream, StreamLog};
+use plumbing::jetstream::{JetStream, JetStreamReader};
 use plumbing::lines::Position;
 use shared_events::source::LogRead;
 use shared_events::{LogCursor, Watermark};
@@ -32,8 +32,8 @@ use std::sync::mpsc::SyncSender;
 pub const WINDOW_BYTES_MAX: usize = 8 << 20;
 
 /// A JetStream stream as the tailer's log.
-pub struct StreamSource {
-    log: StreamLog,
+pub struct JetStreamSource {
+    log: JetStreamReader,
     /// The lowest offset read since the last watermark. The tailer reads from its
     /// cursor on and its cursor never moves back, so at the next watermark the lines
     /// before it are done with.
@@ -42,16 +42,16 @@ pub struct StreamSource {
     wake: Option<SyncSender<()>>,
 }
 
-impl StreamSource {
+impl JetStreamSource {
     /// Follows the stream from `at`: where the tailer's model leaves off.
     pub fn new(js: Arc<JetStream>, at: LogCursor) -> Self {
-        let mut log = StreamLog::new(js);
+        let mut log = JetStreamReader::new(js);
         log.locate(Position {
             offset: at.offset,
             lines: at.lines,
             next_seq: at.next_seq,
         });
-        StreamSource {
+        JetStreamSource {
             log,
             low_read: None,
             wake: None,
@@ -59,7 +59,7 @@ impl StreamSource {
     }
 }
 
-impl LogRead for StreamSource {
+impl LogRead for JetStreamSource {
     /// The end of the lines taken in: the log as far as the tailer may read it.
     fn length(&mut self) -> io::Result<Option<u64>> {
         Ok(self.log.seen().then(|| self.log.window().end().offset))
@@ -81,7 +81,7 @@ impl LogRead for StreamSource {
     }
 }
 
-impl LogSource for StreamSource {
+impl LogSource for JetStreamSource {
     fn watermark(&mut self) -> io::Result<Option<Watermark>> {
         if let Some(low) = self.low_read.take() {
             self.log.drop_before(low);
@@ -115,15 +115,15 @@ impl LogSource for StreamSource {
 }
 
 /// A stream read as a log ([`LogRead`]) from where it is located: for readers of the
-/// past and for loading a snapshot. Plumbing's [`StreamLog`] reads the lines; this
+/// past and for loading a snapshot. Plumbing's [`JetStreamReader`] reads the lines; this
 /// says what the log's interface needs of it.
 #[derive(Debug)]
-pub struct JetStreamLog(StreamLog);
+pub struct JetStreamLog(JetStreamReader);
 
 impl JetStreamLog {
     /// A reader of the stream, located at its start.
     pub fn new(js: Arc<JetStream>) -> Self {
-        JetStreamLog(StreamLog::new(js))
+        JetStreamLog(JetStreamReader::new(js))
     }
 }
 
@@ -145,7 +145,7 @@ impl LogRead for JetStreamLog {
         })
     }
 
-    /// By seq only: see plumbing's `StreamLog::check_continues`.
+    /// By seq only: see plumbing's `JetStreamReader::check_continues`.
     fn check_continues(&mut self, seq: u64, _offset: u64) -> Result<(), String> {
         self.0.check_continues(seq)
     }
@@ -155,9 +155,9 @@ impl LogRead for JetStreamLog {
 /// (time travel, the history part of `/events`): it reads by seq from where it is
 /// located.
 #[derive(Debug, Clone)]
-pub struct StreamOpener(pub Arc<JetStream>);
+pub struct JetStreamOpener(pub Arc<JetStream>);
 
-impl OpenLog for StreamOpener {
+impl OpenLog for JetStreamOpener {
     fn open(&self) -> Box<dyn LogRead + Send> {
         Box::new(JetStreamLog::new(self.0.clone()))
     }
