@@ -79,8 +79,8 @@ check "first line is a BuildKit syntax directive" grep -qx '# syntax=docker/dock
 check "multi-stage: >= 2 FROM lines" test "$(grep -c '^FROM ' "$tmp/Dockerfile")" -ge 2
 check "builder stage from an official rust image ($builder)" grep -qE '^rust:[0-9.]+-[a-z]+$' <<<"$builder"
 check "runtime stage is debian slim ($final_image)" grep -qE '^debian:[a-z]+-slim$' <<<"$final_image"
-check "cargo build --release --locked of all binaries" \
-    grep -qE 'cargo build .*--release.*--locked.*--workspace.*--bins|cargo build .*--locked.*--release.*--workspace.*--bins' "$tmp/Dockerfile"
+check "cargo build --release --locked of the three service binaries" \
+    grep -qE 'cargo build .*--release.*--locked.*-p gateway -p command-svc -p query-svc --bins' "$tmp/Dockerfile"
 check "the three binaries are copied from the builder" grep -qE '^COPY --from=builder ' "$tmp/Dockerfile"
 check "build output copies gateway, command-svc, query-svc" grep -q 'for bin in gateway command-svc query-svc' "$tmp/Dockerfile"
 user=$(tail -n +"$last_stage" "$tmp/Dockerfile" | sed -n 's/^USER //p' | tail -1)

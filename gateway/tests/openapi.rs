@@ -15,14 +15,12 @@
 //!
 //! `schemathesis.rs` attacks the same document with generated input.
 
-mod common;
-
-use common::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use shared_events::domain;
 use shared_events::openapi::{self, document};
 use std::collections::BTreeSet;
+use test_support::*;
 
 /// The HTTP methods the document may describe.
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "options", "trace"];

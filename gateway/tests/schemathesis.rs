@@ -10,12 +10,10 @@
 //! when it is missing. Its settings and hooks are in `tests/schemathesis/`. The seed
 //! is random and printed (fixed under `CI`); `SCHEMATHESIS_SEED=N` replays a run.
 
-mod common;
-
-use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::*;
 
 /// The version `scripts/test.sh` installs (keep the two equal).
 const SCHEMATHESIS_VERSION: &str = "4.32.5";

@@ -1,9 +1,8 @@
 //! Black-box tests of the split setup: command-svc, query-svc replicas and a gateway
 //! in proxy mode, each a real process on a free port.
 
-mod common;
-use common::*;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 /// Longest a failing upstream may make a client wait (connect timeout and the
 /// upstream timeout used below, with room to spare).

