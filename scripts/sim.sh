@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Deterministic simulation of the storage path (the foldbook-sim crate, sim/): runs SEEDS seeds of
 # a random workload with seeded disk faults, crashes and power cuts through the real
-# write and read side code, checking the invariants after every step (README,
-# Simulation). Release build; seeds run on all cores.
+# write and read side code, checking the invariants after every step
+# (docs/simulation.md). Release build; seeds run on all cores.
 #
 #   scripts/sim.sh              1500 seeds (about a minute on two cores) from a random start
 #   scripts/sim.sh 5000         that many

@@ -382,111 +382,14 @@ impl Book {
     /// counter and increasing within a level, prices and quantities in bounds, the
     /// book not crossed. Levels are built in bulk from their sorted orders.
     pub fn decode(r: &mut BodyReader) -> Result<Book, BodyError> {
-        use shared_events::domain::{PRICE_MAX, PRICE_MIN, QTY_MAX, QTY_MIN};
         let next_order_id = r.u64()?;
         let names = UserTable::read(r)?;
         // An order is 20 bytes.
         let total = r.count(SNAPSHOT_ORDERS_MAX, 20)?;
         // First read and check every value (sequential), then build the index and
         // the levels from them on two threads: each is a million small writes.
-        // A level is at least side, price and count.
-        let level_count = r.count(SNAPSHOT_ORDERS_MAX, 17)?;
-        let mut levels: Vec<(Side, u64, Vec<OrderRecord>)> = Vec::with_capacity(level_count);
-        let mut read = 0usize;
-        // Each side's levels come by ascending price: the last bid is the best bid,
-        // the first ask the best ask.
-        let (mut last_bid, mut last_ask, mut best_ask) = (None, None, None);
-        for _ in 0..level_count {
-            let side = r.side()?;
-            let price = r.u64()?;
-            if !(PRICE_MIN..=PRICE_MAX).contains(&price) {
-                return Err(r.error(format!("price {price} is out of bounds")));
-            }
-            let last = match side {
-                Side::Buy => &mut last_bid,
-                Side::Sell => &mut last_ask,
-            };
-            if last.is_some_and(|p| p >= price) {
-                return Err(r.error(format!("price level {price} is out of order")));
-            }
-            *last = Some(price);
-            if side == Side::Sell {
-                best_ask = best_ask.or(Some(price));
-            }
-            let n = r.count(total - read, 20)?;
-            if n == 0 {
-                return Err(r.error("an empty price level"));
-            }
-            read += n;
-            let mut orders = Vec::with_capacity(n);
-            let mut prev_id = 0;
-            for _ in 0..n {
-                let (id, user, qty) = (r.u64()?, r.u32()?, r.u64()?);
-                if id <= prev_id || id >= next_order_id {
-                    return Err(r.error(format!(
-                        "order id {id} is out of time-priority order or not below next_order_id {next_order_id}"
-                    )));
-                }
-                prev_id = id;
-                if user as usize >= names.len() {
-                    return Err(r.error(format!("user index {user} is not in the table")));
-                }
-                if !(QTY_MIN..=QTY_MAX).contains(&qty) {
-                    return Err(r.error(format!("order {id}: qty {qty} is out of bounds")));
-                }
-                orders.push((id, user, qty));
-            }
-            levels.push((side, price, orders));
-        }
-        if read != total {
-            return Err(r.error(format!("{read} orders in the levels, {total} announced")));
-        }
-        if let (Some(bid), Some(ask)) = (last_bid, best_ask)
-            && bid >= ask
-        {
-            return Err(r.error(format!(
-                "the book is crossed: best bid {bid} >= best ask {ask}"
-            )));
-        }
-        let (index, built) = std::thread::scope(|scope| {
-            let indexing = scope.spawn(|| {
-                let mut index: foldhash::HashMap<u64, (Side, u64)> =
-                    foldhash::HashMap::with_capacity_and_hasher(total, Default::default());
-                let mut digest = 0u64;
-                for (side, price, orders) in &levels {
-                    for &(id, user, qty) in orders {
-                        if index.insert(id, (*side, *price)).is_some() {
-                            return Err(id);
-                        }
-                        let user = &names[user as usize];
-                        digest =
-                            digest.wrapping_add(resting_fingerprint(id, user, *side, *price, qty));
-                    }
-                }
-                Ok((index, digest))
-            });
-            let mut bids = Vec::new();
-            let mut asks = Vec::new();
-            for (side, price, orders) in &levels {
-                // Sorted by id: the level is built in bulk, not by repeated inserts.
-                let level: Level = orders
-                    .iter()
-                    .map(|&(id, user, qty)| {
-                        let user = names[user as usize].clone();
-                        (id, Resting { user, qty })
-                    })
-                    .collect();
-                match side {
-                    Side::Buy => bids.push((*price, level)),
-                    Side::Sell => asks.push((*price, level)),
-                }
-            }
-            let built = (bids.into_iter().collect(), asks.into_iter().collect());
-            (
-                indexing.join().expect("the indexing thread panicked"),
-                built,
-            )
-        });
+        let levels = read_levels(r, total, names.len(), next_order_id)?;
+        let (index, built) = build_levels(&levels, &names);
         let (index, digest) =
             index.map_err(|id| r.error(format!("order id {id} appears twice")))?;
         let (bids, asks) = built;
@@ -503,6 +406,133 @@ impl Book {
 
 /// A resting order as a snapshot body holds it: `(id, user index, qty)`.
 type OrderRecord = (u64, u32, u64);
+
+/// A price level as a snapshot body holds it: side, price, its orders oldest first.
+type LevelRecord = (Side, u64, Vec<OrderRecord>);
+
+/// Reads the `total` resting orders' levels of a book body, checking every value:
+/// prices and quantities in bounds, levels in price order and not empty, ids in
+/// time-priority order and below `next_order_id`, users in the table of
+/// `users` names, the book not crossed.
+fn read_levels(
+    r: &mut BodyReader,
+    total: usize,
+    users: usize,
+    next_order_id: u64,
+) -> Result<Vec<LevelRecord>, BodyError> {
+    use shared_events::domain::{PRICE_MAX, PRICE_MIN, QTY_MAX, QTY_MIN};
+    // A level is at least side, price and count.
+    let level_count = r.count(SNAPSHOT_ORDERS_MAX, 17)?;
+    let mut levels: Vec<(Side, u64, Vec<OrderRecord>)> = Vec::with_capacity(level_count);
+    let mut read = 0usize;
+    // Each side's levels come by ascending price: the last bid is the best bid,
+    // the first ask the best ask.
+    let (mut last_bid, mut last_ask, mut best_ask) = (None, None, None);
+    for _ in 0..level_count {
+        let side = r.side()?;
+        let price = r.u64()?;
+        if !(PRICE_MIN..=PRICE_MAX).contains(&price) {
+            return Err(r.error(format!("price {price} is out of bounds")));
+        }
+        let last = match side {
+            Side::Buy => &mut last_bid,
+            Side::Sell => &mut last_ask,
+        };
+        if last.is_some_and(|p| p >= price) {
+            return Err(r.error(format!("price level {price} is out of order")));
+        }
+        *last = Some(price);
+        if side == Side::Sell {
+            best_ask = best_ask.or(Some(price));
+        }
+        let n = r.count(total - read, 20)?;
+        if n == 0 {
+            return Err(r.error("an empty price level"));
+        }
+        read += n;
+        let mut orders = Vec::with_capacity(n);
+        let mut prev_id = 0;
+        for _ in 0..n {
+            let (id, user, qty) = (r.u64()?, r.u32()?, r.u64()?);
+            if id <= prev_id || id >= next_order_id {
+                return Err(r.error(format!(
+                        "order id {id} is out of time-priority order or not below next_order_id {next_order_id}"
+                    )));
+            }
+            prev_id = id;
+            if user as usize >= users {
+                return Err(r.error(format!("user index {user} is not in the table")));
+            }
+            if !(QTY_MIN..=QTY_MAX).contains(&qty) {
+                return Err(r.error(format!("order {id}: qty {qty} is out of bounds")));
+            }
+            orders.push((id, user, qty));
+        }
+        levels.push((side, price, orders));
+    }
+    if read != total {
+        return Err(r.error(format!("{read} orders in the levels, {total} announced")));
+    }
+    if let (Some(bid), Some(ask)) = (last_bid, best_ask)
+        && bid >= ask
+    {
+        return Err(r.error(format!(
+            "the book is crossed: best bid {bid} >= best ask {ask}"
+        )));
+    }
+    Ok(levels)
+}
+
+/// The id index with the book's digest, or the id that appears twice.
+type Indexed = Result<(foldhash::HashMap<u64, (Side, u64)>, u64), u64>;
+/// Bids and asks by price.
+type Sides = (BTreeMap<u64, Level>, BTreeMap<u64, Level>);
+
+/// Builds the id index (with the digest) and the levels from checked records, on
+/// two threads. The index is `Err(id)` when an id appears twice.
+fn build_levels(levels: &[LevelRecord], names: &[std::sync::Arc<str>]) -> (Indexed, Sides) {
+    std::thread::scope(|scope| {
+        let indexing = scope.spawn(|| {
+            let mut index: foldhash::HashMap<u64, (Side, u64)> =
+                foldhash::HashMap::with_capacity_and_hasher(
+                    levels.iter().map(|(_, _, o)| o.len()).sum(),
+                    Default::default(),
+                );
+            let mut digest = 0u64;
+            for (side, price, orders) in levels {
+                for &(id, user, qty) in orders {
+                    if index.insert(id, (*side, *price)).is_some() {
+                        return Err(id);
+                    }
+                    let user = &names[user as usize];
+                    digest = digest.wrapping_add(resting_fingerprint(id, user, *side, *price, qty));
+                }
+            }
+            Ok((index, digest))
+        });
+        let mut bids = Vec::new();
+        let mut asks = Vec::new();
+        for (side, price, orders) in levels {
+            // Sorted by id: the level is built in bulk, not by repeated inserts.
+            let level: Level = orders
+                .iter()
+                .map(|&(id, user, qty)| {
+                    let user = names[user as usize].clone();
+                    (id, Resting { user, qty })
+                })
+                .collect();
+            match side {
+                Side::Buy => bids.push((*price, level)),
+                Side::Sell => asks.push((*price, level)),
+            }
+        }
+        let built = (bids.into_iter().collect(), asks.into_iter().collect());
+        (
+            indexing.join().expect("the indexing thread panicked"),
+            built,
+        )
+    })
+}
 
 #[cfg(test)]
 mod tests {

@@ -16,11 +16,14 @@
 //! - [`jetstream_admin`]: creating the JetStream stream, or checking an existing one.
 //! - [`jetstream_storage`]: the JetStream log as the writer's storage: reading it for
 //!   recovery, publishing with dedupe ids and expected-last-sequence fencing.
+//! - [`writer`]: the single writer thread and its group commit.
+//! - [`http`]: warp routes, validation of path and query, JSON errors.
+//! - [`cli`]: the write side's command-line flags (also the gateway's).
+//! - [`verify`], [`copy_log`]: the offline tools (`command-svc verify`, `copy-log`).
+//! - [`describe`]: `# HELP` text of the write side's metrics.
 //!
 //! The NATS client, its settings and the generic reading of a stream are in
 //! `plumbing::jetstream`; the serving of the routes in `plumbing::serve`.
-//! - [`writer`]: the single writer thread and its group commit.
-//! - [`http`]: warp routes, validation of path and query, JSON errors.
 //!
 //! [`start`] wires them: read `init.txt`, lock and replay the log (or connect to the
 //! stream and replay its tail), spawn the writer.
@@ -29,6 +32,7 @@ pub mod book;
 pub mod checkpoint;
 pub mod cli;
 pub mod command;
+pub mod copy_log;
 pub mod describe;
 pub mod http;
 pub mod idempotency;
@@ -36,6 +40,7 @@ pub mod jetstream_admin;
 pub mod jetstream_storage;
 pub mod log_file;
 pub mod model;
+pub mod verify;
 pub mod writer;
 
 use book::Book;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: replay and the writer allocate and
 /// free many small strings, often on different threads (the log decoder and the
-/// fold), which mimalloc does markedly faster than glibc (see README, Performance).
+/// fold), which mimalloc does markedly faster than glibc (see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -65,12 +65,12 @@ async fn main() -> anyhow::Result<()> {
             .init
             .exists()
             .then_some(args.write.init.as_path());
-        let ok = command_svc::cli::verify(log, init, &mut std::io::stdout())
+        let ok = command_svc::verify::verify(log, init, &mut std::io::stdout())
             .with_context(|| format!("reading {log}"))?;
         std::process::exit(if ok { 0 } else { 1 });
     }
     if let Some(Sub::CopyLog { from, to, replicas }) = &args.command {
-        command_svc::cli::copy_log(from, to, *replicas, &mut std::io::stdout())
+        command_svc::copy_log::copy_log(from, to, *replicas, &mut std::io::stdout())
             .map_err(anyhow::Error::msg)
             .context("copying the log")?;
         return Ok(());

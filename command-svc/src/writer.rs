@@ -520,6 +520,10 @@ impl<S: Storage> Writer<S> {
     /// or the sync failed: nothing of the batch may be acknowledged, the model is
     /// ahead of the log, and the writer must not be used again (fail-stop).
     /// [`CommitError::Fenced`]: another writer appended first; see there.
+    ///
+    /// One function on purpose: the group commit reads top to bottom (decide each,
+    /// encode, one write, one sync, publish, answer), and what each step may do on
+    /// failure depends on what the steps before it did.
     pub fn commit_batch(
         &mut self,
         commands: impl IntoIterator<Item = Command>,

@@ -165,6 +165,9 @@ fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 /// Passes one request on and its answer back.
+///
+/// One function: choosing the upstream, sending, mapping each failure to its
+/// 502/503/504 answer and streaming the answer back are one request's life.
 async fn forward(
     up: Arc<Upstreams>,
     method: Method,

@@ -215,6 +215,9 @@ fn over_limit<B>(limits: &Limits, req: &warp::http::Request<B>) -> Option<Respon
 ///
 /// The connections are served by hyper directly rather than through `warp::serve`,
 /// which sets no header-read timeout and no connection cap.
+///
+/// The accept loop and the graceful stop stay in one function: they share the
+/// listener, the connection slots and the shutdown watcher.
 pub async fn serve(
     listener: TcpListener,
     api: Api,

@@ -32,7 +32,7 @@ pub fn init(format: LogFormat) {
 /// common distribution default), the allocator's small purges split huge pages
 /// that the next allocation faults in and zeroes again, 2 MiB at a time: building
 /// a million-order model then spent more time in the kernel clearing pages than
-/// folding events (replay measured 1.6x slower; README, Performance). Failure is
+/// folding events (replay measured 1.6x slower; docs/performance.md). Failure is
 /// harmless (an old kernel): the process just keeps the system's setting.
 #[expect(unsafe_code, reason = "one prctl(2) call with integer arguments")]
 fn disable_transparent_huge_pages() {

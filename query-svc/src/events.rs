@@ -57,6 +57,10 @@ pub fn open(
     rx
 }
 
+/// Feeds one `/events` subscriber: history from the log, then live batches. One
+/// function: the hand-over from history to live shares the cursor and the
+/// subscription, and splitting it would hide the one place where no event may be
+/// lost or repeated.
 async fn produce(
     state: &Arc<QueryState>,
     from: u64,

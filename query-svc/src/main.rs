@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: replay and the writer allocate and
 /// free many small strings, often on different threads (the log decoder and the
-/// fold), which mimalloc does markedly faster than glibc (see README, Performance).
+/// fold), which mimalloc does markedly faster than glibc (see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

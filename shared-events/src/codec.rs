@@ -203,7 +203,7 @@ pub struct TornTail {
 /// Why a log cannot be used as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("log is corrupt at {0}; refusing to guess (see README, Durability)")]
+    #[error("log is corrupt at {0}; refusing to guess (see docs/durability.md)")]
     Corrupt(BadLine),
     #[error("reading the log: {0}")]
     Io(#[from] io::Error),

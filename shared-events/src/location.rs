@@ -52,7 +52,7 @@ pub enum LocationError {
     #[error(
         "a nats:// log location must not carry credentials (user:password@ or token@ would \
          show in process lists and logs): set FOLDBOOK_NATS_USER and FOLDBOOK_NATS_PASSWORD, \
-         FOLDBOOK_NATS_TOKEN or FOLDBOOK_NATS_CREDS instead (README, JetStream)"
+         FOLDBOOK_NATS_TOKEN or FOLDBOOK_NATS_CREDS instead (docs/jetstream.md)"
     )]
     Credentials,
     #[error("{url}: at most {SERVERS_MAX} servers")]

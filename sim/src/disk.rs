@@ -205,6 +205,8 @@ impl Disk {
 
     /// The machine loses power: the page cache is gone, the file is what the
     /// platter had. Returns what happened to the unsynced bytes.
+    ///
+    /// One function: each outcome is one arm of a single seeded choice.
     pub fn power_cut(&self) -> PowerCut {
         let mut s = self.state();
         let s = &mut *s;

@@ -777,6 +777,9 @@ impl World {
     }
 
     /// The answers of a committed batch against the log and the earlier answers.
+    ///
+    /// One function: every answer is checked against the same log prefix and the
+    /// same record of earlier answers.
     fn check_answers(
         &mut self,
         commands: &[Command],

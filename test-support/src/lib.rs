@@ -71,7 +71,10 @@ fn unregister(pid: u32) {
 pub fn kill_children() {
     let pids = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));
     for pid in pids {
-        if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        if let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
@@ -255,6 +258,9 @@ impl Launch {
     /// `listening on http://ADDR` line on stderr. A process that exits first, or
     /// does not say it in time (it is killed then), is an error showing the end of
     /// its log.
+    ///
+    /// One function: spawning, capturing the log and waiting for the line share
+    /// the child and its pipes.
     pub fn start(self) -> Result<Proc, Error> {
         let program = self.program.display().to_string();
         let log_file = match &self.log_file {

@@ -1,0 +1,126 @@
+//! The immutable view of the book readers are handed ([`BookView`]), and its
+//! `/orderbook` JSON, serialized once per view and shared by every reader.
+
+use super::*;
+use serde::ser::SerializeSeq;
+
+/// One resting order in the `/orderbook` answer.
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    id: u64,
+    user: &'a str,
+    price: u64,
+    qty: u64,
+}
+
+/// One aggregated price level in the `/orderbook?depth=N` answer.
+#[derive(Serialize)]
+struct LevelJson {
+    price: u64,
+    qty: u64,
+    orders: usize,
+}
+
+/// Serializes a side's orders (best price first) without copying them; owners come
+/// from the order index (a user never changes, so any moment's entry is right).
+struct OrdersJson<'a, I> {
+    levels: std::cell::Cell<Option<I>>,
+    orders: &'a OrderIndex,
+}
+
+impl<'a, I: Iterator<Item = (&'a u64, &'a Level)>> Serialize for OrdersJson<'a, I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for (&price, level) in self.levels.take().expect("serialized once") {
+            for &(id, qty) in &level.orders {
+                let user = self
+                    .orders
+                    .with(id, |o| o.user.clone())
+                    .unwrap_or_else(|| "".into());
+                seq.serialize_element(&EntryJson {
+                    id,
+                    user: &user,
+                    price,
+                    qty,
+                })?;
+            }
+        }
+        seq.end()
+    }
+}
+
+fn orders_json<'a, I: Iterator<Item = (&'a u64, &'a Level)>>(
+    levels: I,
+    orders: &'a OrderIndex,
+) -> OrdersJson<'a, I> {
+    OrdersJson {
+        levels: Some(levels).into(),
+        orders,
+    }
+}
+
+/// An immutable view published after each applied batch. It shares the persistent
+/// level maps with the model; the JSON answer is made on first request, once per seq.
+#[derive(Debug, Clone)]
+pub struct BookView {
+    /// Last applied event.
+    pub seq: u64,
+    /// Digest of the resting orders at `seq`.
+    pub digest: u64,
+    /// Bids by price; shared with the model (a persistent map).
+    pub(super) bids: Levels,
+    /// Asks by price; shared with the model.
+    pub(super) asks: Levels,
+    /// The order index, for the owners of the resting orders.
+    pub(super) orders: Arc<OrderIndex>,
+    /// The `/orderbook` body, serialized by the first reader that wants it.
+    pub(super) json: OnceLock<bytes::Bytes>,
+}
+
+impl BookView {
+    /// The `/orderbook` body: `{"seq","bids":[...],"asks":[...]}`.
+    pub fn json(&self) -> bytes::Bytes {
+        self.json
+            .get_or_init(|| {
+                #[derive(Serialize)]
+                struct Book<B, A> {
+                    seq: u64,
+                    bids: B,
+                    asks: A,
+                }
+                let book = Book {
+                    seq: self.seq,
+                    bids: orders_json(self.bids.iter().rev(), &self.orders),
+                    asks: orders_json(self.asks.iter(), &self.orders),
+                };
+                serde_json::to_vec(&book)
+                    .expect("serializing the book to memory cannot fail")
+                    .into()
+            })
+            .clone()
+    }
+
+    /// The `/orderbook?depth=N` body: the best `n` price levels of each side, each
+    /// with its total quantity and number of orders.
+    pub fn depth_json(&self, n: usize) -> Vec<u8> {
+        let aggregate = |(&price, level): (&u64, &Level)| LevelJson {
+            price,
+            qty: level.qty,
+            orders: level.orders.len(),
+        };
+        #[derive(Serialize)]
+        struct Depth {
+            seq: u64,
+            depth: usize,
+            bids: Vec<LevelJson>,
+            asks: Vec<LevelJson>,
+        }
+        let depth = Depth {
+            seq: self.seq,
+            depth: n,
+            bids: self.bids.iter().rev().take(n).map(aggregate).collect(),
+            asks: self.asks.iter().take(n).map(aggregate).collect(),
+        };
+        serde_json::to_vec(&depth).expect("serializing to memory cannot fail")
+    }
+}
