@@ -25,7 +25,7 @@ pub fn copy_log(
     replicas: usize,
     out: &mut impl Write,
 ) -> Result<u64, String> {
-    use crate::log_file::Storage;
+    use crate::storage::Storage;
     let js = crate::connect(to, "foldbook copy-log").map_err(|e| e.to_string())?;
     let (mut storage, bounds) = crate::jetstream_storage::JetStreamStorage::open(js, replicas)
         .map_err(|e| e.to_string())?;

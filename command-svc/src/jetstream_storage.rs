@@ -39,7 +39,7 @@
 //!   the batch gets 503 and the writer stops (fail-stop), so a restart reads the
 //!   truth from the stream.
 
-use crate::log_file::{Fenced, Recoverable, Storage};
+use crate::storage::{Fenced, Recoverable, Storage};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;

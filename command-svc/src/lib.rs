@@ -11,8 +11,9 @@
 //! - [`idempotency`]: the idempotency-key index.
 //! - [`model`]: the write model (book + keys) and its fold.
 //! - [`checkpoint`]: the write side's snapshots.
-//! - [`log_file`]: opening, locking, replaying and appending the file log; the
-//!   storage interfaces ([`log_file::Storage`], [`log_file::Recoverable`]).
+//! - [`storage`]: the storage interfaces ([`storage::Storage`],
+//!   [`storage::Recoverable`]) and recovery ([`storage::recover`]), for any log.
+//! - [`log_file`]: the file log: opening and locking it, appending, syncing.
 //! - [`jetstream_admin`]: creating the JetStream stream, or checking an existing one.
 //! - [`jetstream_storage`]: the JetStream log as the writer's storage: reading it for
 //!   recovery, publishing with dedupe ids and expected-last-sequence fencing.
@@ -40,13 +41,14 @@ pub mod jetstream_admin;
 pub mod jetstream_storage;
 pub mod log_file;
 pub mod model;
+pub mod storage;
 pub mod verify;
 pub mod writer;
 
 use book::Book;
 use checkpoint::SnapshotOptions;
 use idempotency::IdempotencyIndex;
-use log_file::{LogFile, OpenError, Recoverable, Recovery};
+use log_file::LogFile;
 use model::WriteModel;
 use plumbing::jetstream::{JetStream, JetStreamAddress, JetStreamError};
 use shared_events::JetStreamUrl;
@@ -54,6 +56,7 @@ use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use storage::{OpenError, Recoverable, Recovery};
 pub use writer::{CommandHandle, FsyncMode, WriterOptions, WriterTask};
 
 /// Where the write side finds its files and how it commits.
@@ -160,7 +163,7 @@ pub fn start_with(
             );
             let reload: writer::Reload<jetstream_storage::JetStreamStorage> =
                 Box::new(move |storage| {
-                    recover_model(storage, &name, &genesis, &dir, keys, log_file::now_us())
+                    recover_model(storage, &name, &genesis, &dir, keys, storage::now_us())
                         .map(|(model, recovery)| (model, recovery.cursor))
                         .map_err(|e| e.to_string())
                 });
@@ -190,7 +193,7 @@ fn recover_at_start<S: Recoverable>(
         genesis,
         &snapshot_dir,
         config.idempotency_keys,
-        log_file::now_us(),
+        storage::now_us(),
     )?;
     // Replay grew the book's tables by doubling; hand the old ones back.
     plumbing::memory::release_free();
@@ -216,7 +219,7 @@ fn recover_at_start<S: Recoverable>(
 
 /// Rebuilds the write model from the log in `storage` (called `name` in messages):
 /// the newest usable snapshot in `snapshot_dir` (else `genesis`), then the log after
-/// it through [`log_file::recover`], which cuts a torn tail, refuses corruption, and
+/// it through [`storage::recover`], which cuts a torn tail, refuses corruption, and
 /// publishes the durable watermark stamped `now_us`. The start of every writer, and
 /// of every simulated one.
 pub fn recover_model<S: Recoverable>(
@@ -243,7 +246,7 @@ pub fn recover_model<S: Recoverable>(
             )
         }
     };
-    let recovery = log_file::recover(storage, name, from, now_us, |env| {
+    let recovery = storage::recover(storage, name, from, now_us, |env| {
         model.apply(env).map_err(|e| e.to_string())
     })?;
     Ok((model, recovery))

@@ -10,7 +10,7 @@
 //! simulator (`gateway::sim`) drives the writer through it batch by batch.
 //!
 //! A log that other writers can reach (JetStream) may refuse a batch because
-//! another writer appended first ([`crate::log_file::Fenced`]): the events that
+//! another writer appended first ([`crate::storage::Fenced`]): the events that
 //! landed are answered, the writer reloads its model from the log
 //! ([`Writer::with_reload`]) and decides the other commands again, at most
 //! [`FENCED_RETRIES_MAX`] times, then answers them 503. A file log is locked by one
@@ -18,8 +18,8 @@
 
 use crate::checkpoint::{self, Checkpoint, SnapshotOptions};
 use crate::command::{Command, Rejection};
-use crate::log_file::Storage;
 use crate::model::WriteModel;
+use crate::storage::Storage;
 use serde::Serialize;
 use shared_events::snapshot::Checkpointer;
 use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Watermark};
@@ -42,7 +42,7 @@ pub const QUEUE_COMMANDS_MAX: usize = 8192;
 pub const FENCED_RETRIES_MAX: usize = 3;
 
 /// Where commit timestamps come from: microseconds since the Unix epoch. The wall
-/// clock ([`crate::log_file::now_us`]) by default; the simulator's own in a simulation.
+/// clock ([`crate::storage::now_us`]) by default; the simulator's own in a simulation.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Whether a 2xx waits for `fdatasync`.
@@ -358,7 +358,7 @@ impl<S: Storage> Writer<S> {
             durable: watch::channel(last_seq).0,
             snapshots: options.snapshots.map(|o| Checkpointer::new(o, last_seq)),
             metrics: WriterMetrics::new(),
-            clock: Arc::new(crate::log_file::now_us),
+            clock: Arc::new(crate::storage::now_us),
             buf: Vec::with_capacity(BATCH_EVENTS_MAX * 256),
             reload: None,
             stale: false,
@@ -627,7 +627,7 @@ impl<S: Storage> Writer<S> {
     /// Write, sync (unless `--fsync never`), then tell readers how far the log is
     /// durable, stamped with the time it became so. Any failure but a fence is fatal.
     fn commit(&mut self, buf: &[u8], seq: u64, end_offset: u64) -> Result<(), CommitFailure> {
-        let failed = |what: &str, e: std::io::Error| match crate::log_file::Fenced::of(&e) {
+        let failed = |what: &str, e: std::io::Error| match crate::storage::Fenced::of(&e) {
             Some(fenced) => CommitFailure::Fenced {
                 landed: fenced.landed,
                 reason: fenced.message.clone(),

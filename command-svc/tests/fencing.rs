@@ -5,8 +5,8 @@ mod common;
 use command_svc::book::Book;
 use command_svc::command::Command;
 use command_svc::idempotency::IdempotencyIndex;
-use command_svc::log_file::Storage;
 use command_svc::model::WriteModel;
+use command_svc::storage::Storage;
 use command_svc::writer::{self, Outcome, WriterOptions};
 use common::*;
 use shared_events::{BookState, LogCursor, Watermark};
@@ -55,7 +55,7 @@ impl Storage for SharedLogWriter {
             let env = shared_events::decode_line(&line[..line.len() - 1]).unwrap();
             let last = log.iter().filter(|&&b| b == b'\n').count() as u64;
             if env.seq != last + 1 {
-                return Err(io::Error::other(command_svc::log_file::Fenced {
+                return Err(io::Error::other(command_svc::storage::Fenced {
                     landed: landed as u64,
                     message: format!("seq {} refused: the log ends at {last}", env.seq),
                 }));
@@ -84,7 +84,7 @@ impl shared_events::LogRead for SharedLogWriter {
     }
 }
 
-impl command_svc::log_file::Recoverable for SharedLogWriter {
+impl command_svc::storage::Recoverable for SharedLogWriter {
     fn truncate(&mut self, _: u64) -> io::Result<()> {
         Err(io::Error::other("a shared log is never cut"))
     }

@@ -5,7 +5,7 @@
 
 mod common;
 use command_svc::Config;
-use command_svc::log_file::{LogFile, OpenError};
+use command_svc::{log_file::LogFile, storage::OpenError};
 use common::*;
 use std::path::PathBuf;
 

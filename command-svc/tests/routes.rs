@@ -4,8 +4,8 @@
 mod common;
 use command_svc::http;
 use command_svc::idempotency::IdempotencyIndex;
-use command_svc::log_file::Storage;
 use command_svc::model::WriteModel;
+use command_svc::storage::Storage;
 use command_svc::writer::{self, DispatchError, FsyncMode, WriterOptions};
 use common::*;
 use shared_events::{LogCursor, Watermark};

@@ -15,7 +15,7 @@
 //! have two file descriptors on one file.
 
 use super::rng::Rng;
-use command_svc::log_file::{Recoverable, Storage};
+use command_svc::storage::{Recoverable, Storage};
 use query_svc::source::LogSource;
 use shared_events::{LogRead, Watermark};
 use std::io;

@@ -39,8 +39,8 @@ pub mod rng;
 
 use command_svc::book::Book;
 use command_svc::command::{Command, Rejection};
-use command_svc::log_file::OpenError;
 use command_svc::model::WriteModel;
+use command_svc::storage::OpenError;
 use command_svc::writer::{FsyncMode, Outcome, Writer, WriterOptions};
 use disk::{Disk, Fault, WriterDisk};
 use query_svc::QueryState;
