@@ -320,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
             .pool_max_idle_per_host(1)
             .timeout(Duration::from_secs_f64(args.timeout))
             .tcp_nodelay(true)
+            .no_proxy()
             .build()?;
         client
             .get(format!("{base}/health"))

@@ -157,10 +157,9 @@ impl Settings {
         put("ROUNDS", json!(self.rounds));
         put("DURATION", json!(format!("{}s", self.duration_s)));
         put("WARMUP", json!(format!("{}s", self.warmup_s)));
-        put(
-            "LAG_RATE",
-            json!(lag_rate.or(self.lag_rate).map(|r| r.round())),
-        );
+        if let Some(rate) = lag_rate.or(self.lag_rate) {
+            put("LAG_RATE", json!(rate.round()));
+        }
         put("LAG_SECONDS", json!(self.lag_s));
         put("LAG_CONNECTIONS", json!(self.lag_connections));
         put("BIG_EVENTS", json!(self.big_events));

@@ -223,27 +223,30 @@ fn machine(work: &Path) -> String {
     format!("{cpus} CPUs, {model}, {mem_gib:.0} GiB RAM, Linux {kernel}, data on {fs}")
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after
-/// it; children get a clean mask from std) and waits for them on a thread of its
-/// own, which kills every child still running, removes the data directory unless
-/// it is kept, and exits 128 + the signal.
+/// Takes SIGINT and SIGTERM on a thread of its own (a handler, not a blocked
+/// mask, which the children would inherit), which kills every child still
+/// running, removes the data directory unless it is kept, and exits 128 + the
+/// signal.
 fn take_signals() {
-    // SAFETY: plain libc calls on a local, initialised sigset_t; called first in
-    // main, before any other thread exists.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("a runtime for the signal thread");
+    // The handlers are installed here, before the first child starts.
+    let (mut interrupt, mut terminate) = runtime.block_on(async {
+        (
+            signal(SignalKind::interrupt()).expect("a SIGINT handler"),
+            signal(SignalKind::terminate()).expect("a SIGTERM handler"),
+        )
+    });
     std::thread::spawn(move || {
-        let mut signal: libc::c_int = 0;
-        // SAFETY: `set` is initialised; sigwait writes one int.
-        if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
-            return;
-        }
+        let signal = runtime.block_on(async {
+            tokio::select! {
+                _ = interrupt.recv() => libc::SIGINT,
+                _ = terminate.recv() => libc::SIGTERM,
+            }
+        });
         eprintln!("bench: signal {signal}: stopping every server started");
         test_support::kill_children();
         if let Some((work, keep)) = WORK.get() {
