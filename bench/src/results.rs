@@ -300,8 +300,8 @@ pub fn render(r: &Results) -> String {
         out,
         "Keys: `*.base`/`*.ours` the baseline and ours; `*.batch` events per write (fsync)\n\
          batch; `lag.*.p99` whole-run p99 (ms) from the read side's foldbook_lag_seconds\n\
-         histogram, `lag.hello.p99` the hello-world's request p99 (ms, loadgen, from the\n\
-         due time) at the same offered rate, `.sec_p99` the median of the per-second p99\n\
+         histogram, `lag.hello.p99` the hello-world's request p99 (ms, loadgen, send to\n\
+         answer) at the same offered rate, `.sec_p99` the median of the per-second p99\n\
          lines, `.rate` loadgen's achieved rate, `.late` requests sent > 5 ms after due;\n\
          `replay.*.wall` ms from exec to ready, `.start` start_ms from the log, `.rate`\n\
          events/s, `replay.decode.rate` the plain decode baseline; `rss.*` kB, `rss.*.per`\n\
