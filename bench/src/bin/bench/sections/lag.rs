@@ -218,10 +218,11 @@ async fn lag_round(r: &mut Runner, mode: Mode, rate: f64, round: u32) -> anyhow:
     r.add(&format!("lag.{m}.count"), count);
     let lines = read.lines.lock().unwrap().clone();
     if let Some(l) = LagLines::from_log(lines.iter().map(String::as_str)) {
-        r.add(&format!("lag.{m}.sec_p50"), l.p50_ms_median);
-        r.add(&format!("lag.{m}.sec_p99"), l.p99_ms_median);
-        r.add(&format!("lag.{m}.sec_p99_worst"), l.p99_ms_worst);
-        r.add(&format!("lag.{m}.max"), l.max_ms);
+        let us = |ms: f64| (ms * 1000.0).round() / 1000.0;
+        r.add(&format!("lag.{m}.sec_p50"), us(l.p50_ms_median));
+        r.add(&format!("lag.{m}.sec_p99"), us(l.p99_ms_median));
+        r.add(&format!("lag.{m}.sec_p99_worst"), us(l.p99_ms_worst));
+        r.add(&format!("lag.{m}.max"), us(l.max_ms));
     }
     for key in ["achieved_rate", "late", "errors"] {
         let short = if key == "achieved_rate" { "rate" } else { key };
