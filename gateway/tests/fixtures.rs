@@ -82,7 +82,7 @@ async fn send(
 
 /// The recorded workload against `base`: every request with its answer.
 async fn run_workload(client: &reqwest::Client, base: &str) -> Vec<serde_json::Value> {
-    let mut rng = Lcg(0x00f0_1db0_0c);
+    let mut rng = Lcg(0x0000_f01d_b00c);
     let mut placed: Vec<(u64, &str)> = Vec::new();
     // Orders sent with a key: (path, key).
     let mut keyed: Vec<(String, String)> = Vec::new();

@@ -633,23 +633,29 @@ pub fn run_program<S: AsRef<OsStr>>(
             source,
         })?;
     register(child.id());
+    // Each pipe is read into a buffer shared with this thread, so that a timeout
+    // can report what came without waiting for the pipe to close (a grandchild may
+    // hold it open).
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let reader = std::thread::spawn(move || {
+            let Some(mut pipe) = pipe else { return };
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
             }
-            bytes
-        })
+        });
+        (buffer, reader)
     };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let (stdout, stdout_reader) = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let (stderr, stderr_reader) = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let waited = wait_exit_within(&mut child, &name, timeout);
     reap(&mut child);
     let status = match waited {
         Ok(status) => status,
         Err(Error::NoExit { .. }) => {
-            let stderr = stderr.join().unwrap_or_default();
+            let stderr = std::mem::take(&mut *stderr.lock().unwrap());
             let args: Vec<_> = args
                 .iter()
                 .map(|a| a.as_ref().to_string_lossy().into_owned())
@@ -663,10 +669,12 @@ pub fn run_program<S: AsRef<OsStr>>(
         }
         Err(e) => return Err(e),
     };
+    let _ = stdout_reader.join();
+    let _ = stderr_reader.join();
     Ok(Output {
         status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        stdout: std::mem::take(&mut *stdout.lock().unwrap()),
+        stderr: std::mem::take(&mut *stderr.lock().unwrap()),
     })
 }
 
@@ -843,6 +851,98 @@ mod tests {
         assert_eq!(line_field(line, "start_ms").as_deref(), Some("4"));
         assert_eq!(line_field(line, "events").as_deref(), Some("1000"));
         assert_eq!(line_field(line, "resting_orders"), None);
+    }
+
+    #[test]
+    fn a_process_that_exits_before_listening_is_reported_with_its_log() {
+        let err = Launch::new("/bin/sh")
+            .args(["-c", "echo starting >&2; exit 3"])
+            .start()
+            .err()
+            .expect("it never listens");
+        match err {
+            Error::ExitedEarly { status, log, .. } => {
+                assert_eq!(status.code(), Some(3));
+                assert!(log.contains("starting"), "{log}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_process_that_does_not_listen_in_time_is_killed() {
+        let err = Launch::new("/bin/sh")
+            .args(["-c", "sleep 30"])
+            .start_timeout(Duration::from_millis(50))
+            .start()
+            .err()
+            .expect("it never listens");
+        assert!(matches!(err, Error::NotListening { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_listening_process_gives_its_url_and_stops_on_sigterm() {
+        let mut proc = Launch::new("/bin/sh")
+            .args([
+                "-c",
+                "echo 'INFO listening on http://127.0.0.1:9 addr=x' >&2; exec sleep 30",
+            ])
+            .start()
+            .unwrap();
+        assert_eq!(proc.url, "http://127.0.0.1:9");
+        let stopped = proc.stop(Duration::from_secs(10)).unwrap();
+        assert!(!stopped.killed);
+        assert!(!stopped.status.success());
+    }
+
+    #[test]
+    fn a_one_shot_run_past_its_time_is_killed_and_reported() {
+        let err = run_program(
+            Path::new("/bin/sh"),
+            None,
+            &["-c", "echo late >&2; sleep 30"],
+            &[],
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::RunTimeout { .. }), "{err}");
+        let out = run_program(
+            Path::new("/bin/sh"),
+            None,
+            &["-c", "echo hi"],
+            &[],
+            RUN_TIMEOUT,
+        )
+        .unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_done_failed_or_timed_out() {
+        let mut looks = 0;
+        let done = poll_until("three looks", RUN_TIMEOUT, || {
+            looks += 1;
+            let n = looks;
+            async move {
+                if n == 3 {
+                    Probe::Done(n)
+                } else {
+                    Probe::Pending(format!("{n}"))
+                }
+            }
+        })
+        .await;
+        assert_eq!(done.unwrap(), 3);
+        let failed =
+            poll_until::<(), _, _>("x", RUN_TIMEOUT, || async { Probe::Failed("gone".into()) })
+                .await;
+        assert!(matches!(failed, Err(Error::Probe { .. })));
+        let timed_out = poll_until::<(), _, _>("never", Duration::ZERO, || async {
+            Probe::Pending("still not".into())
+        })
+        .await
+        .unwrap_err();
+        assert!(timed_out.to_string().contains("still not"), "{timed_out}");
     }
 
     #[test]

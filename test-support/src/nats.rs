@@ -209,15 +209,25 @@ impl Nats {
     }
 
     fn start(n: usize, extra: &str) -> Nats {
-        Nats::try_start(&nats_server_binary(), n, extra).unwrap_or_else(|e| panic!("{e}"))
+        Nats::try_start(&nats_server_binary(), n, extra, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `n` nodes of `binary` (one server, or a cluster of 3 or more) with JetStream
     /// (`sync_interval: always`) and `extra` in each config, on free loopback ports
-    /// with storage in a new temp dir; every node ready, or an error (the nodes
-    /// started are stopped).
-    pub fn try_start(binary: &Path, n: usize, extra: &str) -> Result<Nats, Error> {
-        let dir = tempfile::tempdir().map_err(|source| Error::Spawn {
+    /// with storage in a new temp dir (inside `parent` when given: the benchmark
+    /// keeps it on the file system it measures the file log on, which /tmp may not
+    /// be); every node ready, or an error (the nodes started are stopped).
+    pub fn try_start(
+        binary: &Path,
+        n: usize,
+        extra: &str,
+        parent: Option<&Path>,
+    ) -> Result<Nats, Error> {
+        let dir = match parent {
+            Some(parent) => tempfile::tempdir_in(parent),
+            None => tempfile::tempdir(),
+        };
+        let dir = dir.map_err(|source| Error::Spawn {
             program: "nats-server (its storage directory)".into(),
             source,
         })?;

@@ -1,4 +1,4 @@
-//! `genlog`: writes a synthetic, valid foldbook data set for `scripts/bench.sh`:
+//! `genlog`: writes a synthetic, valid foldbook data set for the benchmark (`bench`):
 //! `OUT_DIR/init.txt` (an empty book, `next_order_id` 1) and `OUT_DIR/log.txt` with
 //! COUNT `OrderPlaced` events that all rest and never cross: buys and sells
 //! alternate, buys at `499_999 - (k % levels)`, sells at `500_001 + (k % levels)`,
@@ -10,7 +10,7 @@
 //! (filled) orders for the read side to keep and the book as it was.
 //!
 //! ```sh
-//! cargo run --release --example genlog -- 1000000 target/bench/genlog
+//! cargo run --release -p foldbook-bench --bin genlog -- 1000000 target/bench/genlog
 //! ```
 //!
 //! No `log.txt.durable` is written: the writer (command-svc or gateway) recovers the

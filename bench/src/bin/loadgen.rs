@@ -1,4 +1,4 @@
-//! `loadgen`: a rate-limited order generator for `scripts/bench.sh`.
+//! `loadgen`: a rate-limited order generator for the benchmark (`bench`).
 //!
 //! It sends COUNT = RATE x DURATION requests on exactly `--connections` keep-alive
 //! connections, request `k` due at `k / RATE` seconds after the start, whatever the
@@ -36,7 +36,7 @@
 //! Exit status 0 when every request got a 2xx.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- --url http://127.0.0.1:8080 --rate 10000 --duration 10
+//! cargo run --release -p foldbook-bench --bin loadgen -- --url http://127.0.0.1:8080 --rate 10000 --duration 10
 //! ```
 
 use clap::{Parser, ValueEnum};
@@ -320,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
             .pool_max_idle_per_host(1)
             .timeout(Duration::from_secs_f64(args.timeout))
             .tcp_nodelay(true)
+            .no_proxy()
             .build()?;
         client
             .get(format!("{base}/health"))

@@ -1,9 +1,11 @@
-//! `hello`: the baseline for `scripts/bench.sh`, a warp hello-world built with the
-//! same warp, tokio runtime (`#[tokio::main]`, multi-threaded) and release profile as
-//! the gateway. `GET /` (any method, in fact) answers `Hello, World!`.
+//! `hello`: the benchmark's baseline (`bench`, scripts/bench.sh), a warp hello-world
+//! built with the same warp, tokio runtime (`#[tokio::main]`, multi-threaded) and
+//! release profile as the gateway. Every request (any method, any path: `GET /`
+//! for wrk, loadgen's `POST /buy/...` and its `GET /health`) answers
+//! `Hello, World!`.
 //!
 //! ```sh
-//! cargo run --release --example hello -- --listen 127.0.0.1:0
+//! cargo run --release -p foldbook-bench --bin hello -- --listen 127.0.0.1:0
 //! ```
 //!
 //! Prints `listening on http://ADDR` on stderr once bound, like the services do.
@@ -25,7 +27,7 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!("listening on http://{}", listener.local_addr()?);
-    warp::serve(warp::path::end().map(|| "Hello, World!"))
+    warp::serve(warp::any().map(|| "Hello, World!"))
         .incoming(listener)
         .run()
         .await;

@@ -1,0 +1,62 @@
+//! The sections, one module each; each records its rounds and adds its rows to the
+//! [`Runner`]. Baseline and ours alternate (baseline, ours, baseline, ours, ...),
+//! one server at a time, each on 127.0.0.1 with a free port.
+
+mod lag;
+mod nats;
+mod reads;
+mod replay;
+mod rss;
+mod soak;
+mod writes;
+
+use crate::cli::Section;
+use crate::runner::Runner;
+use std::ffi::OsString;
+use std::path::Path;
+
+/// Runs one section.
+pub async fn run(runner: &mut Runner, section: Section) -> anyhow::Result<()> {
+    match section {
+        Section::Reads => reads::run(runner).await,
+        Section::Writes => writes::run(runner).await,
+        Section::Lag => lag::run(runner).await,
+        Section::Replay => replay::run(runner).await,
+        Section::Rss => rss::run(runner).await,
+        Section::Soak => soak::run(runner).await,
+        Section::Nats => nats::run(runner).await,
+    }
+}
+
+/// A gateway or command-svc on `dir` (its init.txt and log.txt), `--fsync FSYNC`,
+/// no snapshots while running.
+fn gateway_args(dir: &Path, fsync: &str) -> Vec<OsString> {
+    let mut a: Vec<OsString> = ["--listen", "127.0.0.1:0", "--init"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    a.push(dir.join("init.txt").into());
+    a.push("--log".into());
+    a.push(dir.join("log.txt").into());
+    a.extend(["--fsync", fsync, "--snapshot-every", "0"].map(OsString::from));
+    a
+}
+
+/// A query-svc (or a command-svc without `--fsync`) on `dir`, no snapshots while
+/// running.
+fn service_args(dir: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = ["--listen", "127.0.0.1:0", "--init"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    a.push(dir.join("init.txt").into());
+    a.push("--log".into());
+    a.push(dir.join("log.txt").into());
+    a.extend(["--snapshot-every", "0"].map(OsString::from));
+    a
+}
+
+/// `n` formatted with thousands grouped.
+fn fmt(n: f64) -> String {
+    foldbook_bench::results::group(n, 0)
+}
