@@ -207,6 +207,7 @@ impl Book {
                     qty: *qty,
                 };
                 Ok(Event::OrderPlaced {
+                    market: shared_events::DEFAULT_MARKET,
                     order,
                     fills,
                     resting_qty: remaining,
@@ -227,6 +228,7 @@ impl Book {
                     return Err(Rejection::NotOwner(*order_id));
                 }
                 Ok(Event::OrderCancelled {
+                    market: shared_events::DEFAULT_MARKET,
                     order_id: *order_id,
                     user: user.clone(),
                     cancelled_qty: resting.qty,
@@ -239,6 +241,13 @@ impl Book {
     /// Folds one event into the book. Every fact is checked before anything changes,
     /// so a misfit event leaves the book as it was.
     pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
+        if event.market() != shared_events::DEFAULT_MARKET {
+            return Err(FoldError(format!(
+                "an event of market {}: this book is market {}",
+                event.market(),
+                shared_events::DEFAULT_MARKET
+            )));
+        }
         match event {
             Event::OrderPlaced {
                 order,
@@ -593,6 +602,7 @@ mod tests {
         assert_eq!(
             event,
             Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: order(2, "b", Side::Buy, 100, 3),
                 fills: vec![],
                 resting_qty: 3,
@@ -715,6 +725,7 @@ mod tests {
         assert_eq!(
             event,
             Event::OrderCancelled {
+                market: shared_events::DEFAULT_MARKET,
                 order_id: 1,
                 user: "a".into(),
                 cancelled_qty: 4,
@@ -760,6 +771,7 @@ mod tests {
         let mut book = given(vec![order(1, "a", Side::Sell, 100, 1)]);
         let before = book.clone();
         let bad = Event::OrderPlaced {
+            market: shared_events::DEFAULT_MARKET,
             order: order(2, "b", Side::Buy, 100, 2),
             fills: vec![fill(1, "a", 100, 2)],
             resting_qty: 0,

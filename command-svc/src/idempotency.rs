@@ -149,6 +149,7 @@ mod tests {
             ts_us: 0,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: seq,
                     user: "a".into(),

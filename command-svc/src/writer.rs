@@ -22,7 +22,7 @@ use crate::model::WriteModel;
 use crate::storage::Storage;
 use serde::Serialize;
 use shared_events::snapshot::Checkpointer;
-use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Watermark};
+use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Symbol, Watermark};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -61,6 +61,8 @@ pub enum FsyncMode {
 pub enum Outcome {
     Placed {
         seq: u64,
+        /// The market it was placed in.
+        market: Symbol,
         order: Order,
         fills: Vec<Fill>,
         resting_qty: u64,
@@ -68,6 +70,8 @@ pub enum Outcome {
     },
     Cancelled {
         seq: u64,
+        /// The market it rested in.
+        market: Symbol,
         order_id: u64,
         cancelled_qty: u64,
     },
@@ -89,6 +93,7 @@ impl Outcome {
                 ..
             } => Outcome::Placed {
                 seq: env.seq,
+                market: env.event.market(),
                 order: order.clone(),
                 fills: fills.clone(),
                 resting_qty: *resting_qty,
@@ -100,6 +105,7 @@ impl Outcome {
                 ..
             } => Outcome::Cancelled {
                 seq: env.seq,
+                market: env.event.market(),
                 order_id: *order_id,
                 cancelled_qty: *cancelled_qty,
             },

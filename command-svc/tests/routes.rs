@@ -69,7 +69,7 @@ mod routes {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
-            serde_json::json!({"seq": 3, "order_id": 3, "cancelled_qty": 2})
+            serde_json::json!({"seq": 3, "market": "FOLD", "order_id": 3, "cancelled_qty": 2})
         );
         assert_eq!(seq.as_deref(), Some("3"));
         assert_eq!(

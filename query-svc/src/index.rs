@@ -42,6 +42,7 @@ impl IndexedOrder {
     pub fn view(&self, id: u64) -> OrderView {
         OrderView {
             id,
+            market: shared_events::DEFAULT_MARKET,
             user: self.user.clone(),
             side: self.side,
             price: self.price.into(),

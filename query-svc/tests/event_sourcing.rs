@@ -23,6 +23,7 @@ fn placed(seq: u64) -> Envelope {
         ts_us: 1,
         v: SCHEMA_VERSION,
         event: Event::OrderPlaced {
+            market: shared_events::DEFAULT_MARKET,
             order: Order {
                 id: seq + 2,
                 user: format!("u{seq}"),
@@ -373,7 +374,7 @@ async fn depth_aggregates_price_levels() {
     assert_eq!(
         depth,
         serde_json::json!({
-            "seq": 3, "depth": 2,
+            "seq": 3, "market": "FOLD", "depth": 2,
             "bids": [{"price": 99, "qty": 10, "orders": 1}, {"price": 93, "qty": 1, "orders": 1}],
             "asks": [{"price": 101, "qty": 5, "orders": 1}],
         })

@@ -40,6 +40,7 @@ fn events() -> Vec<Envelope> {
         env(
             1,
             Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: 3,
                     user: "carol".into(),
@@ -60,6 +61,7 @@ fn events() -> Vec<Envelope> {
         env(
             2,
             Event::OrderCancelled {
+                market: shared_events::DEFAULT_MARKET,
                 order_id: 1,
                 user: "alice".into(),
                 cancelled_qty: 10,
@@ -69,6 +71,7 @@ fn events() -> Vec<Envelope> {
         env(
             3,
             Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: 4,
                     user: "dave".into(),
@@ -168,14 +171,14 @@ async fn follows_a_log_that_appears_and_grows() {
     assert_eq!(applied, 3);
     assert_eq!(
         book,
-        serde_json::json!({"seq": 3, "bids": [{"id": 3, "user": "carol", "price": 101, "qty": 1}], "asks": []})
+        serde_json::json!({"seq": 3, "market": "FOLD", "bids": [{"id": 3, "user": "carol", "price": 101, "qty": 1}], "asks": []})
     );
 
     let (status, order, _) = get(&service, "/orders/3").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         order,
-        serde_json::json!({"id": 3, "user": "carol", "side": "buy", "price": 101, "qty": 7, "filled_qty": 6, "status": "resting", "seq": 3})
+        serde_json::json!({"id": 3, "market": "FOLD", "user": "carol", "side": "buy", "price": 101, "qty": 7, "filled_qty": 6, "status": "resting", "seq": 3})
     );
     assert_eq!(get(&service, "/orders/2").await.1["status"], "filled");
     assert_eq!(get(&service, "/orders/1").await.1["status"], "cancelled");
@@ -186,8 +189,8 @@ async fn follows_a_log_that_appears_and_grows() {
     assert_eq!(
         trades["trades"],
         serde_json::json!([
-            {"seq": 3, "taker_id": 4, "maker_id": 3, "buyer": "carol", "seller": "dave", "price": 101, "qty": 1},
-            {"seq": 1, "taker_id": 3, "maker_id": 2, "buyer": "carol", "seller": "bob", "price": 101, "qty": 5},
+            {"seq": 3, "market": "FOLD", "taker_id": 4, "maker_id": 3, "buyer": "carol", "seller": "dave", "price": 101, "qty": 1},
+            {"seq": 1, "market": "FOLD", "taker_id": 3, "maker_id": 2, "buyer": "carol", "seller": "bob", "price": 101, "qty": 5},
         ])
     );
     assert_eq!(
@@ -234,6 +237,7 @@ async fn user_orders_are_newest_first_and_limited() {
             &env(
                 i + 1,
                 Event::OrderPlaced {
+                    market: shared_events::DEFAULT_MARKET,
                     order: Order {
                         id: 3 + i,
                         user: "erin".into(),
@@ -415,6 +419,7 @@ fn big_log(n: u64) -> Vec<u8> {
         let id = 2 + seq;
         let event = if seq % 2 == 1 {
             Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id,
                     user: format!("u{}", seq % 7),
@@ -428,6 +433,7 @@ fn big_log(n: u64) -> Vec<u8> {
             }
         } else {
             Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id,
                     user: "s".into(),

@@ -25,8 +25,13 @@ pub enum LineError {
     Checksum { stored: u32, computed: u32 },
     #[error("line is not a valid envelope: {0}")]
     Json(String),
-    #[error("schema version {found} is not supported (this build reads {SCHEMA_VERSION})")]
+    #[error(
+        "schema version {found} is not one this build reads (versions {}..={SCHEMA_VERSION}; a newer version needs a newer build)",
+        crate::upcast::SCHEMA_VERSION_MIN
+    )]
     Version { found: u32 },
+    #[error("a schema version {from} event cannot be upcast: {message}")]
+    Upcast { from: u32, message: String },
     #[error("line is longer than {LINE_BYTES_MAX} bytes")]
     TooLong,
     #[error("seq {found} where seq {expected} was expected")]
@@ -90,11 +95,35 @@ pub fn decode_line(line: &[u8]) -> Result<Envelope, LineError> {
     if stored != computed {
         return Err(LineError::Checksum { stored, computed });
     }
-    let env: Envelope = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
-    if env.v != SCHEMA_VERSION {
-        return Err(LineError::Version { found: env.v });
+    // The current version decodes directly; anything else goes through the version
+    // check and the upcasters.
+    match serde_json::from_slice::<Envelope>(line) {
+        Ok(env) if env.v == SCHEMA_VERSION => Ok(env),
+        _ => decode_versioned(line),
     }
-    Ok(env)
+}
+
+/// Decodes a line of any version: refuses one this build does not read, brings an
+/// older event to the current shape through [`crate::upcast`].
+fn decode_versioned(line: &[u8]) -> Result<Envelope, LineError> {
+    let json = |e: serde_json::Error| LineError::Json(e.to_string());
+    let mut value: serde_json::Value = serde_json::from_slice(line).map_err(json)?;
+    let v = value
+        .get("v")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| LineError::Json("no schema version \"v\"".to_owned()))?;
+    let v = u32::try_from(v).unwrap_or(u32::MAX);
+    if !(crate::upcast::SCHEMA_VERSION_MIN..=SCHEMA_VERSION).contains(&v) {
+        return Err(LineError::Version { found: v });
+    }
+    if v < SCHEMA_VERSION {
+        let event = value
+            .get_mut("event")
+            .ok_or_else(|| LineError::Json("no \"event\"".to_owned()))?;
+        crate::upcast::upcast(v, event)
+            .map_err(|message| LineError::Upcast { from: v, message })?;
+    }
+    serde_json::from_value(value).map_err(json)
 }
 
 /// A complete line that failed to decode, with its place in the log.
@@ -365,6 +394,7 @@ mod tests {
             ts_us: 1_700_000_000_000_000 + seq,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                market: crate::DEFAULT_MARKET,
                 order: Order {
                     id: seq + 10,
                     user: "alice".into(),
@@ -560,6 +590,7 @@ mod tests {
             )
                 .prop_map(|(order, fills, resting_qty, idempotency_key)| {
                     Event::OrderPlaced {
+                        market: crate::DEFAULT_MARKET,
                         order,
                         fills,
                         resting_qty,
@@ -574,6 +605,7 @@ mod tests {
             )
                 .prop_map(|(order_id, user, cancelled_qty, idempotency_key)| {
                     Event::OrderCancelled {
+                        market: crate::DEFAULT_MARKET,
                         order_id,
                         user,
                         cancelled_qty,

@@ -1,11 +1,16 @@
 //! Events (facts, past tense) and the envelope that gives each one its place in the log.
 
 use crate::domain::{Fill, Order};
+use crate::market::Symbol;
 use serde::{Deserialize, Serialize};
 
-/// Version of the event schema written into every envelope (`"v"`). A reader refuses
-/// lines of a version it does not know instead of guessing at their meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the event schema written into every envelope (`"v"`). Lines of older
+/// versions are read through the upcasters ([`crate::upcast`]); a reader refuses lines
+/// of a newer version instead of guessing at their meaning.
+///
+/// - 1: the first schema (one market).
+/// - 2: every event names its `market`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Longest accepted idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
@@ -17,6 +22,8 @@ pub enum Event {
     /// An order arrived, matched against `fills` (in execution order), and
     /// `resting_qty` of it was left on the book.
     OrderPlaced {
+        /// The market the order was placed in.
+        market: Symbol,
         order: Order,
         fills: Vec<Fill>,
         resting_qty: u64,
@@ -26,6 +33,8 @@ pub enum Event {
     },
     /// A resting order was withdrawn by its owner; `cancelled_qty` was still resting.
     OrderCancelled {
+        /// The market the order rested in.
+        market: Symbol,
         order_id: u64,
         user: String,
         cancelled_qty: u64,
@@ -36,6 +45,13 @@ pub enum Event {
 }
 
 impl Event {
+    /// The market it happened in.
+    pub fn market(&self) -> Symbol {
+        match self {
+            Event::OrderPlaced { market, .. } | Event::OrderCancelled { market, .. } => *market,
+        }
+    }
+
     /// The name used as `"type"` in the log and as the SSE event name.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -52,7 +68,9 @@ pub struct Envelope {
     pub seq: u64,
     /// Commit time, microseconds since the Unix epoch (the writer's clock).
     pub ts_us: u64,
-    /// Event schema version, [`SCHEMA_VERSION`] when written by this build.
+    /// The schema version the line was written with: [`SCHEMA_VERSION`] when written
+    /// by this build; an older one for a line read through the upcasters (its event
+    /// is in the current shape all the same).
     pub v: u32,
     pub event: Event,
 }

@@ -92,10 +92,12 @@ pub mod domain;
 pub mod event;
 pub mod interner;
 pub mod location;
+pub mod market;
 pub mod openapi;
 pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod upcast;
 pub mod watermark;
 
 pub use codec::{
@@ -105,6 +107,7 @@ pub use codec::{
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};
 pub use location::{JetStreamUrl, LogLocation};
+pub use market::{DEFAULT_MARKET, Symbol};
 pub use source::{FileLog, LogRead};
 pub use state::{BookState, StateError};
 pub use watermark::Watermark;

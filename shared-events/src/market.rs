@@ -28,14 +28,19 @@ pub struct Symbol {
 
 /// Why a string is not a symbol; shown to API clients as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a symbol is 1..={SYMBOL_LEN_MAX} characters of [A-Z0-9] starting with a letter, got {0:?}")]
+#[error(
+    "a symbol is 1..={SYMBOL_LEN_MAX} characters of [A-Z0-9] starting with a letter, got {0:?}"
+)]
 pub struct InvalidSymbol(pub String);
 
 impl Symbol {
     /// A symbol from a constant; panics (at compile time in a `const`) if invalid.
     pub const fn from_static(s: &str) -> Symbol {
         let b = s.as_bytes();
-        assert!(!b.is_empty() && b.len() <= SYMBOL_LEN_MAX, "a symbol's length");
+        assert!(
+            !b.is_empty() && b.len() <= SYMBOL_LEN_MAX,
+            "a symbol's length"
+        );
         assert!(b[0].is_ascii_uppercase(), "a symbol starts with A-Z");
         let mut bytes = [0u8; SYMBOL_LEN_MAX];
         let mut i = 0;
@@ -59,7 +64,8 @@ impl Symbol {
         let valid = !b.is_empty()
             && b.len() <= SYMBOL_LEN_MAX
             && b[0].is_ascii_uppercase()
-            && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            && b.iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
         if !valid {
             let shown: String = s.chars().take(2 * SYMBOL_LEN_MAX).collect();
             return Err(InvalidSymbol(shown));
@@ -139,7 +145,10 @@ mod tests {
     fn a_symbol_is_a_json_string() {
         let json = serde_json::to_string(&DEFAULT_QUOTE).unwrap();
         assert_eq!(json, "\"USD\"");
-        assert_eq!(serde_json::from_str::<Symbol>(&json).unwrap(), DEFAULT_QUOTE);
+        assert_eq!(
+            serde_json::from_str::<Symbol>(&json).unwrap(),
+            DEFAULT_QUOTE
+        );
         assert!(serde_json::from_str::<Symbol>("\"usd\"").is_err());
     }
 

@@ -47,7 +47,7 @@ use query_svc::QueryState;
 use query_svc::history::Archive;
 use query_svc::tailer::{StepError, Tailer, TailerSetup};
 use rng::Rng;
-use shared_events::{BookState, Envelope, Event, LogCursor, ScanError, Side};
+use shared_events::{BookState, DEFAULT_MARKET, Envelope, Event, LogCursor, ScanError, Side};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -235,12 +235,14 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
         (
             Outcome::Placed {
                 seq,
+                market,
                 order,
                 fills,
                 resting_qty,
                 durable,
             },
             Event::OrderPlaced {
+                market: m,
                 order: o,
                 fills: f,
                 resting_qty: r,
@@ -255,6 +257,8 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
             },
         ) => {
             *seq == env.seq
+                && market == m
+                && *m == DEFAULT_MARKET
                 && order == o
                 && fills == f
                 && resting_qty == r
@@ -265,10 +269,12 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
         (
             Outcome::Cancelled {
                 seq,
+                market,
                 order_id,
                 cancelled_qty,
             },
             Event::OrderCancelled {
+                market: m,
                 order_id: id,
                 user: u,
                 cancelled_qty: q,
@@ -281,6 +287,8 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
             },
         ) => {
             *seq == env.seq
+                && market == m
+                && *m == DEFAULT_MARKET
                 && order_id == id
                 && cancelled_qty == q
                 && idempotency_key == k

@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + k,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: seq,
                     user: format!("u{}", k % args.users),
@@ -112,6 +113,7 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + seq,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: seq,
                     user,

@@ -342,6 +342,8 @@ fn decode_parts<'a>(r: &mut BodyReader<'a>, seq: u64) -> Result<Parts<'a>, BodyE
     for _ in 0..n {
         let trade = TradeView {
             seq: r.u64()?,
+            // The body holds one market's trades: the one the log has.
+            market: DEFAULT_MARKET,
             taker_id: r.u64()?,
             maker_id: r.u64()?,
             buyer: user_at(&names, r.u32()?, r)?.to_string(),
@@ -431,6 +433,7 @@ mod tests {
             ts_us: 1,
             v: shared_events::SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: 1,
                     user: "alice".into(),

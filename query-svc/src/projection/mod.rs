@@ -13,7 +13,7 @@ use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use shared_events::domain::{PRICE_MAX, PRICE_MIN, QTY_MAX, QTY_MIN, resting_fingerprint};
 use shared_events::interner::Interner;
-use shared_events::{BookState, Envelope, Event, Fill, Order, Side};
+use shared_events::{BookState, DEFAULT_MARKET, Envelope, Event, Fill, Order, Side, Symbol};
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -38,6 +38,9 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub id: u64,
+    /// The market it was placed in (every order of this model is in the one market
+    /// the log has, so the index does not store it).
+    pub market: Symbol,
     /// Interned: one allocation per user, shared by all their orders.
     pub user: Arc<str>,
     pub side: Side,
@@ -55,6 +58,8 @@ pub struct OrderView {
 pub struct TradeView {
     /// The event that recorded it.
     pub seq: u64,
+    /// The market it happened in.
+    pub market: Symbol,
     pub taker_id: u64,
     pub maker_id: u64,
     pub buyer: String,
@@ -275,6 +280,12 @@ impl ReadModel {
         if seq != self.seq + 1 {
             return Err(misfit(format!("expected seq {}", self.seq + 1)));
         }
+        if env.event.market() != DEFAULT_MARKET {
+            return Err(misfit(format!(
+                "an event of market {}: this model holds market {DEFAULT_MARKET}",
+                env.event.market()
+            )));
+        }
         match &env.event {
             Event::OrderPlaced {
                 order,
@@ -357,6 +368,7 @@ impl ReadModel {
             };
             trades.push(TradeView {
                 seq,
+                market: DEFAULT_MARKET,
                 taker_id: order.id,
                 maker_id: f.maker_id,
                 buyer,

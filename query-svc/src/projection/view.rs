@@ -78,18 +78,20 @@ pub struct BookView {
 }
 
 impl BookView {
-    /// The `/orderbook` body: `{"seq","bids":[...],"asks":[...]}`.
+    /// The `/orderbook` body: `{"seq","market","bids":[...],"asks":[...]}`.
     pub fn json(&self) -> bytes::Bytes {
         self.json
             .get_or_init(|| {
                 #[derive(Serialize)]
                 struct Book<B, A> {
                     seq: u64,
+                    market: Symbol,
                     bids: B,
                     asks: A,
                 }
                 let book = Book {
                     seq: self.seq,
+                    market: DEFAULT_MARKET,
                     bids: orders_json(self.bids.iter().rev(), &self.orders),
                     asks: orders_json(self.asks.iter(), &self.orders),
                 };
@@ -111,12 +113,14 @@ impl BookView {
         #[derive(Serialize)]
         struct Depth {
             seq: u64,
+            market: Symbol,
             depth: usize,
             bids: Vec<LevelJson>,
             asks: Vec<LevelJson>,
         }
         let depth = Depth {
             seq: self.seq,
+            market: DEFAULT_MARKET,
             depth: n,
             bids: self.bids.iter().rev().take(n).map(aggregate).collect(),
             asks: self.asks.iter().take(n).map(aggregate).collect(),
