@@ -523,6 +523,9 @@ async fn answers_of_the_combined_gateway_conform() {
     let events = get("/events?from=1").await;
     assert_eq!(events.status, 200);
     assert!(events_of(&events.body).len() >= 2, "{events:?}");
+    // A stream that starts live says so at once, with the `caught-up` marker.
+    let live = conforms(call(base, "GET", "/events", None, 1).await);
+    assert_eq!(events_of(&live.body)[0]["event"], "caught-up", "{live:?}");
     assert_eq!(get("/events?from=x").await.status, 400);
 
     // Every documented operation is served (the samples are valid requests), and

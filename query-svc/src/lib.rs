@@ -51,7 +51,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::{Semaphore, broadcast, watch};
 
-/// Applied batches buffered for live event streams; a stream further behind is cut.
+/// Applied batches buffered for live event streams; a stream further behind goes back
+/// to reading history from the log ([`events`]).
 pub const LIVE_BATCHES_BUFFERED: usize = 1024;
 /// Most concurrent `/events` streams.
 pub const SSE_SUBSCRIBERS_MAX: usize = 256;
@@ -123,7 +124,8 @@ pub struct QueryState {
     pub archive: Archive,
     /// Known log positions, for reading old events without starting at byte 0.
     pub seek: SeekIndex,
-    /// Each applied batch's events, for live event streams.
+    /// Each applied batch's events, for live event streams (empty: applied without
+    /// keeping the lines, which are in the log).
     pub live: broadcast::Sender<Arc<Vec<LineEvent>>>,
     /// Slots for `/events` streams.
     pub subscribers: Arc<Semaphore>,

@@ -357,7 +357,9 @@ impl Fold {
             return;
         }
         self.publish();
-        if !applied.live.is_empty() {
+        // A stream that subscribed after this batch began finds no lines in it (they
+        // were not kept): the empty batch tells it to read them from the log.
+        if applied.streaming || self.state.live.receiver_count() > 0 {
             // No receiver left is fine: nobody is streaming.
             let _ = self.state.live.send(Arc::new(applied.live));
         }

@@ -1,5 +1,6 @@
 //! The read side's event-sourcing features in process: read-your-writes (`min_seq`),
-//! time travel (`at`), the event stream (`/events`, over a real socket), and
+//! time travel (`at`), the event stream (`/events`, over a real socket: history, the
+//! caught-up marker, live, resuming, and a slow reader that falls behind), and
 //! snapshots of another fold version being ignored.
 
 use futures_util::StreamExt;
@@ -190,57 +191,163 @@ async fn time_travel_shows_the_book_after_event_n() {
     service.stop();
 }
 
-/// Reads SSE frames (`id`, `event`, `data`) from a streaming response.
+/// One SSE frame of `/events`: a log event (seq, event type) or the marker that the
+/// stream turned live after the seq.
+#[derive(Debug, Clone, PartialEq)]
+enum Frame {
+    Event(u64, String),
+    CaughtUp(u64),
+}
+
+use Frame::CaughtUp;
+
+fn event(seq: u64) -> Frame {
+    Frame::Event(seq, "OrderPlaced".into())
+}
+
+type Chunks =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, String>> + Send>>;
+
+/// Reads SSE frames from a streaming response.
 struct SseReader {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    body: Chunks,
     text: String,
 }
 
 impl SseReader {
     fn new(res: reqwest::Response) -> Self {
         SseReader {
-            body: Box::pin(res.bytes_stream()),
+            body: Box::pin(res.bytes_stream().map(|c| c.map_err(|e| e.to_string()))),
             text: String::new(),
         }
     }
 
-    /// The next `count` events as (seq, event type), waiting at most 10 s for each chunk.
-    async fn next(&mut self, count: usize) -> Vec<(u64, String)> {
+    /// `GET path` over a connection of its own with a small receive buffer (and so no
+    /// receive window that grows): what this client does not read soon fills the
+    /// server's buffers. HTTP/1.0, so the body is the rest of the connection.
+    async fn small_window(addr: std::net::SocketAddr, path: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        let mut conn = socket.connect(addr).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let body_at = loop {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "the connection closed before the answer's head");
+            head.extend_from_slice(&buf[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+        };
+        let text = String::from_utf8(head).unwrap();
+        assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+        let body = futures_util::stream::unfold(conn, |mut conn| async move {
+            let mut buf = vec![0u8; 4096];
+            match conn.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), conn))
+                }
+                Err(e) => Some((Err(e.to_string()), conn)),
+            }
+        });
+        SseReader {
+            body: Box::pin(body),
+            text: text[body_at..].to_owned(),
+        }
+    }
+
+    /// The complete frames read so far, taken out of the text.
+    fn frames(&mut self) -> Vec<Frame> {
         let mut got = Vec::new();
-        while got.len() < count {
-            while let Some(end) = self.text.find("\n\n") {
-                let frame: String = self.text.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    frame
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name))
-                        .map(str::to_owned)
-                };
-                if let (Some(id), Some(kind), Some(data)) =
-                    (field("id:"), field("event:"), field("data:"))
-                {
+        while let Some(end) = self.text.find("\n\n") {
+            let frame: String = self.text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            let (id, kind, data) = (field("id:"), field("event:"), field("data:"));
+            match (kind.as_deref(), data) {
+                (Some("caught-up"), Some(data)) => {
+                    assert_eq!(id, None, "the marker has no id: {frame}");
+                    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+                    got.push(CaughtUp(data["seq"].as_u64().expect("a seq")));
+                    assert_eq!(data.as_object().unwrap().len(), 1, "{frame}");
+                }
+                (Some(kind), Some(data)) => {
                     let env =
                         shared_events::decode_line(data.as_bytes()).expect("data is the log line");
-                    assert_eq!(env.seq.to_string(), id);
-                    got.push((env.seq, kind));
+                    assert_eq!(Some(env.seq.to_string()), id, "{frame}");
+                    got.push(Frame::Event(env.seq, kind.to_owned()));
                 }
+                // Keep-alive comments.
+                _ => assert!(frame.lines().all(|l| l.starts_with(':')), "{frame}"),
             }
-            if got.len() >= count {
-                break;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .unwrap_or_else(|_| panic!("no event within 10 s; so far {got:?}"))
-                .expect("the stream ended early")
-                .unwrap();
-            self.text.push_str(std::str::from_utf8(&chunk).unwrap());
         }
+        got
+    }
+
+    /// Reads one more chunk, waiting at most 10 s.
+    async fn read(&mut self, so_far: &[Frame]) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+            .await
+            .unwrap_or_else(|_| panic!("nothing within 10 s; last frames {:?}", tail(so_far)))
+            .expect("the stream ended early")
+            .unwrap();
+        self.text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+
+    /// The next `count` frames.
+    async fn next(&mut self, count: usize) -> Vec<Frame> {
+        let mut got = self.frames();
+        while got.len() < count {
+            self.read(&got).await;
+            got.extend(self.frames());
+        }
+        assert_eq!(got.len(), count, "more frames than expected: {got:?}");
+        got
+    }
+
+    /// Frames up to and including the first that is `last`, pausing `pause` after
+    /// each read.
+    async fn until(&mut self, last: Frame, pause: Duration) -> Vec<Frame> {
+        let mut got = self.frames();
+        while !got.contains(&last) {
+            self.read(&got).await;
+            got.extend(self.frames());
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        assert_eq!(got.last(), Some(&last), "frames after {last:?}");
         got
     }
 }
 
-fn seqs(events: &[(u64, String)]) -> Vec<u64> {
-    events.iter().map(|e| e.0).collect()
+fn tail(frames: &[Frame]) -> &[Frame] {
+    &frames[frames.len().saturating_sub(5)..]
+}
+
+/// Serves the read routes on a socket of their own.
+async fn serve(service: &QueryService) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        warp::serve(query_svc::http::routes(service.state.clone(), None))
+            .incoming(listener)
+            .run(),
+    );
+    (addr, server)
 }
 
 #[tokio::test]
@@ -249,13 +356,8 @@ async fn events_stream_history_then_live_and_resume() {
     fx.write(1, 3);
     let service = query_svc::start(&fx.config).unwrap();
     wait_applied(&service, 3).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(
-        warp::serve(query_svc::http::routes(service.state.clone(), None))
-            .incoming(listener)
-            .run(),
-    );
+    let (addr, server) = serve(&service).await;
+    let url = format!("http://{addr}");
     let client = reqwest::Client::new();
 
     let res = client
@@ -265,17 +367,23 @@ async fn events_stream_history_then_live_and_resume() {
         .unwrap();
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut from_2 = SseReader::new(res);
-    let history = from_2.next(2).await;
-    assert_eq!(seqs(&history), vec![2, 3], "history from the log");
-    assert!(history.iter().all(|e| e.1 == "OrderPlaced"));
-    let mut live_only = SseReader::new(client.get(format!("{url}/events")).send().await.unwrap());
-
-    // The first stream has sent its history, so it is subscribed to live events.
-    fx.write(4, 5);
-    assert_eq!(seqs(&from_2.next(2).await), vec![4, 5], "then live");
     assert_eq!(
-        seqs(&live_only.next(2).await),
-        vec![4, 5],
+        from_2.next(3).await,
+        vec![event(2), event(3), CaughtUp(3)],
+        "history from the log, then the marker that live events follow"
+    );
+    let mut live_only = SseReader::new(client.get(format!("{url}/events")).send().await.unwrap());
+    assert_eq!(
+        live_only.next(1).await,
+        vec![CaughtUp(3)],
+        "without from: caught up at once, at the current seq"
+    );
+
+    fx.write(4, 5);
+    assert_eq!(from_2.next(2).await, vec![event(4), event(5)], "then live");
+    assert_eq!(
+        live_only.next(2).await,
+        vec![event(4), event(5)],
         "without from: from the next event on"
     );
 
@@ -286,7 +394,10 @@ async fn events_stream_history_then_live_and_resume() {
         .send()
         .await
         .unwrap();
-    assert_eq!(seqs(&SseReader::new(res).next(2).await), vec![4, 5]);
+    assert_eq!(
+        SseReader::new(res).next(3).await,
+        vec![event(4), event(5), CaughtUp(5)]
+    );
 
     let res = client
         .get(format!("{url}/events?from=x"))
@@ -327,36 +438,88 @@ async fn a_snapshot_of_another_fold_version_is_ignored() {
     service.stop();
 }
 
-#[tokio::test]
-async fn a_client_that_does_not_read_is_cut_off() {
-    let fx = Fixture::new();
-    fx.write(1, 1);
-    let service = query_svc::start(&fx.config).unwrap();
-    wait_applied(&service, 1).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(
-        warp::serve(query_svc::http::routes(service.state.clone(), None))
-            .incoming(listener)
-            .run(),
-    );
-    let mut slow = SseReader::new(reqwest::get(format!("{url}/events?from=1")).await.unwrap());
-    assert_eq!(seqs(&slow.next(1).await), vec![1]);
-    // Far more than the stream's buffer and the socket's while the client reads nothing.
-    let burst = 60_000;
-    fx.write(2, 1 + burst);
-    wait_applied(&service, 1 + burst).await;
-    let mut received = 0u64;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), slow.body.next()).await {
-            Ok(Some(Ok(chunk))) => received += chunk.iter().filter(|&&b| b == b'\n').count() as u64,
-            Ok(None) | Ok(Some(Err(_))) => break,
-            Err(_) => panic!("the slow stream was neither cut nor finished"),
+/// Checks that `frames` are the events `1..=last`, each once and in order, and that
+/// each marker says the seq of the event right before it; returns the markers.
+fn check_exactly_once(frames: &[Frame], last: u64) -> Vec<u64> {
+    let mut next = 1;
+    let mut markers = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        match frame {
+            Frame::Event(seq, kind) => {
+                assert_eq!(
+                    *seq,
+                    next,
+                    "event {next} expected at frame {i}; around it {:?}",
+                    &frames[i.saturating_sub(3)..(i + 3).min(frames.len())]
+                );
+                assert_eq!(kind, "OrderPlaced");
+                next += 1;
+            }
+            CaughtUp(seq) => {
+                assert_eq!(
+                    *seq,
+                    next - 1,
+                    "a marker at frame {i} after event {}",
+                    next - 1
+                );
+                markers.push(*seq);
+            }
         }
     }
+    assert_eq!(next - 1, last, "events up to {last}");
+    markers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_every_event_once_in_order() {
+    // Far more than the stream's buffer and the sockets' while the reader reads
+    // nothing: each burst puts the stream behind.
+    const BURST: u64 = 50_000;
+    const ROUNDS: u64 = 3;
+    // Events appended while the reader reads slowly.
+    const STEADY: u64 = 20_000;
+    let fx = std::sync::Arc::new(Fixture::new());
+    fx.write(1, 10);
+    let service = query_svc::start(&fx.config).unwrap();
+    wait_applied(&service, 10).await;
+    let (addr, server) = serve(&service).await;
+    let mut slow = SseReader::small_window(addr, "/events?from=1").await;
+    let mut frames = slow.until(CaughtUp(10), Duration::ZERO).await;
+    let mut last = 10;
+    for _round in 1..=ROUNDS {
+        // Many appends, so that the tailer applies many batches.
+        for step in 0..100 {
+            let from = last + step * BURST / 100;
+            fx.write(from + 1, from + BURST / 100);
+        }
+        last += BURST;
+        wait_applied(&service, last).await;
+        // The stream fell behind and read history; once through, it is live again.
+        frames.extend(slow.until(CaughtUp(last), Duration::ZERO).await);
+    }
+    // Now the reader pauses after every read while events are appended.
+    let writer = {
+        let fx = fx.clone();
+        let first = last + 1;
+        tokio::task::spawn_blocking(move || {
+            for step in 0..STEADY / 100 {
+                let from = first + step * 100;
+                fx.write(from, from + 99);
+            }
+        })
+    };
+    last += STEADY;
+    frames.extend(slow.until(event(last), Duration::from_millis(1)).await);
+    writer.await.unwrap();
+    // One more, live or not: nothing came twice before it.
+    fx.write(last + 1, last + 1);
+    last += 1;
+    frames.extend(slow.until(event(last), Duration::ZERO).await);
+
+    let markers = check_exactly_once(&frames, last);
     assert!(
-        received < 4 * burst,
-        "the stream ended before sending everything ({received} lines)"
+        markers.len() as u64 > ROUNDS,
+        "a marker after the history and after each burst: {markers:?}"
     );
     server.abort();
     service.stop();
