@@ -56,8 +56,12 @@ pub fn verify(
         None => None,
     };
     let (mut placed, mut cancelled) = (0u64, 0u64);
+    // Lines by the schema version they were written with (older ones are read
+    // through the upcasters).
+    let mut versions: std::collections::BTreeMap<u32, u64> = Default::default();
     let mut misfit: Option<String> = None;
     let result = shared_events::scan(reader, LogCursor::start(), |env, _| {
+        *versions.entry(env.v).or_default() += 1;
         match env.event {
             shared_events::Event::OrderPlaced { .. } => placed += 1,
             shared_events::Event::OrderCancelled { .. } => cancelled += 1,
@@ -78,6 +82,18 @@ pub fn verify(
                 "events: {head} (seq 1..={head}): {placed} OrderPlaced, {cancelled} OrderCancelled"
             )?;
             writeln!(out, "head seq: {head}")?;
+            let by_version: Vec<String> =
+                versions.iter().map(|(v, n)| format!("v{v}: {n}")).collect();
+            writeln!(
+                out,
+                "schema versions: {} (this build writes v{})",
+                if by_version.is_empty() {
+                    "none".to_owned()
+                } else {
+                    by_version.join(", ")
+                },
+                shared_events::SCHEMA_VERSION
+            )?;
             match &report.torn {
                 Some(t) => writeln!(
                     out,

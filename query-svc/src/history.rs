@@ -12,7 +12,7 @@ use crate::checkpoint;
 use crate::projection::{BookView, ReadModel};
 use bytes::Bytes;
 use shared_events::source::{FileLog, Reader, read_full_at};
-use shared_events::{BookState, LogCursor, LogRead};
+use shared_events::{BookState, Envelope, LogCursor, LogRead, SCHEMA_VERSION};
 use std::path::PathBuf;
 use std::sync::RwLock;
 
@@ -123,8 +123,47 @@ pub struct LineEvent {
     pub seq: u64,
     /// `OrderPlaced` or `OrderCancelled`.
     pub kind: &'static str,
-    /// The log line without its newline: the envelope as JSON.
+    /// The log line without its newline: the envelope as JSON. A line of an older
+    /// schema version is streamed as the current one says it means (see
+    /// [`LineEvent::new`]).
     pub line: Bytes,
+}
+
+impl LineEvent {
+    /// The event of `env`, read from the log `line` (without its newline). A line of
+    /// the current schema version is streamed byte for byte; an older one as its
+    /// upcast envelope in the current version, with `"v"` the current version and
+    /// `"written_v"` the version the line was written with (and no `crc`: the
+    /// checksum covers the bytes as written, which are in the log).
+    pub fn new(env: &Envelope, line: &[u8]) -> LineEvent {
+        let line = if env.v == SCHEMA_VERSION {
+            Bytes::copy_from_slice(line)
+        } else {
+            #[derive(serde::Serialize)]
+            struct Upcast<'a> {
+                seq: u64,
+                ts_us: u64,
+                v: u32,
+                written_v: u32,
+                event: &'a shared_events::Event,
+            }
+            let upcast = Upcast {
+                seq: env.seq,
+                ts_us: env.ts_us,
+                v: SCHEMA_VERSION,
+                written_v: env.v,
+                event: &env.event,
+            };
+            serde_json::to_vec(&upcast)
+                .expect("serializing an event to memory cannot fail")
+                .into()
+        };
+        LineEvent {
+            seq: env.seq,
+            kind: env.event.kind(),
+            line,
+        }
+    }
 }
 
 /// Reads one chunk of `log` from `cursor` and returns its events with seq in
@@ -145,12 +184,7 @@ pub fn read_events(
     let mut next = cursor;
     let decoded = next.decode_lines(&buf, |env, raw| {
         if (first..=last).contains(&env.seq) {
-            let line = &raw[..raw.len() - 1];
-            out.push(LineEvent {
-                seq: env.seq,
-                kind: env.event.kind(),
-                line: Bytes::copy_from_slice(line),
-            });
+            out.push(LineEvent::new(&env, &raw[..raw.len() - 1]));
         }
     });
     let done = next.next_seq > last;

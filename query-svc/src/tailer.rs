@@ -315,11 +315,9 @@ impl Fold {
     ) -> Result<(), String> {
         self.apply_len(env, line.len() as u64, mark, applied)?;
         if applied.streaming {
-            applied.live.push(LineEvent {
-                seq: env.seq,
-                kind: env.event.kind(),
-                line: line[..line.len() - 1].to_vec().into(),
-            });
+            applied
+                .live
+                .push(LineEvent::new(env, &line[..line.len() - 1]));
         }
         Ok(())
     }

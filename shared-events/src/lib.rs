@@ -23,15 +23,15 @@
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
 //!
-//! ## Log format (`log.txt`), schema version 1
+//! ## Log format (`log.txt`), schema version 2
 //!
 //! The log is [JSON Lines](https://jsonlines.org): UTF-8, one event envelope per line,
 //! each line terminated by a single `\n` (0x0A). Lines are only ever appended.
 //!
 //! ```text
-//! {"seq":1,"ts_us":1795333664700544,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":9,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"8fb28c53"}
-//! {"seq":2,"ts_us":1795333664711391,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":10,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"db06b7f1"}
-//! {"seq":3,"ts_us":1795333664720340,"v":1,"event":{"type":"OrderCancelled","data":{"order_id":1,"user":"alice","cancelled_qty":9}},"crc":"b85cf4b4"}
+//! {"seq":1,"ts_us":1795333664700544,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":9,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"81a9e5d8"}
+//! {"seq":2,"ts_us":1795333664711391,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":10,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"304256d4"}
+//! {"seq":3,"ts_us":1795333664720340,"v":2,"event":{"type":"OrderCancelled","data":{"market":"FOLD","order_id":1,"user":"alice","cancelled_qty":9}},"crc":"56496c46"}
 //! ```
 //!
 //! Members, in this order (writers emit exactly this order; readers parse JSON):
@@ -40,18 +40,19 @@
 //! |---------|--------|---------|
 //! | `seq`   | u64    | position in the log; the first line is 1, each next line is the previous + 1 |
 //! | `ts_us` | u64    | commit time, microseconds since the Unix epoch, writer's clock |
-//! | `v`     | u32    | event schema version; this build reads and writes `1` only |
+//! | `v`     | u32    | the schema version the line was written with: this build writes `2` and reads `1` and `2` (see *Schema versions*) |
 //! | `event` | object | `{"type": <name>, "data": <fields>}`, see below |
 //! | `crc`   | string | CRC-32C (Castagnoli) of the line's bytes, always last |
 //!
 //! (Those three lines follow the shipped `init.txt`: a buy sweeping two asks, a sell
 //! hitting a bid, and a cancel. A test decodes them, so this example stays valid.)
 //!
-//! `event.type` is `OrderPlaced` (`data`: `order` {id, user, side `buy`/`sell`, price,
-//! qty}, `fills` [{maker_id, maker_user, price, qty}] in execution order, `resting_qty`,
-//! optional `idempotency_key`) or `OrderCancelled` (`data`: `order_id`, `user`,
-//! `cancelled_qty`). An `OrderPlaced` holds the complete outcome of matching, so a
-//! reader applies recorded facts and never re-runs matching.
+//! `event.type` is `OrderPlaced` (`data`: `market`, the market's symbol; `order` {id,
+//! user, side `buy`/`sell`, price, qty}, `fills` [{maker_id, maker_user, price, qty}] in
+//! execution order, `resting_qty`, optional `idempotency_key`) or `OrderCancelled`
+//! (`data`: `market`, `order_id`, `user`, `cancelled_qty`, optional `idempotency_key`).
+//! An `OrderPlaced` holds the complete outcome of matching, so a reader applies
+//! recorded facts and never re-runs matching.
 //!
 //! **Checksum.** Every line ends with exactly the 18 bytes `,"crc":"XXXXXXXX"}` where
 //! `XXXXXXXX` is 8 lowercase hex digits. They are the CRC-32C of all the bytes of the
@@ -79,6 +80,29 @@
 //! would have in a file (each line plus its newline, from seq 1), computed by the
 //! reader; a message is stored whole or not at all, so a bad last message is
 //! corruption, never a torn tail.
+//!
+//! ## Schema versions
+//!
+//! | `v` | what changed |
+//! |-----|--------------|
+//! | 1   | the first schema: one market, events do not name it |
+//! | 2   | every event's `data` starts with `market` ([`market::Symbol`]) |
+//!
+//! A line is never rewritten: its CRC covers the bytes as written. A reader meets a
+//! line of an older version through the chain of upcasters in [`upcast`] (each a
+//! pure function from version N's event JSON to N+1's), applied when the line is
+//! decoded; a line of a version newer than the build is refused, naming the version.
+//! Version 1 lines are in [`market::DEFAULT_MARKET`] (`FOLD`); this one decodes as
+//! the first example line above says, at version 2:
+//!
+//! ```text
+//! {"seq":1,"ts_us":1795333664700544,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":9,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"8fb28c53"}
+//! ```
+//!
+//! **The rule for every later change:** record a fixture with the build before the
+//! change (`gateway/tests/fixtures/`), raise [`SCHEMA_VERSION`], add the upcaster
+//! from the previous version to the chain, and keep every older fixture passing. How
+//! to write an upcaster: [`upcast`].
 //!
 //! ## Book state (`init.txt`, snapshots)
 //!
@@ -114,19 +138,25 @@ pub use watermark::Watermark;
 
 #[cfg(test)]
 mod spec_tests {
-    /// The example lines in the crate docs above are real, valid log lines.
+    /// The example lines in the crate docs above are real, valid log lines: the
+    /// current version's are exactly what the writer emits, and the version 1 line
+    /// decodes, through the upcasters, to the first of them.
     #[test]
     fn documented_example_lines_decode() {
         let docs = include_str!("lib.rs");
-        let lines: Vec<&str> = docs
+        let lines: Vec<String> = docs
             .lines()
             .filter_map(|l| l.strip_prefix("//! {\"seq\""))
+            .map(|rest| format!("{{\"seq\"{rest}"))
             .collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
+        let (current, v1) = (&lines[..3], &lines[3]);
         let mut log = String::new();
-        for rest in lines {
-            log.push_str("{\"seq\"");
-            log.push_str(rest);
+        for line in current {
+            let env = crate::decode_line(line.as_bytes()).unwrap();
+            assert_eq!(env.v, crate::SCHEMA_VERSION);
+            assert_eq!(crate::encode(&env), format!("{line}\n").into_bytes());
+            log.push_str(line);
             log.push('\n');
         }
         let mut kinds = Vec::new();
@@ -136,5 +166,9 @@ mod spec_tests {
         .unwrap();
         assert_eq!(report.torn, None);
         assert_eq!(kinds, ["OrderPlaced", "OrderPlaced", "OrderCancelled"]);
+        let old = crate::decode_line(v1.as_bytes()).unwrap();
+        let first = crate::decode_line(current[0].as_bytes()).unwrap();
+        assert_eq!((old.v, &old.event), (1, &first.event));
+        assert_eq!(old.event.market(), crate::DEFAULT_MARKET);
     }
 }
