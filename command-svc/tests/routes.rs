@@ -37,6 +37,8 @@ mod routes {
     }
 
     #[tokio::test]
+    // One scenario, read top to bottom: its steps build on each other's state,
+    // so it stays one function.
     async fn place_cancel_and_errors() {
         let (_dir, config) = files();
         let (handle, task) = command_svc::start(&config).unwrap();

@@ -368,6 +368,8 @@ impl Page {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn the_web_ui_in_combined_mode() {
     let started = Instant::now();
     let dir = workdir();

@@ -6,6 +6,8 @@ use futures_util::StreamExt;
 use std::time::Duration;
 use test_support::*;
 
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn exercise(base: &str) {
     let client = client();
     // Idempotency: a retry gets the first answer; another request with the key is 409.

@@ -148,6 +148,8 @@ async fn connections_beyond_the_cap_are_closed() {
 }
 
 #[tokio::test]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn auth_file_guards_writes_and_optionally_reads() {
     let dir = workdir();
     let hashed = shared_events::auth::hash_token("bob-token-bob-token-2");

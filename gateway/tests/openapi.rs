@@ -58,6 +58,8 @@ fn schema(name: &str) -> &'static Value {
 }
 
 #[test]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 fn bounds_are_the_codes_constants() {
     use plumbing::serve;
     use query_svc::http as q;
@@ -315,6 +317,8 @@ fn events_of(body: &[u8]) -> Vec<Value> {
 }
 
 /// Checks `answer` against the document (see the module docs); returns it.
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 fn conforms(answer: Answer) -> Answer {
     let what = format!("{} {} -> {}", answer.method, answer.path, answer.status);
     let path = answer.path.split('?').next().unwrap();
@@ -426,6 +430,8 @@ fn sample(template: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn answers_of_the_combined_gateway_conform() {
     let dir = workdir();
     let gw = Proc::start("gateway", dir.path(), &[]);
@@ -631,6 +637,8 @@ async fn answers_with_auth_conform() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn each_binary_serves_its_part_and_the_proxy_conforms() {
     let dir = workdir();
     let command = Proc::start("command-svc", dir.path(), &[]);

@@ -50,6 +50,8 @@ fn support_file(name: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn schemathesis_finds_nothing_wrong() {
     let version = installed_version().unwrap_or_else(|why| {
         panic!(

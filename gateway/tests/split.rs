@@ -48,6 +48,8 @@ async fn timed(client: &reqwest::Client, method: &str, url: &str) -> (u16, serde
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn split_processes_serve_catch_up_and_fail_clearly() {
     let dir = workdir();
     let client = client();

@@ -1,13 +1,17 @@
-//! Follows the log file and folds it into the read model. One thread reads only
-//! complete lines past its cursor and never past the writer's durable watermark
-//! (`<log>.durable`), so it never shows an event a crash could still take back;
-//! it checks crc and seq continuity, applies each event, and then publishes a new
-//! immutable [`BookView`](crate::projection::BookView). It also writes the read side's snapshots. It wakes on inotify events
-//! (the `notify` crate) and also polls every [`POLL_INTERVAL`], because inotify can
-//! drop or coalesce events. On a bad line or a misfit event it stops applying, says
-//! so in `/health` and the log, and retries at each poll: it never skips an event.
+//! Follows the log and folds it into the read model. One thread reads only complete
+//! lines past its cursor and never past the writer's durable watermark (the
+//! `<log>.durable` file, or the end of what a JetStream stream delivered), so it
+//! never shows an event a crash could still take back; it checks crc and seq
+//! continuity, applies each event, and then publishes a new immutable
+//! [`BookView`](crate::projection::BookView). It also writes the read side's
+//! snapshots. It wakes on change notifications (inotify through the `notify` crate
+//! for a file, each arriving message for a stream) and also polls every
+//! [`POLL_INTERVAL`], because inotify can drop or coalesce events. On a bad line or a
+//! misfit event it stops applying, says so in `/health` and the log, and retries at
+//! each poll: it never skips an event.
 //!
-//! The log comes through a [`LogSource`] (the file, or the simulator's disk), and
+//! The log comes through a [`LogSource`] (the file, a JetStream stream, or the
+//! simulator's disk), and
 //! [`Tailer::step`] is one round of reading, verifying, applying and publishing,
 //! callable without the thread.
 

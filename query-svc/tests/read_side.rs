@@ -135,6 +135,8 @@ async fn get(service: &QueryService, path: &str) -> (StatusCode, serde_json::Val
 }
 
 #[tokio::test]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
 async fn follows_a_log_that_appears_and_grows() {
     let (_dir, config) = setup();
     let service = query_svc::start(&config).unwrap();

@@ -337,6 +337,8 @@ mod tests {
     use super::*;
 
     #[test]
+    // One scenario, read top to bottom: its steps build on each other's state,
+    // so it stays one function.
     fn write_load_prune_and_skip_bad_ones() {
         let dir = std::env::temp_dir().join(format!(
             "snap-{}-{:?}",
