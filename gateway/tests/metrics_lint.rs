@@ -80,7 +80,10 @@ async fn assert_lints_clean(client: &reqwest::Client, base: &str, families: &[&s
         );
     }
     let (ok, said) = lint(&text);
-    assert!(ok, "promtool check metrics on {base}/metrics:\n{said}\n---\n{text}");
+    assert!(
+        ok,
+        "promtool check metrics on {base}/metrics:\n{said}\n---\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +124,12 @@ async fn every_binary_serves_metrics_that_promtool_accepts() {
         "foldbook_durable_seq",
     ];
     let read = ["foldbook_lag_seconds", "foldbook_applied_seq"];
-    assert_lints_clean(&client, &command.url, &[&write[..], &http, &process].concat()).await;
+    assert_lints_clean(
+        &client,
+        &command.url,
+        &[&write[..], &http, &process].concat(),
+    )
+    .await;
     assert_lints_clean(&client, &query.url, &[&read[..], &http, &process].concat()).await;
     assert_lints_clean(&client, &gw.url, &[&http[..], &process].concat()).await;
     drop(gw);

@@ -10,7 +10,10 @@
 /// Asks the allocator to return the memory it holds free to the system. Cheap
 /// when there is little to return; without mimalloc as the global allocator (unit
 /// tests) it only tidies mimalloc's own, unused heap.
-#[expect(unsafe_code, reason = "one call into mimalloc's C API, which takes no pointers")]
+#[expect(
+    unsafe_code,
+    reason = "one call into mimalloc's C API, which takes no pointers"
+)]
 pub fn release_free() {
     // SAFETY: mi_collect takes no pointers; it only walks mimalloc's own heaps.
     unsafe { libmimalloc_sys::mi_collect(true) }
