@@ -146,6 +146,27 @@ impl NatsNode {
         child.wait().unwrap();
     }
 
+    /// SIGSTOP: the node freezes (a long GC pause, a VM stalled) with its
+    /// connections open, until [`NatsNode::resume`].
+    pub fn pause(&self) {
+        self.send(rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT after [`NatsNode::pause`].
+    pub fn resume(&self) {
+        self.send(rustix::process::Signal::CONT);
+    }
+
+    fn send(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("the node is running");
+        // Our own child, not yet reaped (we hold its Child): the pid names it.
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a child's pid is a positive i32");
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
     /// `host:port` for clients.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
