@@ -758,3 +758,106 @@ async fn jetstream_copy_of_a_file_log_continues_from_its_snapshots() {
     assert_eq!(next["seq"], head + 1);
     assert_eq!(verify(dir.path(), &log), head + 1);
 }
+
+/// A log line for seq `seq` as the writer's storage checks it (its seq first, a
+/// checksum last); `tag` tells two writers' lines apart.
+fn line(seq: u64, tag: &str) -> String {
+    let crc = crc32fast_like(seq, tag);
+    format!("{{\"seq\":{seq},\"tag\":\"{tag}\",\"crc\":\"{crc:08x}\"}}\n")
+}
+
+/// A stand-in checksum: the storage reads it as part of the message id only.
+fn crc32fast_like(seq: u64, tag: &str) -> u32 {
+    tag.bytes().fold(seq as u32 ^ 0x9e37_79b9, |h, b| {
+        h.rotate_left(5) ^ u32::from(b)
+    })
+}
+
+/// The writer's storage on a stream, appending after `last_seq`.
+fn storage_after(
+    url: &shared_events::JetStreamUrl,
+    last_seq: u64,
+) -> command_svc::jetstream_storage::JetStreamStorage {
+    let js = command_svc::connect(url, "foldbook test").unwrap();
+    let (mut storage, _) = command_svc::jetstream_storage::JetStreamStorage::open(js, 1).unwrap();
+    storage.continue_after(last_seq);
+    storage
+}
+
+/// Publishes seqs `from..=to` tagged `tag` as one group commit.
+fn commit(
+    storage: &mut command_svc::jetstream_storage::JetStreamStorage,
+    from: u64,
+    to: u64,
+    tag: &str,
+) -> std::io::Result<()> {
+    use command_svc::log_file::Storage;
+    let lines: String = (from..=to).map(|seq| line(seq, tag)).collect();
+    storage.append(lines.as_bytes())?;
+    storage.sync()
+}
+
+/// The answers a group commit can get, against a real server: stored (also split
+/// into several batches), a retry of one that landed (a duplicate: it counts as
+/// stored), another writer's seqs (fenced, none landed), and a group commit whose
+/// first batch landed before and whose second meets another writer's message.
+#[test]
+fn jetstream_publish_answers_are_mapped() {
+    use command_svc::log_file::Fenced;
+    // The client spawns its acknowledgement task where it is built, as it is in the
+    // binaries (inside their runtime); the storage itself blocks on its own.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _inside = runtime.enter();
+    let nats = Nats::single();
+    let url: shared_events::JetStreamUrl = nats.log_url("ANSWERS").parse().unwrap();
+
+    let mut a = storage_after(&url, 0);
+    commit(&mut a, 1, 3, "a").expect("stored");
+
+    // The same lines again (a retry whose first attempt landed): a duplicate, and
+    // the stream holds them, so the commit is stored.
+    let mut retry = storage_after(&url, 0);
+    commit(&mut retry, 1, 3, "a").expect("a duplicate that landed counts as stored");
+    commit(&mut retry, 4, 4, "a").expect("and the next seq follows");
+
+    // Another writer's events for seqs already taken: fenced, nothing landed.
+    let mut other = storage_after(&url, 0);
+    let fenced = commit(&mut other, 1, 2, "b").unwrap_err();
+    let fence = Fenced::of(&fenced).unwrap_or_else(|| panic!("not a fence: {fenced}"));
+    assert_eq!(fence.landed, 0, "{fence:?}");
+
+    // A group commit longer than one batch: three batches, in order.
+    let mut long = storage_after(&url, 4);
+    commit(&mut long, 5, 2504, "a").expect("2500 events in three batches");
+
+    // A group commit of 1200 whose first 1000 (one batch) landed before and whose
+    // last 200 meet another writer's messages: the first batch is a duplicate that
+    // landed, the second a fence.
+    let mut c = storage_after(&url, 2504);
+    commit(&mut c, 2505, 3504, "c").expect("stored");
+    let mut d = storage_after(&url, 3504);
+    commit(&mut d, 3505, 3704, "d").expect("stored");
+    let mut late = storage_after(&url, 2504);
+    let fenced = commit(&mut late, 2505, 3704, "c").unwrap_err();
+    let fence = Fenced::of(&fenced).unwrap_or_else(|| panic!("not a fence: {fenced}"));
+    assert_eq!(fence.landed, 1000, "{fence:?}");
+
+    // The stream holds each seq once, from the writer that got it first.
+    let js = command_svc::connect(&url, "foldbook test").unwrap();
+    assert_eq!(js.bounds().unwrap().map(|b| b.last_seq), Some(3704));
+    for (seq, tag) in [
+        (1, "a"),
+        (4, "a"),
+        (2504, "a"),
+        (2505, "c"),
+        (3504, "c"),
+        (3505, "d"),
+    ] {
+        let stored = late.message(seq).unwrap().expect("every seq is stored");
+        assert_eq!(
+            &stored[..],
+            line(seq, tag).trim_end().as_bytes(),
+            "seq {seq}"
+        );
+    }
+}
