@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::Error;
 
+/// Starts of a set of servers when a port was taken meanwhile.
+pub const NATS_PORT_RETRIES: u32 = 3;
 /// How long a nats-server gets to say it is ready.
 pub const NATS_START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -237,7 +239,23 @@ impl Nats {
     /// (`sync_interval: always`) and `extra` in each config, on free loopback ports
     /// with storage in a new temp dir; every node ready, or an error (the nodes
     /// started are stopped).
+    ///
+    /// A port taken between [`free_port`] choosing it and the server binding it
+    /// (other tests pick free ports too) starts everything again on new ports, up to
+    /// [`NATS_PORT_RETRIES`] times.
     pub fn try_start(binary: &Path, n: usize, extra: &str) -> Result<Nats, Error> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Nats::try_start_once(binary, n, extra) {
+                Err(Error::NotListening { log, .. })
+                    if log.contains("address already in use") && tries < NATS_PORT_RETRIES => {}
+                started => return started,
+            }
+        }
+    }
+
+    fn try_start_once(binary: &Path, n: usize, extra: &str) -> Result<Nats, Error> {
         let dir = tempfile::tempdir().map_err(|source| Error::Spawn {
             program: "nats-server (its storage directory)".into(),
             source,
