@@ -6,41 +6,59 @@
 //!
 //! ## Publishing
 //!
-//! `append` stages a group commit's lines; `sync` publishes them pipelined (every
-//! message sent, then every acknowledgement awaited), each line one message with:
+//! `append` stages a group commit's lines; `sync` publishes them as one atomic batch
+//! (ADR-50, nats-server 2.12 or later, `allow_atomic` on the stream): the server
+//! stores all of a batch or none of it. A group commit longer than
+//! [`ATOMIC_BATCH_MESSAGES_MAX`] is split into consecutive batches, each acknowledged
+//! before the next is sent, so each one's fence is exact. Each line is one message
+//! with:
 //!
 //! - `Nats-Msg-Id: <seq>-<crc>`, derived from the seq (and the line's checksum, so
-//!   two writers' different events for one seq never pass for each other): a retry
-//!   of the same line within the server's duplicate window is dropped and acked with
-//!   the seq the first one got;
-//! - `Nats-Expected-Last-Sequence: <seq - 1>`: the server refuses the message unless
-//!   the stream ends right before it. This fences out a second writer: whichever
-//!   publishes a seq second is refused, so two writers never both get a seq;
-//! - from the second message of a batch on, `Nats-Expected-Last-Msg-Id` as well: the
-//!   id of the message before it in the batch. Without it, a message whose
-//!   predecessor was refused could still land after another writer's message of the
-//!   same seq, on top of a state it was not decided against.
+//!   two writers' different events for one seq never pass for each other): a batch
+//!   holding a message already stored within the server's duplicate window is refused
+//!   whole as a duplicate, so a retried batch never lands twice;
+//! - `Nats-Batch-Id` (fresh for every attempt, so a retry never joins the remains of
+//!   an earlier one) and `Nats-Batch-Sequence` (1, 2, … within the batch);
+//!   `Nats-Batch-Commit: 1` on the last, the only message whose answer is awaited;
+//! - on the first message only, `Nats-Expected-Last-Sequence: <seq - 1>`: the server
+//!   refuses the batch unless the stream ends right before it, checked on the stream
+//!   leader when it commits the batch. This fences out a second writer: whichever
+//!   publishes a seq second is refused, so two writers never both get a seq, and as
+//!   a batch lands whole, no message of it lands on top of another writer's.
 //!
-//! A 2xx is sent only after the PubAck, which the server sends once the message is
-//! stored on a quorum of the stream's replicas (flushed to disk first with the
-//! recommended `sync_interval: always`; see README, JetStream).
+//! No `Nats-Expected-Last-Msg-Id`: the server refuses it in a batch, and it is not
+//! needed (the batch is one unit). It was what left replicas behind: a clustered
+//! nats-server checks it again when each replica applies a message, against a last
+//! message id that catching up does not set.
+//!
+//! A 2xx is sent only after the batch's PubAck, which the server sends once the
+//! batch is stored on a quorum of the stream's replicas (flushed to disk first with
+//! the recommended `sync_interval: always`; docs/jetstream.md).
 //!
 //! ## Failures
 //!
-//! - Refused as stale (wrong last sequence or message id): another writer appended
-//!   first. `sync` reports [`Fenced`] with how many of the batch's events landed
-//!   (checked against the stream, not taken from the acks alone); the writer answers
-//!   those, reloads (its snapshot, then the stream's tail) and decides the rest again.
-//!   The history never forks.
-//! - Anything unclear (no ack in time, the connection lost, no responders while a
-//!   cluster elects a leader): the unacknowledged rest of the batch is published
-//!   again, same ids and headers, so what already landed is dropped as a duplicate,
-//!   for up to [`PUBLISH_RETRY_WINDOW`]. If that does not settle it, `sync` fails:
-//!   the batch gets 503 and the writer stops (fail-stop), so a restart reads the
-//!   truth from the stream.
+//! - Refused as stale (wrong last sequence): another writer appended first. `sync`
+//!   reports [`Fenced`] with how many of the group commit's events landed (checked
+//!   against the stream, not taken from the acks alone: an earlier attempt of the
+//!   refused batch may have landed); the writer answers those, reloads (its snapshot,
+//!   then the stream's tail) and decides the rest again. The history never forks.
+//! - Refused as a duplicate: an earlier attempt of the batch landed after all (its
+//!   answer was lost). The stream is asked: if it holds the batch's lines at their
+//!   seqs, the batch counts as stored and the next one goes out; if not, another
+//!   writer's messages are there, which is a fence.
+//! - Anything unclear (no answer in time, the connection lost, no responders while
+//!   a cluster elects a leader, the batch incomplete at the server because a message
+//!   of it was lost): the batch is published again under a new batch id, for up to
+//!   [`PUBLISH_RETRY_WINDOW`] from the start of the group commit. If that does not
+//!   settle it, `sync` fails: the batch gets 503 and the writer stops (fail-stop), so
+//!   a restart reads the truth from the stream.
+//! - Any other refusal (atomic publish switched off on the stream, a batch larger
+//!   than the server allows) breaks what the start checked: `sync` fails at once.
 
 use crate::storage::{Fenced, Recoverable, Storage};
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::header::{self, HeaderMap};
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use plumbing::jetstream::{JetStream, JetStreamBounds, JetStreamError, JetStreamReader};
@@ -57,6 +75,10 @@ pub const PUBLISH_RETRY_WINDOW: Duration = Duration::from_secs(20);
 pub const PUBLISH_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest wait for JetStream to create or show the stream at start.
 pub const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most messages in one atomic batch: nats-server's default limit
+/// (`jetstream { limits { batch { max_msgs } } }`, which must not be set lower). A
+/// longer group commit is published as consecutive batches.
+pub const ATOMIC_BATCH_MESSAGES_MAX: usize = 1000;
 
 /// One line to publish.
 #[derive(Debug, Clone)]
@@ -68,7 +90,7 @@ struct Outgoing {
     payload: Bytes,
 }
 
-/// How publishing a batch ended.
+/// How publishing a group commit ended.
 enum Published {
     /// Every message is stored, each at its seq.
     All,
@@ -76,6 +98,21 @@ enum Published {
     Fenced { landed: usize, reason: String },
     /// No certainty within the retry window, or an answer that breaks the rules.
     Unclear { reason: String },
+}
+
+/// How one attempt at publishing one atomic batch ended.
+enum Attempt {
+    /// The server committed the batch, each message at its seq.
+    Stored,
+    /// Refused: the stream does not end where the batch's first message expects.
+    Fenced(String),
+    /// Refused whole: one of its message ids is already stored in the window.
+    Duplicate(String),
+    /// No certainty (no answer, the connection lost, the batch incomplete at the
+    /// server): nothing or all of it may have landed; try again under a new id.
+    Retry(String),
+    /// An answer that breaks what the start checked; retrying will not help.
+    Broken(String),
 }
 
 /// A stream read as a log ([`LogRead`]), for recovery and `verify`: plumbing's
@@ -190,12 +227,7 @@ impl JetStreamStorage {
                 Ok(())
             }
             Published::Fenced { landed, reason } => {
-                let landed = self.count_landed(&batch, landed)?;
                 self.last_seq += landed as u64;
-                if landed == batch.len() {
-                    // Only a retried copy was refused: the first one had landed.
-                    return Ok(());
-                }
                 tracing::warn!(
                     url = %js.url(),
                     landed,
@@ -211,43 +243,32 @@ impl JetStreamStorage {
             Published::Unclear { reason } => Err(io::Error::other(reason)),
         }
     }
-
-    /// How many of `batch` are in the stream at their seqs, given that the first
-    /// `acked` were acknowledged: a refusal of a retried message may hide that its
-    /// first copy landed, so the stream itself is asked.
-    fn count_landed(&self, batch: &[Outgoing], acked: usize) -> io::Result<usize> {
-        let js = self.js().clone();
-        let context = js.context().clone();
-        let name = js.url().stream.clone();
-        let rest: Vec<(u64, Bytes)> = batch[acked..]
-            .iter()
-            .map(|m| (m.seq, m.payload.clone()))
-            .collect();
-        let found = js.block_on(async move {
-            let stream = context
-                .get_stream_no_info(&name)
-                .await
-                .map_err(io::Error::other)?;
-            let mut found = 0;
-            for (seq, payload) in rest {
-                match stream.get_raw_message(seq).await {
-                    Ok(message) if message.payload == payload => found += 1,
-                    _ => break,
-                }
-            }
-            Ok::<_, io::Error>(found)
-        })?;
-        Ok(acked + found)
-    }
 }
 
-/// Most publishes awaiting their acks at once: well below the client's in-flight
-/// limit (async-nats allows 5 000).
-const PUBLISH_IN_FLIGHT_MAX: usize = 1024;
+/// How many of `messages`, from the first on, the stream holds at their seqs.
+async fn stored_at_their_seqs(
+    context: &async_nats::jetstream::Context,
+    stream: &str,
+    messages: &[Outgoing],
+) -> io::Result<usize> {
+    let stream = context
+        .get_stream_no_info(stream)
+        .await
+        .map_err(io::Error::other)?;
+    let mut found = 0;
+    for m in messages {
+        match stream.get_raw_message(m.seq).await {
+            Ok(message) if message.payload == m.payload => found += 1,
+            _ => break,
+        }
+    }
+    Ok(found)
+}
 
-/// Publishes `batch` in order, pipelined, and waits for every ack; publishes the
-/// unacknowledged rest again after unclear failures, for up to
-/// [`PUBLISH_RETRY_WINDOW`]. Returns the batch with the outcome.
+/// Publishes a group commit: consecutive atomic batches of at most
+/// [`ATOMIC_BATCH_MESSAGES_MAX`], each acknowledged before the next is sent, each
+/// retried under a new batch id after unclear failures until [`PUBLISH_RETRY_WINDOW`]
+/// from now has passed. Returns the group commit with the outcome.
 async fn publish_batch(
     context: async_nats::jetstream::Context,
     subject: String,
@@ -255,90 +276,152 @@ async fn publish_batch(
     batch: Vec<Outgoing>,
 ) -> (Vec<Outgoing>, Published) {
     let deadline = Instant::now() + PUBLISH_RETRY_WINDOW;
-    let mut acked = 0;
+    let mut stored = 0;
     let mut attempts = 0u32;
-    loop {
+    while stored < batch.len() {
+        let part = &batch[stored..batch.len().min(stored + ATOMIC_BATCH_MESSAGES_MAX)];
         attempts += 1;
-        let mut unclear = None;
-        // In windows: an unacknowledged publish holds one of the client's in-flight
-        // slots, and a send beyond them waits for a free one, which no ack awaited
-        // later can free (a copy-log batch of 5 000 short lines hung there).
-        while acked < batch.len() && unclear.is_none() {
-            let window = acked..batch.len().min(acked + PUBLISH_IN_FLIGHT_MAX);
-            let mut pending = Vec::with_capacity(window.len());
-            for i in window {
-                let m = &batch[i];
-                let mut message = PublishMessage::build()
-                    .payload(m.payload.clone())
-                    .message_id(&m.id)
-                    .expected_last_sequence(m.seq - 1);
-                if i > 0 {
-                    message = message.expected_last_message_id(&batch[i - 1].id);
-                }
-                match context.send_publish(subject.clone(), message).await {
-                    Ok(ack) => pending.push(ack),
-                    Err(e) => {
-                        unclear = Some(format!("publishing seq {}: {e}", m.seq));
-                        break;
-                    }
-                }
+        let refusal = match publish_atomic(&context, &subject, &stream, part).await {
+            Attempt::Stored => {
+                stored += part.len();
+                continue;
             }
-            for ack in pending {
-                let m = &batch[acked];
-                match ack.await {
-                    Ok(ack) if ack.stream == stream && ack.sequence == m.seq => acked += 1,
-                    Ok(ack) => {
-                        let reason = format!(
-                            "message {} was stored as seq {} of {}, not as seq {}",
-                            m.id, ack.sequence, ack.stream, m.seq
-                        );
-                        return (batch, Published::Unclear { reason });
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            PublishErrorKind::WrongLastSequence
-                                | PublishErrorKind::WrongLastMessageId
-                        ) =>
-                    {
-                        let reason = format!("seq {} refused: {e}", m.seq);
-                        return (
-                            batch,
-                            Published::Fenced {
-                                landed: acked,
-                                reason,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        unclear = Some(format!("no acknowledgement for seq {}: {e}", m.seq));
-                        break;
-                    }
+            Attempt::Fenced(reason) | Attempt::Duplicate(reason) => reason,
+            Attempt::Broken(reason) => return (batch, Published::Unclear { reason }),
+            Attempt::Retry(reason) => {
+                if Instant::now() >= deadline {
+                    let reason = format!(
+                        "JetStream did not acknowledge the batch within {PUBLISH_RETRY_WINDOW:?} ({attempts} attempts): {reason}"
+                    );
+                    return (batch, Published::Unclear { reason });
                 }
+                if attempts == 1 {
+                    tracing::warn!(%reason, "publishing to JetStream: retrying the batch");
+                }
+                tokio::time::sleep(PUBLISH_RETRY_INTERVAL).await;
+                continue;
             }
-        }
-        if acked == batch.len() {
-            if attempts > 1 {
-                tracing::info!(
-                    attempts,
-                    events = batch.len(),
-                    "batch acknowledged after retries"
+        };
+        // Refused as stale or as a duplicate: an earlier attempt of this batch may
+        // have landed (its answer lost); the stream says whether it did.
+        match stored_at_their_seqs(&context, &stream, part).await {
+            Ok(found) if found == part.len() => stored += found,
+            Ok(found) => {
+                let landed = stored + found;
+                return (
+                    batch,
+                    Published::Fenced {
+                        landed,
+                        reason: refusal,
+                    },
                 );
             }
-            return (batch, Published::All);
+            Err(e) => {
+                let reason = format!("{refusal}; then reading the stream back: {e}");
+                return (batch, Published::Unclear { reason });
+            }
         }
-        let reason = unclear.unwrap_or_else(|| "acknowledgements missing".to_owned());
-        if Instant::now() >= deadline {
-            let reason = format!(
-                "JetStream did not acknowledge the batch within {PUBLISH_RETRY_WINDOW:?} ({attempts} attempts): {reason}"
-            );
-            return (batch, Published::Unclear { reason });
-        }
-        if attempts == 1 {
-            tracing::warn!(%reason, "publishing to JetStream: retrying the unacknowledged rest");
-        }
-        tokio::time::sleep(PUBLISH_RETRY_INTERVAL).await;
     }
+    if attempts as usize > batch.len().div_ceil(ATOMIC_BATCH_MESSAGES_MAX) {
+        tracing::info!(
+            attempts,
+            events = batch.len(),
+            "batch acknowledged after retries"
+        );
+    }
+    (batch, Published::All)
+}
+
+/// One attempt at publishing `part` as one atomic batch under a fresh batch id:
+/// every message but the last sent without waiting, the last one commits the batch
+/// and its answer says how all of them ended.
+async fn publish_atomic(
+    context: &async_nats::jetstream::Context,
+    subject: &str,
+    stream: &str,
+    part: &[Outgoing],
+) -> Attempt {
+    let batch_id = nuid::next().to_string();
+    let client = context.client();
+    let (last, rest) = part.split_last().expect("a batch has messages");
+    let headers = |i: usize, m: &Outgoing| {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::NATS_MESSAGE_ID, m.id.as_str());
+        headers.insert(header::NATS_BATCH_ID, batch_id.as_str());
+        headers.insert(header::NATS_BATCH_SEQUENCE, (i + 1).to_string());
+        if i == 0 {
+            headers.insert(header::NATS_EXPECTED_LAST_SEQUENCE, (m.seq - 1).to_string());
+        }
+        headers
+    };
+    for (i, m) in rest.iter().enumerate() {
+        let sent = client
+            .publish_with_headers(subject.to_owned(), headers(i, m), m.payload.clone())
+            .await;
+        if let Err(e) = sent {
+            return Attempt::Retry(format!("publishing seq {}: {e}", m.seq));
+        }
+    }
+    let mut commit = headers(rest.len(), last);
+    commit.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+    let message = PublishMessage::build()
+        .payload(last.payload.clone())
+        .headers(commit);
+    let ack = match context.send_publish(subject.to_owned(), message).await {
+        Ok(ack) => ack,
+        Err(e) => return Attempt::Retry(format!("publishing seq {}: {e}", last.seq)),
+    };
+    let seqs = format!("seqs {}..={}", part[0].seq, last.seq);
+    match ack.await {
+        Ok(ack)
+            if ack.stream == stream
+                && ack.sequence == last.seq
+                && ack.batch_id.as_deref() == Some(batch_id.as_str())
+                && ack.batch_size == Some(part.len() as u64) =>
+        {
+            Attempt::Stored
+        }
+        Ok(ack) => Attempt::Broken(format!(
+            "batch {batch_id} ({seqs}) was acknowledged as {} messages ending at seq {} of {}, batch {:?}",
+            ack.batch_size.unwrap_or(0),
+            ack.sequence,
+            ack.stream,
+            ack.batch_id
+        )),
+        Err(e) => match refusal(&e) {
+            _ if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Attempt::Fenced(format!("{seqs} refused: {e}"))
+            }
+            Some(ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE) => {
+                Attempt::Duplicate(format!("{seqs} refused as a duplicate: {e}"))
+            }
+            Some(
+                ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH
+                | ErrorCode::ATOMIC_PUBLISH_TOO_MANY_INFLIGHT,
+            ) => Attempt::Retry(format!("{seqs}: {e}")),
+            Some(ErrorCode::ATOMIC_PUBLISH_DISABLED) => Attempt::Broken(format!(
+                "{seqs} refused: atomic publish is no longer allowed on the stream (`allow_atomic`); \
+                 a restart of command-svc allows it again"
+            )),
+            Some(_) => Attempt::Broken(format!("{seqs} refused: {e}")),
+            None => match e.kind() {
+                PublishErrorKind::TimedOut
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::StreamNotFound
+                | PublishErrorKind::MaxAckPending => {
+                    Attempt::Retry(format!("no acknowledgement for {seqs}: {e}"))
+                }
+                _ => Attempt::Broken(format!("{seqs} refused: {e}")),
+            },
+        },
+    }
+}
+
+/// The JetStream error code of a refused publish, if the server sent one.
+fn refusal(e: &PublishError) -> Option<ErrorCode> {
+    std::error::Error::source(e)?
+        .downcast_ref::<async_nats::jetstream::Error>()
+        .map(|e| e.error_code())
 }
 
 impl Storage for JetStreamStorage {

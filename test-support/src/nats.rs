@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::Error;
 
+/// Starts of a set of servers when a port was taken meanwhile.
+pub const NATS_PORT_RETRIES: u32 = 3;
 /// How long a nats-server gets to say it is ready.
 pub const NATS_START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -146,6 +148,27 @@ impl NatsNode {
         child.wait().unwrap();
     }
 
+    /// SIGSTOP: the node freezes (a long GC pause, a VM stalled) with its
+    /// connections open, until [`NatsNode::resume`].
+    pub fn pause(&self) {
+        self.send(rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT after [`NatsNode::pause`].
+    pub fn resume(&self) {
+        self.send(rustix::process::Signal::CONT);
+    }
+
+    fn send(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("the node is running");
+        // Our own child, not yet reaped (we hold its Child): the pid names it.
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a child's pid is a positive i32");
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
     /// `host:port` for clients.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -217,7 +240,28 @@ impl Nats {
     /// with storage in a new temp dir (inside `parent` when given: the benchmark
     /// keeps it on the file system it measures the file log on, which /tmp may not
     /// be); every node ready, or an error (the nodes started are stopped).
+    ///
+    /// A port taken between [`free_port`] choosing it and the server binding it
+    /// (other tests pick free ports too) starts everything again on new ports, up to
+    /// [`NATS_PORT_RETRIES`] times.
     pub fn try_start(
+        binary: &Path,
+        n: usize,
+        extra: &str,
+        parent: Option<&Path>,
+    ) -> Result<Nats, Error> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Nats::try_start_once(binary, n, extra, parent) {
+                Err(Error::NotListening { log, .. })
+                    if log.contains("address already in use") && tries < NATS_PORT_RETRIES => {}
+                started => return started,
+            }
+        }
+    }
+
+    fn try_start_once(
         binary: &Path,
         n: usize,
         extra: &str,

@@ -51,6 +51,11 @@ use std::time::Duration;
 
 /// Longest wait for a TCP connection to a server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the client pings its server. A server that stops answering without
+/// closing the connection (frozen, or its host gone) is left, for another of the
+/// cluster, after three pings without a pong: within seconds, well inside the
+/// writer's publish retry window (the client's default of a minute is not).
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest wait for the answer to one JetStream API request or publish ack.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a message the stream says it has (a cluster that is electing a
@@ -156,6 +161,7 @@ impl JetStream {
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(CONNECT_TIMEOUT)
+            .ping_interval(PING_INTERVAL)
             .request_timeout(Some(REQUEST_TIMEOUT))
             .retry_on_initial_connect()
             .event_callback(move |event| {

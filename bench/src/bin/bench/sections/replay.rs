@@ -36,7 +36,7 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
         let (events, rate) = tokio::task::spawn_blocking(move || decode_rate(&log)).await??;
         // Each round adds one order (so that a clean stop writes a snapshot).
         anyhow::ensure!(
-            events >= s.big_events && events <= s.big_events + round - 1,
+            events >= s.big_events && events < s.big_events + u64::from(round),
             "the log has {events} lines, not the {} generated plus one per round before",
             s.big_events
         );
