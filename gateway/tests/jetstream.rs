@@ -441,6 +441,19 @@ async fn jetstream_combined_gateway_reads_its_writes_and_restarts() {
     assert_eq!(book["seq"], head, "read-your-writes");
     let h = caught_up(&client, &gw.url).await;
     assert_eq!(h["read_digest"], h["write_digest"], "{h}");
+    // Both sides share one NATS client: the server sees one connection, the gateway's.
+    let connz = get_json(
+        &client,
+        &format!("http://127.0.0.1:{}/connz", nats.nodes[0].monitor_port),
+    )
+    .await;
+    let names: Vec<&str> = connz["connections"]
+        .as_array()
+        .expect("connz lists connections")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["foldbook gateway"], "{connz}");
     assert!(gw.terminate().success(), "a clean stop");
 
     let gw = Proc::start("gateway", dir.path(), &["--log", &log]);
