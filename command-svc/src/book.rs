@@ -7,7 +7,8 @@ use crate::command::{Command, Rejection};
 use shared_events::binary::{BodyError, BodyReader, BodyWriter, UserTable};
 use shared_events::domain::resting_fingerprint;
 use shared_events::interner::Interner;
-use shared_events::{BookState, Event, Fill, Order, Side};
+use shared_events::state::{MarketSpec, RestingOrder};
+use shared_events::{BookState, Event, Fill, Order, Side, Symbol};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -28,117 +29,18 @@ struct Resting {
 /// priority, and a cancel is a keyed removal instead of a scan.
 type Level = BTreeMap<u64, Resting>;
 
-/// The resting orders of both sides plus the id counter.
-#[derive(Debug, Clone)]
-pub struct Book {
+/// The resting orders of one market's two sides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Sides {
     /// Bids by price; the best bid is the highest key.
     bids: BTreeMap<u64, Level>,
     /// Asks by price; the best ask is the lowest key.
     asks: BTreeMap<u64, Level>,
-    /// Where each resting order is, for cancels. foldhash: several times faster
-    /// than SipHash on replay, and still seeded per process.
-    index: foldhash::HashMap<u64, (Side, u64)>,
-    /// Every user with a resting order (and some who had one), shared by their
-    /// orders: a resting order then costs a pointer, not a string.
-    users: Interner,
-    /// The id the next placed order gets.
-    next_order_id: u64,
-    /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
+    /// Sum of this market's resting orders' fingerprints (see `shared_events::domain`).
     digest: u64,
 }
 
-/// Two books are equal when they hold the same orders and counter; the interning
-/// table is a cache, not state.
-impl PartialEq for Book {
-    fn eq(&self, other: &Self) -> bool {
-        self.bids == other.bids
-            && self.asks == other.asks
-            && self.index == other.index
-            && self.next_order_id == other.next_order_id
-            && self.digest == other.digest
-    }
-}
-
-impl Eq for Book {}
-
-/// An event that does not fit the book it is applied to: the log and the state
-/// disagree, which replay must never paper over.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("event does not fit the book: {0}")]
-pub struct FoldError(pub String);
-
-impl Book {
-    /// The book described by a genesis or snapshot state (already validated).
-    pub fn from_state(state: &BookState) -> Self {
-        let mut book = Book {
-            bids: BTreeMap::new(),
-            asks: BTreeMap::new(),
-            index: foldhash::HashMap::with_capacity_and_hasher(
-                state.orders.len(),
-                Default::default(),
-            ),
-            users: Default::default(),
-            next_order_id: state.next_order_id,
-            digest: 0,
-        };
-        for o in &state.orders {
-            book.rest(o.id, &o.user, o.side, o.price, o.qty);
-        }
-        book
-    }
-
-    /// The resting orders in time-priority order, and the id counter.
-    pub fn to_state(&self) -> BookState {
-        let mut orders: Vec<Order> = self
-            .side_levels(Side::Buy)
-            .chain(self.side_levels(Side::Sell))
-            .flat_map(|(side, price, level)| {
-                level.iter().map(move |(&id, r)| Order {
-                    id,
-                    user: r.user.to_string(),
-                    side,
-                    price,
-                    qty: r.qty,
-                })
-            })
-            .collect();
-        orders.sort_unstable_by_key(|o| o.id);
-        BookState {
-            next_order_id: self.next_order_id,
-            orders,
-        }
-    }
-
-    fn side_levels(&self, side: Side) -> impl Iterator<Item = (Side, u64, &Level)> {
-        let levels = match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
-        };
-        levels
-            .iter()
-            .map(move |(&price, level)| (side, price, level))
-    }
-
-    pub fn next_order_id(&self) -> u64 {
-        self.next_order_id
-    }
-
-    /// Digest of the resting orders, comparable with the read side's.
-    pub fn digest(&self) -> u64 {
-        self.digest
-    }
-
-    /// Number of resting orders.
-    pub fn resting_count(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Resting quantity of order `id`, if it rests.
-    pub fn resting_qty(&self, id: u64) -> Option<u64> {
-        let (side, price) = *self.index.get(&id)?;
-        Some(self.levels(side).get(&price)?.get(&id)?.qty)
-    }
-
+impl Sides {
     fn levels(&self, side: Side) -> &BTreeMap<u64, Level> {
         match side {
             Side::Buy => &self.bids,
@@ -153,10 +55,158 @@ impl Book {
         }
     }
 
-    /// The resting orders an incoming order on `taker_side` at `limit` may trade with,
-    /// best price first, oldest first within a price.
+    /// Every level: bids, then asks, each by ascending price.
+    fn all_levels(&self) -> impl Iterator<Item = (Side, u64, &Level)> {
+        let side = |side: Side| {
+            self.levels(side)
+                .iter()
+                .map(move |(&price, level)| (side, price, level))
+        };
+        side(Side::Buy).chain(side(Side::Sell))
+    }
+}
+
+/// Where a resting order is: its market (an index into [`Book::markets`]), side
+/// and price.
+type Place = (u16, Side, u64);
+
+/// The books of every market, the one id counter they share, and where each
+/// resting order is.
+#[derive(Debug, Clone)]
+pub struct Book {
+    /// The markets, the default first (from the genesis state).
+    markets: Vec<MarketSpec>,
+    /// Each market's book, by the market's index.
+    books: Vec<Sides>,
+    /// Where each resting order is, for cancels (order ids are global). foldhash:
+    /// several times faster than SipHash on replay, and still seeded per process.
+    index: foldhash::HashMap<u64, Place>,
+    /// Every user with a resting order (and some who had one), shared by their
+    /// orders: a resting order then costs a pointer, not a string.
+    users: Interner,
+    /// The id the next placed order gets.
+    next_order_id: u64,
+}
+
+/// Two books are equal when they hold the same markets, orders and counter; the
+/// interning table is a cache, not state.
+impl PartialEq for Book {
+    fn eq(&self, other: &Self) -> bool {
+        self.markets == other.markets
+            && self.books == other.books
+            && self.index == other.index
+            && self.next_order_id == other.next_order_id
+    }
+}
+
+impl Eq for Book {}
+
+/// An event that does not fit the book it is applied to: the log and the state
+/// disagree, which replay must never paper over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event does not fit the book: {0}")]
+pub struct FoldError(pub String);
+
+impl Book {
+    /// The book described by a genesis or snapshot state (already validated).
+    pub fn from_state(state: &BookState) -> Self {
+        let mut book = Book::empty(state.markets.clone(), state.next_order_id);
+        book.index.reserve(state.orders.len());
+        for o in &state.orders {
+            let market = book.market_index(o.market).expect("a validated state");
+            book.rest(market, o.id, &o.user, o.side, o.price, o.qty);
+        }
+        book
+    }
+
+    /// Empty books of `markets`.
+    fn empty(markets: Vec<MarketSpec>, next_order_id: u64) -> Self {
+        assert!(
+            markets.len() <= usize::from(u16::MAX),
+            "a validated state has at most {} markets",
+            shared_events::state::MARKETS_MAX
+        );
+        Book {
+            books: vec![Sides::default(); markets.len()],
+            markets,
+            index: Default::default(),
+            users: Default::default(),
+            next_order_id,
+        }
+    }
+
+    /// The resting orders in time-priority order, and the id counter.
+    pub fn to_state(&self) -> BookState {
+        let mut orders: Vec<RestingOrder> = (self.markets.iter().zip(&self.books))
+            .flat_map(|(spec, book)| {
+                book.all_levels().flat_map(move |(side, price, level)| {
+                    level.iter().map(move |(&id, r)| RestingOrder {
+                        id,
+                        market: spec.symbol,
+                        user: r.user.to_string(),
+                        side,
+                        price,
+                        qty: r.qty,
+                    })
+                })
+            })
+            .collect();
+        orders.sort_unstable_by_key(|o| o.id);
+        BookState {
+            markets: self.markets.clone(),
+            next_order_id: self.next_order_id,
+            orders,
+        }
+    }
+
+    /// The markets, the default first.
+    pub fn markets(&self) -> &[MarketSpec] {
+        &self.markets
+    }
+
+    /// Where market `symbol` is in [`Book::markets`].
+    pub fn market_index(&self, symbol: Symbol) -> Option<u16> {
+        // A deployment has a few markets: a scan beats hashing.
+        (self.markets.iter().position(|m| m.symbol == symbol)).map(|i| i as u16)
+    }
+
+    pub fn next_order_id(&self) -> u64 {
+        self.next_order_id
+    }
+
+    /// Digest of every market's resting orders (the wrapping sum of the markets'
+    /// digests), comparable with the read side's.
+    pub fn digest(&self) -> u64 {
+        (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
+    }
+
+    /// Each market's digest, in the order of [`Book::markets`].
+    pub fn market_digests(&self) -> Vec<(Symbol, u64)> {
+        (self.markets.iter().zip(&self.books))
+            .map(|(m, b)| (m.symbol, b.digest))
+            .collect()
+    }
+
+    /// Number of resting orders.
+    pub fn resting_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Resting quantity of order `id`, if it rests.
+    pub fn resting_qty(&self, id: u64) -> Option<u64> {
+        let (market, side, price) = *self.index.get(&id)?;
+        Some(self.sides(market).levels(side).get(&price)?.get(&id)?.qty)
+    }
+
+    fn sides(&self, market: u16) -> &Sides {
+        &self.books[usize::from(market)]
+    }
+
+    /// The resting orders of `market` an incoming order on `taker_side` at `limit`
+    /// may trade with, best price first, oldest first within a price.
     fn matchable(
         &self,
+        market: u16,
         taker_side: Side,
         limit: u64,
     ) -> Box<dyn Iterator<Item = (u64, u64, &Resting)> + '_> {
@@ -165,9 +215,10 @@ impl Book {
         ) -> impl Iterator<Item = (u64, u64, &'a Resting)> {
             level.iter().map(move |(&id, r)| (id, price, r))
         }
+        let book = self.sides(market);
         match taker_side {
-            Side::Buy => Box::new(self.asks.range(..=limit).flat_map(flatten)),
-            Side::Sell => Box::new(self.bids.range(limit..).rev().flat_map(flatten)),
+            Side::Buy => Box::new(book.asks.range(..=limit).flat_map(flatten)),
+            Side::Sell => Box::new(book.bids.range(limit..).rev().flat_map(flatten)),
         }
     }
 
@@ -175,15 +226,19 @@ impl Book {
     pub fn decide(&self, cmd: &Command) -> Result<Event, Rejection> {
         match cmd {
             Command::Place {
+                market,
                 user,
                 side,
                 price,
                 qty,
                 idempotency_key,
             } => {
+                let at = self
+                    .market_index(*market)
+                    .ok_or(Rejection::UnknownMarket(*market))?;
                 let mut remaining = *qty;
                 let mut fills = Vec::new();
-                for (maker_id, maker_price, maker) in self.matchable(*side, *price) {
+                for (maker_id, maker_price, maker) in self.matchable(at, *side, *price) {
                     if remaining == 0 {
                         break;
                     }
@@ -207,7 +262,7 @@ impl Book {
                     qty: *qty,
                 };
                 Ok(Event::OrderPlaced {
-                    market: shared_events::DEFAULT_MARKET,
+                    market: *market,
                     order,
                     fills,
                     resting_qty: remaining,
@@ -219,16 +274,16 @@ impl Book {
                 order_id,
                 idempotency_key,
             } => {
-                let (side, price) = *self
+                let (market, side, price) = *self
                     .index
                     .get(order_id)
                     .ok_or(Rejection::NotResting(*order_id))?;
-                let resting = &self.levels(side)[&price][order_id];
+                let resting = &self.sides(market).levels(side)[&price][order_id];
                 if *resting.user != **user {
                     return Err(Rejection::NotOwner(*order_id));
                 }
                 Ok(Event::OrderCancelled {
-                    market: shared_events::DEFAULT_MARKET,
+                    market: self.markets[usize::from(market)].symbol,
                     order_id: *order_id,
                     user: user.clone(),
                     cancelled_qty: resting.qty,
@@ -241,13 +296,12 @@ impl Book {
     /// Folds one event into the book. Every fact is checked before anything changes,
     /// so a misfit event leaves the book as it was.
     pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
-        if event.market() != shared_events::DEFAULT_MARKET {
+        let Some(market) = self.market_index(event.market()) else {
             return Err(FoldError(format!(
-                "an event of market {}: this book is market {}",
-                event.market(),
-                shared_events::DEFAULT_MARKET
+                "an event of market {}, which is not one of this book's markets",
+                event.market()
             )));
-        }
+        };
         match event {
             Event::OrderPlaced {
                 order,
@@ -271,22 +325,30 @@ impl Book {
                 let maker_side = order.side.opposite();
                 for f in fills {
                     let resting = self.resting_qty(f.maker_id);
-                    let at = self
-                        .index
-                        .get(&f.maker_id)
-                        .map(|&(side, price)| (side, price));
-                    if at != Some((maker_side, f.price)) || resting < Some(f.qty) {
+                    let at = self.index.get(&f.maker_id).copied();
+                    if at != Some((market, maker_side, f.price)) || resting < Some(f.qty) {
                         return Err(FoldError(format!(
-                            "order {} fills {} of maker {} at {}, which is not resting like that",
-                            order.id, f.qty, f.maker_id, f.price
+                            "order {} fills {} of maker {} at {}, which is not resting like that in market {}",
+                            order.id,
+                            f.qty,
+                            f.maker_id,
+                            f.price,
+                            event.market()
                         )));
                     }
                 }
                 for f in fills {
-                    self.take(f.maker_id, maker_side, f.price, f.qty);
+                    self.take(market, f.maker_id, maker_side, f.price, f.qty);
                 }
                 if *resting_qty > 0 {
-                    self.rest(order.id, &order.user, order.side, order.price, *resting_qty);
+                    self.rest(
+                        market,
+                        order.id,
+                        &order.user,
+                        order.side,
+                        order.price,
+                        *resting_qty,
+                    );
                 }
                 self.next_order_id = order.id + 1;
             }
@@ -296,41 +358,43 @@ impl Book {
                 cancelled_qty,
                 ..
             } => {
-                let Some(&(side, price)) = self.index.get(order_id) else {
+                let Some(&(at, side, price)) = self.index.get(order_id) else {
                     return Err(FoldError(format!(
                         "cancel of order {order_id}, which is not resting"
                     )));
                 };
-                let resting = &self.levels(side)[&price][order_id];
-                if *resting.user != **user || resting.qty != *cancelled_qty {
+                let resting = &self.sides(at).levels(side)[&price][order_id];
+                if at != market || *resting.user != **user || resting.qty != *cancelled_qty {
                     return Err(FoldError(format!(
-                        "cancel of order {order_id} does not match its owner or quantity"
+                        "cancel of order {order_id} does not match its market, owner or quantity"
                     )));
                 }
-                self.take(*order_id, side, price, *cancelled_qty);
+                self.take(market, *order_id, side, price, *cancelled_qty);
             }
         }
         Ok(())
     }
 
-    fn rest(&mut self, id: u64, user: &str, side: Side, price: u64, qty: u64) {
+    fn rest(&mut self, market: u16, id: u64, user: &str, side: Side, price: u64, qty: u64) {
         debug_assert!(qty > 0);
-        self.digest = self
-            .digest
-            .wrapping_add(resting_fingerprint(id, user, side, price, qty));
         let user = self.users.intern(user);
-        self.levels_mut(side)
+        let book = &mut self.books[usize::from(market)];
+        book.digest = book
+            .digest
+            .wrapping_add(resting_fingerprint(id, &user, side, price, qty));
+        book.levels_mut(side)
             .entry(price)
             .or_default()
             .insert(id, Resting { user, qty });
-        self.index.insert(id, (side, price));
+        self.index.insert(id, (market, side, price));
     }
 
     /// Removes `qty` from a resting order known to hold at least that much.
-    fn take(&mut self, id: u64, side: Side, price: u64, qty: u64) {
+    fn take(&mut self, market: u16, id: u64, side: Side, price: u64, qty: u64) {
+        let book = &mut self.books[usize::from(market)];
         let levels = match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
+            Side::Buy => &mut book.bids,
+            Side::Sell => &mut book.asks,
         };
         let level = levels.get_mut(&price).expect("checked: the level exists");
         let resting = level.get_mut(&id).expect("checked: the order rests here");
@@ -340,7 +404,7 @@ impl Book {
             0 => 0,
             left => resting_fingerprint(id, &resting.user, side, price, left),
         };
-        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
+        book.digest = book.digest.wrapping_sub(before).wrapping_add(after);
         if resting.qty == 0 {
             level.remove(&id);
             if level.is_empty() {
@@ -356,59 +420,78 @@ pub const SNAPSHOT_ORDERS_MAX: usize = shared_events::state::STATE_ORDERS_MAX;
 
 impl Book {
     /// Writes the book into a snapshot body: the id counter, the user table, the
-    /// number of resting orders, then each price level (bids, then asks, by price) with its orders in time
-    /// priority (`id`, user index, `qty`). See [`Book::decode`].
+    /// number of resting orders, the markets, then each market's price levels
+    /// (bids, then asks, by price) with their orders in time priority (`id`, user
+    /// index, `qty`). See [`Book::decode`].
     pub fn encode(&self, w: &mut BodyWriter) {
         let mut users = UserTable::default();
-        let levels: Vec<_> = self
-            .side_levels(Side::Buy)
-            .chain(self.side_levels(Side::Sell))
-            .collect();
         // The user table comes first, so collect it in a first pass.
-        for (_, _, level) in &levels {
-            for r in level.values() {
-                users.index(&r.user);
+        for book in &self.books {
+            for (_, _, level) in book.all_levels() {
+                for r in level.values() {
+                    users.index(&r.user);
+                }
             }
         }
         w.u64(self.next_order_id);
         users.write(w);
         w.count(self.index.len());
-        w.count(levels.len());
-        for (side, price, level) in levels {
-            w.side(side);
-            w.u64(price);
-            w.count(level.len());
-            for (&id, r) in level {
-                w.u64(id);
-                w.u32(users.index(&r.user));
-                w.u64(r.qty);
+        w.markets(&self.markets);
+        for book in &self.books {
+            let levels: Vec<_> = book.all_levels().collect();
+            w.count(levels.len());
+            for (side, price, level) in levels {
+                w.side(side);
+                w.u64(price);
+                w.count(level.len());
+                for (&id, r) in level {
+                    w.u64(id);
+                    w.u32(users.index(&r.user));
+                    w.u64(r.qty);
+                }
             }
         }
     }
 
     /// Reads a book written by [`Book::encode`] and checks what
     /// [`BookState::validate`] checks of a state: ids positive, unique, below the
-    /// counter and increasing within a level, prices and quantities in bounds, the
-    /// book not crossed. Levels are built in bulk from their sorted orders.
+    /// counter and increasing within a level, prices and quantities in bounds, no
+    /// market's book crossed. Levels are built in bulk from their sorted orders.
     pub fn decode(r: &mut BodyReader) -> Result<Book, BodyError> {
         let next_order_id = r.u64()?;
         let names = UserTable::read(r)?;
         // An order is 20 bytes.
         let total = r.count(SNAPSHOT_ORDERS_MAX, 20)?;
+        let markets = r.markets()?;
         // First read and check every value (sequential), then build the index and
         // the levels from them on two threads: each is a million small writes.
-        let levels = read_levels(r, total, names.len(), next_order_id)?;
-        let (index, built) = build_levels(&levels, &names);
-        let (index, digest) =
+        let mut levels = Vec::new();
+        let mut read = 0;
+        for market in 0..markets.len() {
+            read += read_levels(
+                r,
+                market as u16,
+                total - read,
+                names.len(),
+                next_order_id,
+                &mut levels,
+            )?;
+        }
+        if read != total {
+            return Err(r.error(format!("{read} orders in the levels, {total} announced")));
+        }
+        let (index, built) = build_levels(&levels, &names, markets.len());
+        let (index, digests) =
             index.map_err(|id| r.error(format!("order id {id} appears twice")))?;
-        let (bids, asks) = built;
+        let books = (built.into_iter().zip(digests))
+            .map(|((bids, asks), digest)| Sides { bids, asks, digest })
+            .collect();
         Ok(Book {
-            bids,
-            asks,
+            markets,
+            books,
             index,
             users: names.into_iter().collect(),
             next_order_id,
-            digest,
         })
     }
 }
@@ -416,23 +499,26 @@ impl Book {
 /// A resting order as a snapshot body holds it: `(id, user index, qty)`.
 type OrderRecord = (u64, u32, u64);
 
-/// A price level as a snapshot body holds it: side, price, its orders oldest first.
-type LevelRecord = (Side, u64, Vec<OrderRecord>);
+/// A price level as a snapshot body holds it: market, side, price, its orders
+/// oldest first.
+type LevelRecord = (u16, Side, u64, Vec<OrderRecord>);
 
-/// Reads the `total` resting orders' levels of a book body, checking every value:
-/// prices and quantities in bounds, levels in price order and not empty, ids in
-/// time-priority order and below `next_order_id`, users in the table of
-/// `users` names, the book not crossed.
+/// Reads the levels of one market's book, at most `budget` orders, into `levels`,
+/// checking every value: prices and quantities in bounds, levels in price order
+/// and not empty, ids in time-priority order and below `next_order_id`, users in
+/// the table of `users` names, the book not crossed. The number of orders read.
 fn read_levels(
     r: &mut BodyReader,
-    total: usize,
+    market: u16,
+    budget: usize,
     users: usize,
     next_order_id: u64,
-) -> Result<Vec<LevelRecord>, BodyError> {
+    levels: &mut Vec<LevelRecord>,
+) -> Result<usize, BodyError> {
     use shared_events::domain::{PRICE_MAX, PRICE_MIN, QTY_MAX, QTY_MIN};
     // A level is at least side, price and count.
     let level_count = r.count(SNAPSHOT_ORDERS_MAX, 17)?;
-    let mut levels: Vec<(Side, u64, Vec<OrderRecord>)> = Vec::with_capacity(level_count);
+    levels.reserve(level_count);
     let mut read = 0usize;
     // Each side's levels come by ascending price: the last bid is the best bid,
     // the first ask the best ask.
@@ -454,7 +540,7 @@ fn read_levels(
         if side == Side::Sell {
             best_ask = best_ask.or(Some(price));
         }
-        let n = r.count(total - read, 20)?;
+        let n = r.count(budget - read, 20)?;
         if n == 0 {
             return Err(r.error("an empty price level"));
         }
@@ -477,10 +563,7 @@ fn read_levels(
             }
             orders.push((id, user, qty));
         }
-        levels.push((side, price, orders));
-    }
-    if read != total {
-        return Err(r.error(format!("{read} orders in the levels, {total} announced")));
+        levels.push((market, side, price, orders));
     }
     if let (Some(bid), Some(ask)) = (last_bid, best_ask)
         && bid >= ask
@@ -489,39 +572,46 @@ fn read_levels(
             "the book is crossed: best bid {bid} >= best ask {ask}"
         )));
     }
-    Ok(levels)
+    Ok(read)
 }
 
-/// The id index with the book's digest, or the id that appears twice.
-type Indexed = Result<(foldhash::HashMap<u64, (Side, u64)>, u64), u64>;
-/// Bids and asks by price.
-type Sides = (BTreeMap<u64, Level>, BTreeMap<u64, Level>);
+/// The id index with each market's digest, or the id that appears twice.
+type Indexed = Result<(foldhash::HashMap<u64, Place>, Vec<u64>), u64>;
+/// Each market's bids and asks by price.
+type MarketLevels = Vec<(BTreeMap<u64, Level>, BTreeMap<u64, Level>)>;
 
-/// Builds the id index (with the digest) and the levels from checked records, on
-/// two threads. The index is `Err(id)` when an id appears twice.
-fn build_levels(levels: &[LevelRecord], names: &[std::sync::Arc<str>]) -> (Indexed, Sides) {
+/// Builds the id index (with the digests) and the levels of `markets` markets
+/// from checked records, on two threads. The index is `Err(id)` when an id appears
+/// twice.
+fn build_levels(
+    levels: &[LevelRecord],
+    names: &[std::sync::Arc<str>],
+    markets: usize,
+) -> (Indexed, MarketLevels) {
     std::thread::scope(|scope| {
         let indexing = scope.spawn(|| {
-            let mut index: foldhash::HashMap<u64, (Side, u64)> =
+            let mut index: foldhash::HashMap<u64, Place> =
                 foldhash::HashMap::with_capacity_and_hasher(
-                    levels.iter().map(|(_, _, o)| o.len()).sum(),
+                    levels.iter().map(|(_, _, _, o)| o.len()).sum(),
                     Default::default(),
                 );
-            let mut digest = 0u64;
-            for (side, price, orders) in levels {
+            let mut digests = vec![0u64; markets];
+            for (market, side, price, orders) in levels {
+                let digest = &mut digests[usize::from(*market)];
                 for &(id, user, qty) in orders {
-                    if index.insert(id, (*side, *price)).is_some() {
+                    if index.insert(id, (*market, *side, *price)).is_some() {
                         return Err(id);
                     }
                     let user = &names[user as usize];
-                    digest = digest.wrapping_add(resting_fingerprint(id, user, *side, *price, qty));
+                    *digest =
+                        digest.wrapping_add(resting_fingerprint(id, user, *side, *price, qty));
                 }
             }
-            Ok((index, digest))
+            Ok((index, digests))
         });
-        let mut bids = Vec::new();
-        let mut asks = Vec::new();
-        for (side, price, orders) in levels {
+        let mut sides: Vec<(Vec<(u64, Level)>, Vec<(u64, Level)>)> =
+            vec![Default::default(); markets];
+        for (market, side, price, orders) in levels {
             // Sorted by id: the level is built in bulk, not by repeated inserts.
             let level: Level = orders
                 .iter()
@@ -530,12 +620,15 @@ fn build_levels(levels: &[LevelRecord], names: &[std::sync::Arc<str>]) -> (Index
                     (id, Resting { user, qty })
                 })
                 .collect();
+            let (bids, asks) = &mut sides[usize::from(*market)];
             match side {
                 Side::Buy => bids.push((*price, level)),
                 Side::Sell => asks.push((*price, level)),
             }
         }
-        let built = (bids.into_iter().collect(), asks.into_iter().collect());
+        let built = (sides.into_iter())
+            .map(|(bids, asks)| (bids.into_iter().collect(), asks.into_iter().collect()))
+            .collect();
         (
             indexing.join().expect("the indexing thread panicked"),
             built,
@@ -549,6 +642,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const FOLD: Symbol = shared_events::DEFAULT_MARKET;
+    const ACME: Symbol = Symbol::from_static("ACME");
+
     fn order(id: u64, user: &str, side: Side, price: u64, qty: u64) -> Order {
         Order {
             id,
@@ -559,9 +655,36 @@ mod tests {
         }
     }
 
+    fn resting(market: Symbol, o: Order) -> RestingOrder {
+        RestingOrder {
+            id: o.id,
+            market,
+            user: o.user,
+            side: o.side,
+            price: o.price,
+            qty: o.qty,
+        }
+    }
+
+    fn two_markets() -> Vec<MarketSpec> {
+        vec![
+            MarketSpec::DEFAULT,
+            MarketSpec {
+                symbol: ACME,
+                base: ACME,
+                quote: Symbol::from_static("USD"),
+            },
+        ]
+    }
+
     fn given(orders: Vec<Order>) -> Book {
+        given_in(orders.into_iter().map(|o| resting(FOLD, o)).collect())
+    }
+
+    fn given_in(orders: Vec<RestingOrder>) -> Book {
         let next_order_id = orders.iter().map(|o| o.id).max().unwrap_or(0) + 1;
         let state = BookState {
+            markets: two_markets(),
             next_order_id,
             orders,
         };
@@ -570,7 +693,12 @@ mod tests {
     }
 
     fn place(user: &str, side: Side, price: u64, qty: u64) -> Command {
+        place_in(FOLD, user, side, price, qty)
+    }
+
+    fn place_in(market: Symbol, user: &str, side: Side, price: u64, qty: u64) -> Command {
         Command::Place {
+            market,
             user: user.into(),
             side,
             price,
@@ -781,12 +909,85 @@ mod tests {
         assert_eq!(book, before);
     }
 
+    #[test]
+    fn markets_match_apart_and_share_the_id_counter() {
+        let mut book = given_in(vec![
+            resting(FOLD, order(1, "s", Side::Sell, 100, 5)),
+            resting(ACME, order(2, "t", Side::Sell, 100, 5)),
+        ]);
+        let event = when(&mut book, place_in(ACME, "b", Side::Buy, 100, 2)).unwrap();
+        let Event::OrderPlaced {
+            market,
+            order,
+            fills,
+            ..
+        } = &event
+        else {
+            panic!()
+        };
+        assert_eq!((*market, order.id), (ACME, 3));
+        assert_eq!(fills, &[fill(2, "t", 100, 2)], "only ACME's ask trades");
+        assert_eq!(book.resting_qty(1), Some(5));
+        // A cancel needs no market: the order id says where it rests.
+        let cancelled = when(
+            &mut book,
+            Command::Cancel {
+                user: "t".into(),
+                order_id: 2,
+                idempotency_key: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(cancelled.market(), ACME);
+        let digests = book.market_digests();
+        assert_eq!(digests.len(), 2);
+        assert_eq!(
+            digests[0].1.wrapping_add(digests[1].1),
+            book.digest(),
+            "the digest sums the markets'"
+        );
+        assert_eq!(digests[1], (ACME, 0), "ACME's book is empty");
+        let unknown = Symbol::from_static("NOPE");
+        assert_eq!(
+            book.decide(&place_in(unknown, "b", Side::Buy, 1, 1)),
+            Err(Rejection::UnknownMarket(unknown))
+        );
+        let mut wrong = event.clone();
+        if let Event::OrderPlaced { market, order, .. } = &mut wrong {
+            *market = FOLD;
+            order.id = 9;
+        }
+        assert!(
+            book.apply(&wrong).is_err(),
+            "a fill of an ACME maker recorded in FOLD does not fit"
+        );
+    }
+
+    #[test]
+    fn a_book_of_several_markets_survives_its_snapshot_body() {
+        let mut book = given_in(vec![
+            resting(FOLD, order(1, "s", Side::Sell, 100, 5)),
+            resting(ACME, order(2, "t", Side::Buy, 90, 5)),
+            resting(ACME, order(3, "u", Side::Sell, 95, 1)),
+        ]);
+        when(&mut book, place_in(ACME, "v", Side::Buy, 91, 2)).unwrap();
+        let mut w = BodyWriter::default();
+        book.encode(&mut w);
+        let bytes = w.finish();
+        let mut r = BodyReader::new(&bytes);
+        let back = Book::decode(&mut r).unwrap();
+        r.end().unwrap();
+        assert_eq!(back, book);
+        assert_eq!(back.market_digests(), book.market_digests());
+    }
+
     pub(crate) fn arb_command() -> impl Strategy<Value = Command> {
         let user = prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(String::from);
         let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+        let market = prop_oneof![3 => Just(FOLD), 1 => Just(ACME)];
         prop_oneof![
-            4 => (user.clone(), side, 95u64..=105, 1u64..=10).prop_map(|(user, side, price, qty)| Command::Place {
-                user, side, price, qty, idempotency_key: None
+            4 => (market, user.clone(), side, 95u64..=105, 1u64..=10).prop_map(|(market, user, side, price, qty)| Command::Place {
+                market, user, side, price, qty, idempotency_key: None
             }),
             1 => (user, 1u64..=40).prop_map(|(user, order_id)| Command::Cancel { user, order_id, idempotency_key: None }),
         ]
@@ -797,7 +998,7 @@ mod tests {
         /// round-trips through the genesis schema.
         #[test]
         fn invariants_hold(cmds in proptest::collection::vec(arb_command(), 0..80)) {
-            let mut book = Book::from_state(&BookState::empty());
+            let mut book = Book::from_state(&BookState::empty_of(two_markets()));
             for cmd in cmds {
                 let before = book.clone();
                 match book.decide(&cmd) {
@@ -816,9 +1017,11 @@ mod tests {
                     }
                     Err(_) => prop_assert_eq!(&book, &before),
                 }
-                let best_bid = book.bids.keys().next_back().copied().unwrap_or(0);
-                let best_ask = book.asks.keys().next().copied().unwrap_or(u64::MAX);
-                prop_assert!(best_bid < best_ask, "crossed book");
+                for sides in &book.books {
+                    let best_bid = sides.bids.keys().next_back().copied().unwrap_or(0);
+                    let best_ask = sides.asks.keys().next().copied().unwrap_or(u64::MAX);
+                    prop_assert!(best_bid < best_ask, "crossed book");
+                }
                 let state = book.to_state();
                 prop_assert_eq!(state.validate(), Ok(()));
                 prop_assert_eq!(Book::from_state(&state), book.clone());

@@ -9,14 +9,22 @@ use shared_events::LogCursor;
 use shared_events::LogRead;
 use shared_events::binary::{BodyReader, BodyWriter};
 use shared_events::snapshot::{self, SnapshotHeader};
+use shared_events::state::MarketSpec;
 use std::path::{Path, PathBuf};
+
+/// `A, B, C`: the markets' symbols, for messages.
+pub fn symbols(markets: &[MarketSpec]) -> String {
+    let symbols: Vec<&str> = markets.iter().map(|m| m.symbol.as_str()).collect();
+    symbols.join(", ")
+}
 
 /// Snapshot kind of the write side.
 pub const KIND: &str = "command";
 /// Version of the write side's fold and snapshot body. Bump it whenever `Book::apply`
 /// or the body's encoding changes meaning: older snapshots are then ignored and the
 /// log is replayed from genesis. 3: the body is binary ([`encode`]), not JSON.
-pub const FOLD_VERSION: u32 = 3;
+/// 4: the book holds several markets (schema version 2).
+pub const FOLD_VERSION: u32 = 4;
 pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
 /// Most idempotency keys a snapshot body may carry.
@@ -73,15 +81,26 @@ impl Checkpoint {
     }
 }
 
-/// The newest usable snapshot that `log` continues: the write model and where replay continues.
+/// The newest usable snapshot that `log` continues, of a book of exactly
+/// `markets` (those of `init.txt`; a snapshot of other markets is ignored): the write
+/// model and where replay continues.
 pub fn load(
     dir: &Path,
     log: &mut dyn LogRead,
     keys_kept: usize,
+    markets: &[MarketSpec],
 ) -> Option<(WriteModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
         log.check_continues(header.seq, header.log_offset)?;
-        decode(body, keys_kept)
+        let model = decode(body, keys_kept)?;
+        if model.book.markets() != markets {
+            return Err(format!(
+                "its markets ({}) are not those of the genesis state ({})",
+                symbols(model.book.markets()),
+                symbols(markets)
+            ));
+        }
+        Ok(model)
     };
     let skipped = |path: &Path, reason: &str| {
         tracing::warn!(path = %path.display(), %reason, "ignoring snapshot: {reason}");

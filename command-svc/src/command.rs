@@ -2,12 +2,14 @@
 //! A command reaching the writer is already well-formed; rejections here are about
 //! the book's state, and each says which HTTP status it maps to.
 
-use shared_events::Side;
+use shared_events::{Side, Symbol};
 
 /// A validated request to change the book.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Place {
+        /// The market to trade in (the HTTP layer checked that it exists).
+        market: Symbol,
         user: String,
         side: Side,
         price: u64,
@@ -30,6 +32,9 @@ pub enum Rejection {
     /// 403: only the order's owner may cancel it.
     #[error("order {0} belongs to another user")]
     NotOwner(u64),
+    /// 404: no such market.
+    #[error("market {0} is not traded here")]
+    UnknownMarket(Symbol),
     /// 409: the Idempotency-Key was already used for a different request.
     #[error("this Idempotency-Key was already used for a different request")]
     KeyReused,
@@ -42,7 +47,7 @@ impl Rejection {
     /// The HTTP status this rejection is answered with.
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::NotResting(_) => 404,
+            Rejection::NotResting(_) | Rejection::UnknownMarket(_) => 404,
             Rejection::NotOwner(_) => 403,
             Rejection::TooManyFills => 422,
             Rejection::KeyReused => 409,

@@ -6,7 +6,7 @@ use crate::command::Command;
 use crate::writer::{CommandHandle, DispatchError};
 use serde::Serialize;
 use shared_events::auth::{Access, AuthTable};
-use shared_events::{Side, domain};
+use shared_events::{Side, Symbol, domain};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -67,8 +67,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
         .transpose()
 }
 
-/// Validates a place request: `/{side}/{user}/{price}?qty=N`.
+/// Validates a place request: `[/markets/{market}]/{side}/{user}/{price}?qty=N`
+/// (`market` already resolved).
 pub fn parse_place(
+    market: Symbol,
     side: Side,
     user: &str,
     price: &str,
@@ -82,6 +84,7 @@ pub fn parse_place(
         domain::parse_qty(raw).map_err(|e| e.to_string())
     })?;
     Ok(Command::Place {
+        market,
         user,
         side,
         price,
@@ -131,10 +134,32 @@ fn authenticate<'a>(
     }
 }
 
+/// 404 for a market not traded here, naming it (cut to a symbol's length and a
+/// little more, so a huge path does not become a huge answer).
+pub fn unknown_market(symbol: &str) -> Response {
+    let shown: String = symbol.chars().take(2 * shared_events::market::SYMBOL_LEN_MAX).collect();
+    error(
+        StatusCode::NOT_FOUND,
+        format!("market {shown:?} is not traded here (GET /markets lists them)"),
+    )
+}
+
+/// Why a write request is not dispatched: bad input (400) or an unknown market (404).
+pub enum Invalid {
+    Request(String),
+    Market(String),
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Invalid {
+        Invalid::Request(message)
+    }
+}
+
 async fn dispatch(
     handle: CommandHandle,
     auth: Option<Arc<AuthTable>>,
-    cmd: Result<Command, String>,
+    cmd: Result<Command, Invalid>,
     headers: HeaderMap,
 ) -> Result<Response, Infallible> {
     let acting = match authenticate(auth.as_deref(), &headers) {
@@ -143,7 +168,8 @@ async fn dispatch(
     };
     let cmd = match cmd {
         Ok(cmd) => cmd,
-        Err(message) => return Ok(bad_request(message)),
+        Err(Invalid::Request(message)) => return Ok(bad_request(message)),
+        Err(Invalid::Market(symbol)) => return Ok(unknown_market(&symbol)),
     };
     let user = match &cmd {
         Command::Place { user, .. } | Command::Cancel { user, .. } => user,
@@ -181,12 +207,22 @@ async fn dispatch(
     })
 }
 
-/// The write routes: place and cancel. With an auth table, every write needs the
+/// The write routes: place (in the default market, or in
+/// `/markets/{symbol}/...`) and cancel. With an auth table, every write needs the
 /// bearer token of the user in its path.
 pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
+    let stats = handle.stats.clone();
     let with_handle = warp::any().map(move || (handle.clone(), auth.clone()));
-    let place = |side: Side| {
-        warp::path(side.as_str())
+    let place = move |side: Side| {
+        let stats = stats.clone();
+        let in_market = warp::path("markets")
+            .and(warp::path::param::<String>())
+            .and(warp::path(side.as_str()))
+            .map(Some);
+        let default = warp::path(side.as_str()).map(|| None);
+        in_market
+            .or(default)
+            .unify()
             .and(warp::path::param::<String>())
             .and(warp::path::param::<String>())
             .and(warp::path::end())
@@ -194,8 +230,16 @@ pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(
             .and(raw_query())
             .and(warp::header::headers_cloned())
             .map(
-                move |user: String, price: String, query: String, headers: HeaderMap| {
-                    parse_place(side, &user, &price, &query, &headers)
+                move |market: Option<String>,
+                      user: String,
+                      price: String,
+                      query: String,
+                      headers: HeaderMap| {
+                    let market = match market {
+                        None => stats.default_market(),
+                        Some(raw) => stats.market(&raw).ok_or(Invalid::Market(raw))?,
+                    };
+                    Ok(parse_place(market, side, &user, &price, &query, &headers)?)
                 },
             )
     };
@@ -208,7 +252,7 @@ pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(
         .and(warp::header::headers_cloned())
         .map(
             |user: String, id: String, query: String, headers: HeaderMap| {
-                parse_cancel(&user, &id, &query, &headers)
+                parse_cancel(&user, &id, &query, &headers).map_err(Invalid::Request)
             },
         );
     with_handle
@@ -241,9 +285,16 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
         stats.events_appended.load(Ordering::Relaxed).into(),
     );
     map.insert("uptime_s".into(), stats.started.elapsed().as_secs().into());
-    let (digest_seq, digest) = *stats.digest.lock().expect("digest lock");
+    let digest_guard = stats.digest.lock().expect("digest lock");
+    let (digest_seq, digest) = *digest_guard;
     map.insert("write_digest".into(), domain::digest_hex(digest).into());
     map.insert("write_digest_seq".into(), digest_seq.into());
+    let (_, digests) = &*stats.market_digests.lock().expect("digest lock");
+    let per_market: serde_json::Map<String, serde_json::Value> = (stats.markets.iter().zip(digests))
+        .map(|(m, &d)| (m.symbol.to_string(), domain::digest_hex(d).into()))
+        .collect();
+    drop(digest_guard);
+    map.insert("write_digests".into(), per_market.into());
     map.insert(
         "fsync_batches".into(),
         stats.batches.load(Ordering::Relaxed).into(),

@@ -54,15 +54,24 @@ fn same_request(cmd: &Command, event: &Event) -> bool {
     match (cmd, event) {
         (
             Command::Place {
+                market,
                 user,
                 side,
                 price,
                 qty,
                 ..
             },
-            Event::OrderPlaced { order, .. },
+            Event::OrderPlaced {
+                market: placed_in,
+                order,
+                ..
+            },
         ) => {
-            order.user == *user && order.side == *side && order.price == *price && order.qty == *qty
+            placed_in == market
+                && order.user == *user
+                && order.side == *side
+                && order.price == *price
+                && order.qty == *qty
         }
         (
             Command::Cancel { user, order_id, .. },
@@ -165,7 +174,12 @@ mod tests {
     }
 
     fn place(key: &str, price: u64) -> Command {
+        place_in(shared_events::DEFAULT_MARKET, key, price)
+    }
+
+    fn place_in(market: shared_events::Symbol, key: &str, price: u64) -> Command {
         Command::Place {
+            market,
             user: "a".into(),
             side: Side::Buy,
             price,
@@ -182,6 +196,14 @@ mod tests {
         assert_eq!(
             index.check(&place("k1", 11)).unwrap().unwrap_err(),
             Rejection::KeyReused
+        );
+        assert_eq!(
+            index
+                .check(&place_in(shared_events::Symbol::from_static("ACME"), "k1", 10))
+                .unwrap()
+                .unwrap_err(),
+            Rejection::KeyReused,
+            "the same order in another market is another request"
         );
         assert!(index.check(&place("k2", 10)).is_none());
         index.record(&placed(2, "k2"));

@@ -22,6 +22,7 @@ use crate::model::WriteModel;
 use crate::storage::Storage;
 use serde::Serialize;
 use shared_events::snapshot::Checkpointer;
+use shared_events::state::MarketSpec;
 use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Symbol, Watermark};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +187,38 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     /// The book's digest and the seq it is at, taken together after each batch.
     pub digest: std::sync::Mutex<(u64, u64)>,
+    /// Each market's digest at that seq, in the order of `markets` (updated while
+    /// `digest` is locked, and read so: then both are at one seq).
+    pub market_digests: std::sync::Mutex<(u64, Vec<u64>)>,
+    /// The markets, the default first (fixed at start, from the genesis state).
+    pub markets: Arc<[MarketSpec]>,
+}
+
+impl WriterStats {
+    /// Publishes the book's digests at `seq`.
+    fn set_digests(&self, seq: u64, book: &crate::book::Book) {
+        // Taken in this order, here and by readers, so both are at one seq.
+        let mut digest = self.digest.lock().expect("digest lock");
+        *digest = (seq, book.digest());
+        let mut markets = self.market_digests.lock().expect("digest lock");
+        markets.0 = seq;
+        markets.1.clear();
+        markets.1.extend(book.market_digests().iter().map(|&(_, d)| d));
+    }
+
+    /// The default market: the first.
+    pub fn default_market(&self) -> Symbol {
+        self.markets[0].symbol
+    }
+
+    /// Whether `symbol` names a market traded here.
+    pub fn market(&self, symbol: &str) -> Option<Symbol> {
+        let symbol = Symbol::parse(symbol).ok()?;
+        self.markets
+            .iter()
+            .any(|m| m.symbol == symbol)
+            .then_some(symbol)
+    }
 }
 
 /// The cheap, clonable way to talk to the writer.
@@ -353,6 +386,11 @@ impl<S: Storage> Writer<S> {
             events_appended: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             digest: std::sync::Mutex::new((last_seq, model.book.digest())),
+            market_digests: std::sync::Mutex::new((
+                last_seq,
+                model.book.market_digests().iter().map(|&(_, d)| d).collect(),
+            )),
+            markets: model.book.markets().into(),
         });
         Writer {
             model,
@@ -394,7 +432,7 @@ impl<S: Storage> Writer<S> {
         self.stale = false;
         self.stats.head_seq.store(seq, Ordering::Release);
         self.stats.durable_seq.store(seq, Ordering::Release);
-        *self.stats.digest.lock().expect("digest lock") = (seq, self.model.book.digest());
+        self.stats.set_digests(seq, &self.model.book);
         self.metrics.head_seq.set(seq as f64);
         self.metrics.durable_seq.set(seq as f64);
         self.durable.send_replace(seq);
@@ -572,7 +610,7 @@ impl<S: Storage> Writer<S> {
         }
         let head_seq = self.next_seq - 1;
         self.stats.head_seq.store(head_seq, Ordering::Release);
-        *self.stats.digest.lock().expect("digest lock") = (head_seq, self.model.book.digest());
+        self.stats.set_digests(head_seq, &self.model.book);
         let durable = self.fsync == FsyncMode::Always;
         let outcome =
             |decided: Result<Envelope, Rejection>| decided.map(|env| Outcome::new(&env, durable));

@@ -141,9 +141,17 @@ enum Side {
 }
 
 fn side_of(path: &str) -> Option<Side> {
-    match path.trim_start_matches('/').split('/').next().unwrap_or("") {
+    let mut parts = path.trim_start_matches('/').split('/');
+    let first = parts.next().unwrap_or("");
+    // `/markets/{symbol}/buy/...` is a write; `/markets` and the rest under it, reads.
+    let route = match (first, parts.nth(1)) {
+        ("markets", Some(route @ ("buy" | "sell"))) => route,
+        ("markets", _) => "markets",
+        _ => first,
+    };
+    match route {
         "buy" | "sell" | "cancel" => Some(Side::Write),
-        "orderbook" | "orders" | "users" | "trades" | "events" => Some(Side::Read),
+        "orderbook" | "orders" | "users" | "trades" | "events" | "markets" => Some(Side::Read),
         _ => None,
     }
 }
@@ -345,4 +353,27 @@ pub fn routes(up: Arc<Upstreams>) -> BoxedFilter<(Response,)> {
         .or(proxied)
         .unify()
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_go_to_their_side() {
+        for (path, side) in [
+            ("/buy/alice/100", Some(Side::Write)),
+            ("/markets/ACME/buy/alice/100", Some(Side::Write)),
+            ("/markets/ACME/sell/alice/100", Some(Side::Write)),
+            ("/cancel/alice/3", Some(Side::Write)),
+            ("/markets", Some(Side::Read)),
+            ("/markets/ACME/orderbook", Some(Side::Read)),
+            ("/markets/ACME/trades", Some(Side::Read)),
+            ("/orderbook", Some(Side::Read)),
+            ("/events", Some(Side::Read)),
+            ("/health", None),
+        ] {
+            assert_eq!(side_of(path), side, "{path}");
+        }
+    }
 }

@@ -422,6 +422,7 @@ async fn other_methods_are_405(base: &str, path: &str) {
 /// A sample request path for each documented route.
 fn sample(template: &str) -> String {
     template
+        .replace("{symbol}", "FOLD")
         .replace("{user}", "alice")
         .replace("{price}", "100")
         .replace("{order_id}", "2")

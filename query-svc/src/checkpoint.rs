@@ -5,6 +5,7 @@
 use crate::projection::ReadModel;
 use shared_events::snapshot::{self, SnapshotHeader};
 use shared_events::{LogCursor, LogRead};
+use shared_events::state::MarketSpec;
 use std::path::{Path, PathBuf};
 
 /// Snapshot kind of the read side.
@@ -12,8 +13,8 @@ pub const KIND: &str = "query";
 /// Version of the read side's fold and snapshot body. Bump it whenever
 /// `ReadModel::apply` or its snapshot body ([`ReadModel::encode`]) changes meaning: older snapshots are then
 /// ignored and the read model is rebuilt from genesis. 2: the body is binary
-/// ([`ReadModel::encode`]), not JSON.
-pub const FOLD_VERSION: u32 = 2;
+/// ([`ReadModel::encode`]), not JSON. 3: several markets (schema version 2).
+pub const FOLD_VERSION: u32 = 3;
 pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
 /// Writes `body` ([`ReadModel::encode`]) as the read side's snapshot at (`seq`,
@@ -40,9 +41,15 @@ pub fn write(dir: &Path, seq: u64, log_offset: u64, mut body: Vec<u8>) {
     }
 }
 
-/// The newest usable snapshot that `log` continues: the read model and where to follow on.
-pub fn load(dir: &Path, log: &mut dyn LogRead) -> Option<(ReadModel, LogCursor, PathBuf)> {
-    load_until(dir, log, u64::MAX)
+/// The newest usable snapshot that `log` continues, of exactly `markets` (those of
+/// `init.txt`; a snapshot of other markets is ignored): the read model and where to
+/// follow on.
+pub fn load(
+    dir: &Path,
+    log: &mut dyn LogRead,
+    markets: &[MarketSpec],
+) -> Option<(ReadModel, LogCursor, PathBuf)> {
+    load_until(dir, log, u64::MAX, markets)
 }
 
 /// [`load`] among the snapshots taken at or before `seq_max`.
@@ -50,10 +57,23 @@ pub fn load_until(
     dir: &Path,
     log: &mut dyn LogRead,
     seq_max: u64,
+    markets: &[MarketSpec],
 ) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
         log.check_continues(header.seq, header.log_offset)?;
-        ReadModel::decode(body, header.seq)
+        let model = ReadModel::decode(body, header.seq)?;
+        if *model.markets != *markets {
+            let symbols = |markets: &[MarketSpec]| {
+                let symbols: Vec<&str> = markets.iter().map(|m| m.symbol.as_str()).collect();
+                symbols.join(", ")
+            };
+            return Err(format!(
+                "its markets ({}) are not those of the genesis state ({})",
+                symbols(&model.markets),
+                symbols(markets)
+            ));
+        }
+        Ok(model)
     };
     let skipped = |path: &Path, reason: &str| {
         tracing::warn!(path = %path.display(), %reason, "ignoring snapshot: {reason}");

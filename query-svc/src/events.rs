@@ -41,7 +41,7 @@
 
 use crate::QueryState;
 use crate::history::{self, LineEvent};
-use shared_events::LogRead;
+use shared_events::{LogRead, Symbol};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,11 +104,13 @@ enum Behind {
 pub fn open(
     state: Arc<QueryState>,
     from: u64,
+    market: Option<Symbol>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> mpsc::Receiver<Result<Event, Infallible>> {
     let (tx, rx) = mpsc::channel(STREAM_EVENTS_BUFFERED);
+    let stream = Stream { tx, market };
     tokio::spawn(async move {
-        match produce(&state, from, &tx).await {
+        match produce(&state, from, &stream).await {
             End::Failed(e) => tracing::warn!(from, error = %e, "event stream failed"),
             End::ClientGone | End::Closing => tracing::debug!(from, "event stream ended"),
         }
@@ -117,10 +119,24 @@ pub fn open(
     rx
 }
 
+/// One subscriber: where its events go, and the one market it wants (`None`: all).
+struct Stream {
+    tx: Sender,
+    market: Option<Symbol>,
+}
+
+impl Stream {
+    /// Whether the subscriber wants `e`: the cursor moves past the others unsent.
+    fn wants(&self, e: &LineEvent) -> bool {
+        self.market.is_none_or(|m| m == e.market)
+    }
+}
+
 /// Feeds one `/events` subscriber: history from the log until it has reached the
 /// applied seq, then live batches until it falls behind, then history again, and so
 /// on. Returns only when the stream ends.
-async fn produce(state: &Arc<QueryState>, from: u64, tx: &Sender) -> End {
+async fn produce(state: &Arc<QueryState>, from: u64, stream: &Stream) -> End {
+    let tx = &stream.tx;
     let mut closing = state.closing();
     let mut next = from.max(1);
     // One reader for all the stream's history: it goes on where it was.
@@ -132,7 +148,7 @@ async fn produce(state: &Arc<QueryState>, from: u64, tx: &Sender) -> End {
         if next <= head {
             // Not read while history is sent: it would only lag.
             drop(live);
-            let sent = send_history(state, &mut log, &mut next, head, tx, &mut closing).await;
+            let sent = send_history(state, &mut log, &mut next, head, stream, &mut closing).await;
             if let Err(end) = sent {
                 return end;
             }
@@ -151,7 +167,7 @@ async fn produce(state: &Arc<QueryState>, from: u64, tx: &Sender) -> End {
         if tx.try_send(Ok(caught_up_event(head))).is_err() {
             return End::ClientGone;
         }
-        match follow(state, &mut live, &mut next, tx, &mut closing).await {
+        match follow(state, &mut live, &mut next, stream, &mut closing).await {
             Ok(behind) => {
                 tracing::debug!(next, ?behind, "event stream fell behind: reading history")
             }
@@ -167,9 +183,10 @@ async fn send_history(
     log: &mut Option<Box<dyn LogRead + Send>>,
     next: &mut u64,
     head: u64,
-    tx: &Sender,
+    stream: &Stream,
     closing: &mut watch::Receiver<bool>,
 ) -> Result<(), End> {
+    let tx = &stream.tx;
     let mut cursor = state.seek.before(*next);
     loop {
         let mut reader = log.take().unwrap_or_else(|| state.archive.log.open());
@@ -188,6 +205,10 @@ async fn send_history(
             Err(e) => return Err(End::Failed(e.to_string())),
         };
         for e in &events {
+            if !stream.wants(e) {
+                *next = e.seq + 1;
+                continue;
+            }
             tokio::select! {
                 sent = tx.send(Ok(sse_event(e))) => if sent.is_err() { return Err(End::ClientGone) },
                 _ = closing.changed() => return Err(End::Closing),
@@ -214,9 +235,10 @@ async fn follow(
     state: &QueryState,
     live: &mut broadcast::Receiver<Arc<Vec<LineEvent>>>,
     next: &mut u64,
-    tx: &Sender,
+    stream: &Stream,
     closing: &mut watch::Receiver<bool>,
 ) -> Result<Behind, End> {
+    let tx = &stream.tx;
     loop {
         let batch = tokio::select! {
             batch = live.recv() => batch,
@@ -242,6 +264,10 @@ async fn follow(
             }
             if e.seq > *next {
                 return Ok(Behind::Gap);
+            }
+            if !stream.wants(e) {
+                *next = e.seq + 1;
+                continue;
             }
             match tx.try_send(Ok(sse_event(e))) {
                 Ok(()) => *next = e.seq + 1,

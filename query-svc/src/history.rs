@@ -88,7 +88,7 @@ impl SeekIndex {
 /// newest snapshot at or before `n` and the log after it.
 pub fn book_at(archive: &Archive, n: u64) -> Result<BookView, String> {
     let mut log = archive.log.open();
-    let (mut model, cursor) = checkpoint::load_until(&archive.snapshots, &mut *log, n)
+    let (mut model, cursor) = checkpoint::load_until(&archive.snapshots, &mut *log, n, &archive.genesis.markets)
         .map(|(model, cursor, _)| (model, cursor))
         .unwrap_or_else(|| {
             (
@@ -123,6 +123,8 @@ pub struct LineEvent {
     pub seq: u64,
     /// `OrderPlaced` or `OrderCancelled`.
     pub kind: &'static str,
+    /// The market it happened in (for `/events?market=S`).
+    pub market: shared_events::Symbol,
     /// The log line without its newline: the envelope as JSON. A line of an older
     /// schema version is streamed as the current one says it means (see
     /// [`LineEvent::new`]).
@@ -161,6 +163,7 @@ impl LineEvent {
         LineEvent {
             seq: env.seq,
             kind: env.event.kind(),
+            market: env.event.market(),
             line,
         }
     }

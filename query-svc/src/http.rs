@@ -11,7 +11,7 @@ use crate::QueryState;
 use crate::projection::{BookView, OrderView, TRADES_KEPT, TradeView};
 use serde::Serialize;
 use shared_events::auth::{Access, AuthTable};
-use shared_events::domain;
+use shared_events::{Symbol, domain};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,7 +175,63 @@ fn book_response(body: bytes::Bytes, seq: u64, applied: u64) -> Response {
     with_applied_seq(response, applied)
 }
 
-async fn orderbook(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
+/// 404 for a market not held here, naming it (cut to a symbol's length and a
+/// little more, so a huge path does not become a huge answer).
+pub fn unknown_market(symbol: &str) -> Response {
+    let shown: String = symbol
+        .chars()
+        .take(2 * shared_events::market::SYMBOL_LEN_MAX)
+        .collect();
+    error(
+        StatusCode::NOT_FOUND,
+        format!("market {shown:?} is not traded here (GET /markets lists them)"),
+    )
+}
+
+/// The market a route names: `None` (an unprefixed route) is the default market.
+/// Its index in the state's markets and its symbol, or the 404 answer.
+fn resolve_market(state: &QueryState, market: Option<&str>) -> Result<(usize, Symbol), Response> {
+    let Some(raw) = market else {
+        return Ok((0, state.markets[0].symbol));
+    };
+    Symbol::parse(raw)
+        .ok()
+        .and_then(|symbol| {
+            let at = state.markets.iter().position(|m| m.symbol == symbol)?;
+            Some((at, symbol))
+        })
+        .ok_or_else(|| unknown_market(raw))
+}
+
+/// `GET /markets`: every market, the default first.
+fn markets(state: &QueryState) -> Response {
+    #[derive(Serialize)]
+    struct Market {
+        symbol: Symbol,
+        base: Symbol,
+        quote: Symbol,
+        default: bool,
+    }
+    let markets: Vec<Market> = (state.markets.iter().enumerate())
+        .map(|(i, m)| Market {
+            symbol: m.symbol,
+            base: m.base,
+            quote: m.quote,
+            default: i == 0,
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "markets": markets }))
+}
+
+async fn orderbook(
+    state: Arc<QueryState>,
+    market: Option<String>,
+    query: String,
+) -> Result<Response, Infallible> {
+    let (market, _) = match resolve_market(&state, market.as_deref()) {
+        Ok(m) => m,
+        Err(response) => return Ok(response),
+    };
     let prepared = prepare(&state, &query, &["at", "depth"], |query| {
         let at = query.get("at", None, |raw| parse_seq("at", raw).map(Some))?;
         let depth = query.get("depth", None, |raw| {
@@ -212,8 +268,8 @@ async fn orderbook(state: Arc<QueryState>, query: String) -> Result<Response, In
         },
     };
     let body = match depth {
-        Some(n) => book.depth_json(n).into(),
-        None => book.json(),
+        Some(n) => book.depth_json(market, n).into(),
+        None => book.json(market),
     };
     Ok(book_response(body, book.seq, snap.seq))
 }
@@ -255,7 +311,7 @@ async fn order(state: Arc<QueryState>, id: String, query: String) -> Result<Resp
         Err(response) => return Ok(response),
     };
     let seq = state.applied_seq();
-    let found = state.orders.get(id);
+    let found = state.orders.get(id, &state.markets);
     let response = match found {
         Some(view) => json(StatusCode::OK, &view),
         None => error(
@@ -291,7 +347,9 @@ async fn user_orders(
         .get(user.as_str())
         .map(|ids| ids.iter().rev().take(limit).copied().collect())
         .unwrap_or_default();
-    let orders: Vec<OrderView> = ids.iter().filter_map(|&id| state.orders.get(id)).collect();
+    let orders: Vec<OrderView> = (ids.iter())
+        .filter_map(|&id| state.orders.get(id, &state.markets))
+        .collect();
     #[derive(Serialize)]
     struct UserOrders<'a> {
         seq: u64,
@@ -306,7 +364,15 @@ async fn user_orders(
     Ok(with_applied_seq(json(StatusCode::OK, &body), seq))
 }
 
-async fn trades(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
+async fn trades(
+    state: Arc<QueryState>,
+    market: Option<String>,
+    query: String,
+) -> Result<Response, Infallible> {
+    let (_, market) = match resolve_market(&state, market.as_deref()) {
+        Ok(m) => m,
+        Err(response) => return Ok(response),
+    };
     let prepared = prepare(&state, &query, &["limit"], |query| {
         query.get("limit", TRADES_LIMIT_DEFAULT, |raw| {
             parse_limit(raw, TRADES_KEPT)
@@ -322,7 +388,7 @@ async fn trades(state: Arc<QueryState>, query: String) -> Result<Response, Infal
         let kept = state.trades.read().expect("trades lock");
         kept.iter()
             .rev()
-            .filter(|t| t.seq <= snap.seq)
+            .filter(|t| t.seq <= snap.seq && t.market == market)
             .take(limit)
             .cloned()
             .collect()
@@ -330,10 +396,12 @@ async fn trades(state: Arc<QueryState>, query: String) -> Result<Response, Infal
     #[derive(Serialize)]
     struct Trades {
         seq: u64,
+        market: Symbol,
         trades: Vec<TradeView>,
     }
     let body = Trades {
         seq: snap.seq,
+        market,
         trades,
     };
     Ok(with_applied_seq(json(StatusCode::OK, &body), snap.seq))
@@ -344,7 +412,7 @@ async fn events(
     query: String,
     headers: HeaderMap,
 ) -> Result<Response, Infallible> {
-    let prepared = prepare(&state, &query, &["from"], |query| {
+    let prepared = prepare(&state, &query, &["from", "market"], |query| {
         let resume = headers.get("last-event-id").map(|v| {
             v.to_str()
                 .map_err(|_| "Last-Event-ID must be a seq".to_owned())
@@ -354,12 +422,20 @@ async fn events(
         });
         let resume = resume.transpose()?;
         let from = query.get("from", None, |raw| parse_seq("from", raw).map(Some))?;
+        let market = query.get("market", None, |raw| Ok(Some(raw.to_owned())))?;
         // A reconnecting client's Last-Event-ID wins over the URL it first used.
-        Ok(resume.or(from))
+        Ok((resume.or(from), market))
     });
-    let from = match prepared.await {
-        Ok(from) => from,
+    let (from, market) = match prepared.await {
+        Ok(p) => p,
         Err(response) => return Ok(response),
+    };
+    let market = match market {
+        None => None,
+        Some(raw) => match resolve_market(&state, Some(&raw)) {
+            Ok((_, symbol)) => Some(symbol),
+            Err(response) => return Ok(response),
+        },
     };
     let seq = state.applied_seq();
     let from = from.unwrap_or(seq + 1);
@@ -374,7 +450,7 @@ async fn events(
         response.headers_mut().insert("retry-after", 5.into());
         return Ok(response);
     };
-    let rx = crate::events::open(state, from, permit);
+    let rx = crate::events::open(state, from, market, permit);
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let reply = warp::sse::reply(
         warp::sse::keep_alive()
@@ -392,8 +468,12 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
     map.insert("applied_seq".into(), snapshot.seq.into());
     map.insert(
         "read_digest".into(),
-        domain::digest_hex(snapshot.digest).into(),
+        domain::digest_hex(snapshot.digest()).into(),
     );
+    let per_market: serde_json::Map<String, serde_json::Value> = (snapshot.market_digests())
+        .map(|(m, d)| (m.to_string(), domain::digest_hex(d).into()))
+        .collect();
+    map.insert("read_digests".into(), per_market.into());
     let behind = state.durable_seq().saturating_sub(snapshot.seq);
     map.insert("behind".into(), behind.into());
     map.insert(
@@ -410,7 +490,14 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
 /// With `--auth-reads`: a guard that answers 401 unless the request carries a known
 /// bearer token (of any user), and otherwise lets the routes behind it answer.
 fn read_guard(table: Arc<AuthTable>) -> BoxedFilter<(Response,)> {
-    const READ_ROUTES: &[&str] = &["orderbook", "orders", "users", "trades", "events"];
+    const READ_ROUTES: &[&str] = &[
+        "orderbook",
+        "orders",
+        "users",
+        "trades",
+        "events",
+        "markets",
+    ];
     warp::path::full()
         .and(warp::header::headers_cloned())
         .and_then(move |path: warp::path::FullPath, headers: HeaderMap| {
@@ -454,12 +541,33 @@ pub fn api(state: Arc<QueryState>, read_auth: Option<Arc<AuthTable>>) -> BoxedFi
 
 fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
-    let orderbook = warp::path("orderbook")
+    // `/markets/{symbol}/NAME`, or `/NAME` for the default market.
+    let in_market = |name: &'static str| {
+        let prefixed = warp::path("markets")
+            .and(warp::path::param::<String>())
+            .and(warp::path(name))
+            .map(Some);
+        prefixed
+            .or(warp::path(name).map(|| None))
+            .unify()
+            .and(warp::path::end())
+            .and(warp::get())
+    };
+    let market_list = warp::path("markets")
         .and(warp::path::end())
         .and(warp::get())
         .and(with_state.clone())
         .and(raw_query())
-        .and_then(orderbook);
+        .map(|state: Arc<QueryState>, query: String| {
+            match domain::parse_query(&query, &[]) {
+                Ok(_) => markets(&state),
+                Err(e) => bad_request(e),
+            }
+        });
+    let orderbook = in_market("orderbook")
+        .and(with_state.clone())
+        .and(raw_query())
+        .and_then(|market, s, q| orderbook(s, market, q));
     let order = warp::path!("orders" / String)
         .and(warp::get())
         .and(with_state.clone())
@@ -470,12 +578,10 @@ fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
         .and(with_state.clone())
         .and(raw_query())
         .and_then(|user, s, q| user_orders(s, user, q));
-    let trades = warp::path("trades")
-        .and(warp::path::end())
-        .and(warp::get())
+    let trades = in_market("trades")
         .and(with_state.clone())
         .and(raw_query())
-        .and_then(trades);
+        .and_then(|market, s, q| trades(s, market, q));
     let events = warp::path("events")
         .and(warp::path::end())
         .and(warp::get())
@@ -483,7 +589,9 @@ fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
         .and(raw_query())
         .and(warp::header::headers_cloned())
         .and_then(events);
-    orderbook
+    market_list
+        .or(orderbook)
+        .unify()
         .or(order)
         .unify()
         .or(user_orders)

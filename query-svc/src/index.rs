@@ -18,6 +18,7 @@
 
 use crate::projection::{OrderView, Status};
 use shared_events::Side;
+use shared_events::state::MarketSpec;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -35,14 +36,18 @@ pub struct IndexedOrder {
     pub filled_qty: u32,
     pub side: Side,
     pub status: Status,
+    /// Its market, as an index into the model's markets (a symbol would make an
+    /// entry 64 bytes).
+    pub market: u16,
 }
 
 impl IndexedOrder {
-    /// The order as the API shows it.
-    pub fn view(&self, id: u64) -> OrderView {
+    /// The order as the API shows it; `markets` are the model's, whose indexes
+    /// `market` holds.
+    pub fn view(&self, id: u64, markets: &[MarketSpec]) -> OrderView {
         OrderView {
             id,
-            market: shared_events::DEFAULT_MARKET,
+            market: markets[usize::from(self.market)].symbol,
             user: self.user.clone(),
             side: self.side,
             price: self.price.into(),
@@ -139,9 +144,9 @@ impl OrderIndex {
         &self.shards[shard_of(id, self.shards.len())]
     }
 
-    /// Order `id` as the API shows it.
-    pub fn get(&self, id: u64) -> Option<OrderView> {
-        self.with(id, |o| o.view(id))
+    /// Order `id` as the API shows it (`markets`: the model's).
+    pub fn get(&self, id: u64, markets: &[MarketSpec]) -> Option<OrderView> {
+        self.with(id, |o| o.view(id, markets))
     }
 
     /// `f` of order `id`, read under its shard's lock.
@@ -182,9 +187,9 @@ impl OrderIndex {
     }
 
     /// Every order as the API shows it, by id: a copy, for comparisons and tests.
-    pub fn views(&self) -> Vec<OrderView> {
+    pub fn views(&self, markets: &[MarketSpec]) -> Vec<OrderView> {
         let mut views = Vec::with_capacity(self.len());
-        self.for_each(|id, o| views.push(o.view(id)));
+        self.for_each(|id, o| views.push(o.view(id, markets)));
         views.sort_unstable_by_key(|v| v.id);
         views
     }
@@ -259,8 +264,11 @@ mod tests {
             filled_qty: 0,
             side: Side::Buy,
             status: Status::Resting,
+            market: 0,
         }
     }
+
+    const MARKETS: &[MarketSpec] = &[MarketSpec::DEFAULT];
 
     #[test]
     fn entries_are_48_bytes() {
@@ -303,12 +311,12 @@ mod tests {
                         let expected = model.get_mut(&id).map(|o| { o.filled_qty += 1; o.filled_qty });
                         prop_assert_eq!(changed, expected);
                     }
-                    _ => prop_assert_eq!(index.get(id), model.get(&id).map(|o| o.view(id))),
+                    _ => prop_assert_eq!(index.get(id, MARKETS), model.get(&id).map(|o| o.view(id, MARKETS))),
                 }
             }
             prop_assert_eq!(index.len(), model.len());
-            let all: Vec<OrderView> = model.iter().map(|(&id, o)| o.view(id)).collect();
-            prop_assert_eq!(index.views(), all);
+            let all: Vec<OrderView> = model.iter().map(|(&id, o)| o.view(id, MARKETS)).collect();
+            prop_assert_eq!(index.views(MARKETS), all);
         }
     }
 }

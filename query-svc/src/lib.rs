@@ -43,6 +43,7 @@ use history::{Archive, LineEvent, SeekIndex};
 use index::OrderIndex;
 use plumbing::jetstream::{JetStream, JetStreamAddress, JetStreamError};
 use projection::{BookView, ReadModel, TradeView, UserOrders};
+use shared_events::state::MarketSpec;
 use shared_events::{BookState, LogCursor, LogLocation, StateError};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -100,7 +101,9 @@ impl Config {
 
 /// What the read handlers see. Written only by the tailer.
 pub struct QueryState {
-    /// The book as of the last applied batch.
+    /// The markets (from the genesis state), the default first.
+    pub markets: Arc<[MarketSpec]>,
+    /// The books as of the last applied batch.
     view: ArcSwap<BookView>,
     /// Every order by id.
     pub orders: Arc<OrderIndex>,
@@ -141,6 +144,7 @@ impl QueryState {
     /// The state of a read side that starts at `model`, at log position `start`.
     pub fn new(model: &ReadModel, archive: Archive, start: LogCursor) -> Self {
         QueryState {
+            markets: model.markets.clone(),
             view: ArcSwap::from_pointee(model.book_view()),
             orders: model.orders.clone(),
             user_orders: model.user_orders.clone(),
@@ -338,7 +342,7 @@ pub fn load_model(
         tracing::info!("--rebuild: ignoring snapshots, rebuilding from genesis");
         None
     } else {
-        checkpoint::load(dir, log)
+        checkpoint::load(dir, log, &genesis.markets)
     };
     match loaded {
         Some((model, cursor, path)) => {

@@ -11,6 +11,8 @@
 //! `u32` index in it.
 
 use crate::domain::Side;
+use crate::market::Symbol;
+use crate::state::MarketSpec;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -42,6 +44,10 @@ impl BodyWriter {
         self.buf.push(v);
     }
 
+    pub fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
     pub fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
@@ -68,6 +74,17 @@ impl BodyWriter {
         assert!(b.len() <= BYTES_LEN_MAX, "a body string is bounded");
         self.u32(b.len() as u32);
         self.buf.extend_from_slice(b);
+    }
+
+    /// The markets of a state: their count, then each one's symbol, base and quote
+    /// as byte strings. See [`BodyReader::markets`].
+    pub fn markets(&mut self, markets: &[MarketSpec]) {
+        self.count(markets.len());
+        for m in markets {
+            for s in [m.symbol, m.base, m.quote] {
+                self.bytes(s.as_str().as_bytes());
+            }
+        }
     }
 
     pub fn finish(self) -> Vec<u8> {
@@ -117,6 +134,12 @@ impl<'a> BodyReader<'a> {
 
     pub fn u8(&mut self) -> Result<u8, BodyError> {
         Ok(self.take(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, BodyError> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     pub fn u32(&mut self) -> Result<u32, BodyError> {
@@ -170,6 +193,28 @@ impl<'a> BodyReader<'a> {
             return Err(self.error(format!("string of {n} bytes is too long")));
         }
         self.take(n)
+    }
+
+    /// Markets written by [`BodyWriter::markets`]: at most
+    /// [`MARKETS_MAX`](crate::state::MARKETS_MAX), each symbol checked.
+    pub fn markets(&mut self) -> Result<Vec<MarketSpec>, BodyError> {
+        // A market is at least three one-byte strings with their lengths.
+        let n = self.count(crate::state::MARKETS_MAX, 15)?;
+        let mut markets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut symbol = || -> Result<Symbol, BodyError> {
+                let raw = self.bytes()?;
+                let text = std::str::from_utf8(raw).map_err(|_| self.error("a symbol is not UTF-8"))?;
+                Symbol::parse(text).map_err(|e| self.error(e.to_string()))
+            };
+            let (symbol, base, quote) = (symbol()?, symbol()?, symbol()?);
+            markets.push(MarketSpec {
+                symbol,
+                base,
+                quote,
+            });
+        }
+        Ok(markets)
     }
 
     /// Succeeds only if every byte was read.

@@ -112,6 +112,7 @@ pub const ROUTE_LABELS: &[&str] = &[
     "buy",
     "sell",
     "cancel",
+    "markets",
     "orderbook",
     "orders",
     "users",
@@ -164,6 +165,8 @@ mod tests {
                 "/buy/{user}/{price}",
                 "/sell/{user}/{price}",
                 "/cancel/{user}/{order_id}",
+                "/markets/{symbol}/buy/{user}/{price}",
+                "/markets/{symbol}/sell/{user}/{price}",
                 "/health",
                 "/metrics",
                 "/openapi.json"
@@ -173,10 +176,13 @@ mod tests {
         assert_eq!(
             paths(&reads),
             [
+                "/markets",
                 "/orderbook",
+                "/markets/{symbol}/orderbook",
                 "/orders/{id}",
                 "/users/{user}/orders",
                 "/trades",
+                "/markets/{symbol}/trades",
                 "/events",
                 "/health",
                 "/metrics",

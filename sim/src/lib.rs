@@ -47,7 +47,7 @@ use query_svc::QueryState;
 use query_svc::history::Archive;
 use query_svc::tailer::{StepError, Tailer, TailerSetup};
 use rng::Rng;
-use shared_events::{BookState, DEFAULT_MARKET, Envelope, Event, LogCursor, ScanError, Side};
+use shared_events::{BookState, Envelope, Event, LogCursor, ScanError, Side};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,6 +249,7 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
                 idempotency_key,
             },
             Command::Place {
+                market: asked_in,
                 user,
                 side,
                 price,
@@ -258,7 +259,7 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
         ) => {
             *seq == env.seq
                 && market == m
-                && *m == DEFAULT_MARKET
+                && m == asked_in
                 && order == o
                 && fills == f
                 && resting_qty == r
@@ -288,7 +289,6 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
         ) => {
             *seq == env.seq
                 && market == m
-                && *m == DEFAULT_MARKET
                 && order_id == id
                 && cancelled_qty == q
                 && idempotency_key == k
@@ -703,7 +703,16 @@ impl World {
         });
         let user = (*self.rng.pick(USERS)).to_owned();
         let cmd = if self.rng.percent(75) {
+            // Every market of the genesis (the shipped init.txt has several), the
+            // default most often.
+            let markets = &self.genesis.markets;
+            let market = if self.rng.percent(50) {
+                markets[0].symbol
+            } else {
+                self.rng.pick(markets).symbol
+            };
             Command::Place {
+                market,
                 user,
                 side: if self.rng.percent(50) {
                     Side::Buy

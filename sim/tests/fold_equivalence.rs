@@ -17,12 +17,17 @@ fn genesis() -> BookState {
     BookState::parse(include_str!("../../init.txt")).unwrap()
 }
 
+/// Orders in each market of the shipped init.txt, priced around its book.
 fn arb_command() -> impl Strategy<Value = Command> {
     let user = prop_oneof![Just("alice"), Just("bob"), Just("zed")].prop_map(String::from);
     let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+    let markets = genesis().markets;
+    assert_eq!(markets.len(), 3, "the shipped init.txt's markets");
+    // Mid prices of the three books.
+    const MIDS: [u64; 3] = [100, 250, 1200];
     prop_oneof![
-        4 => (user.clone(), side, 95u64..=106, 1u64..=25).prop_map(|(user, side, price, qty)| Command::Place {
-            user, side, price, qty, idempotency_key: None
+        4 => (user.clone(), side, 0usize..3, 0u64..=11, 1u64..=25).prop_map(move |(user, side, m, offset, qty)| Command::Place {
+            market: markets[m].symbol, user, side, price: MIDS[m] - 5 + offset, qty, idempotency_key: None
         }),
         1 => (user, 1u64..=60).prop_map(|(user, order_id)| Command::Cancel { user, order_id, idempotency_key: None }),
     ]
@@ -58,9 +63,10 @@ proptest! {
         prop_assert_eq!(&read.to_state(book.next_order_id()), &write_state);
         prop_assert_eq!(&replayed, &book);
         prop_assert_eq!(read.digest(), book.digest(), "the two sides' digests agree");
+        prop_assert_eq!(read.market_digests(), book.market_digests(), "per market too");
         let recomputed = Book::from_state(&write_state).digest();
         prop_assert_eq!(book.digest(), recomputed, "the incremental digest equals a fresh one");
-        for entry in read.orders.views() {
+        for entry in read.orders.views(&read.markets) {
             let resting = book.resting_qty(entry.id);
             prop_assert_eq!(entry.status == Status::Resting, resting.is_some(), "order {}", entry.id);
             if let Some(qty) = resting {
@@ -75,7 +81,8 @@ fn assert_same_read_model(a: &ReadModel, b: &ReadModel, next_order_id: u64) {
     assert_eq!(a.seq, b.seq);
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.to_state(next_order_id), b.to_state(next_order_id));
-    assert_eq!(a.orders.views(), b.orders.views());
+    assert_eq!(a.orders.views(&a.markets), b.orders.views(&b.markets));
+    assert_eq!(a.market_digests(), b.market_digests());
     assert_eq!(a.user_orders.len(), b.user_orders.len());
     for entry in a.user_orders.iter() {
         assert_eq!(
@@ -84,7 +91,10 @@ fn assert_same_read_model(a: &ReadModel, b: &ReadModel, next_order_id: u64) {
         );
     }
     assert_eq!(*a.trades.read().unwrap(), *b.trades.read().unwrap());
-    assert_eq!(a.book_json(), b.book_json());
+    let (va, vb) = (a.book_view(), b.book_view());
+    for m in 0..a.markets.len() {
+        assert_eq!(va.json(m), vb.json(m));
+    }
 }
 
 proptest! {
@@ -124,7 +134,7 @@ proptest! {
         read_sorted.keep_finished(kept);
         assert_same_read_model(&read_sorted, &read, write.book.next_order_id());
         // Retention: every resting order, at most `kept` finished ones.
-        let views = read.orders.views();
+        let views = read.orders.views(&read.markets);
         let resting = views.iter().filter(|o| o.status == Status::Resting).count();
         prop_assert_eq!(resting, write.book.to_state().orders.len());
         prop_assert!(views.len() - resting <= kept);

@@ -9,9 +9,10 @@ use shared_events::binary::{BodyError, BodyReader, BodyWriter, UserTable, user_a
 
 impl ReadModel {
     /// The model as a snapshot body ([`shared_events::binary`]): the id counter,
-    /// the user table, every order (`id`, user, side, price, qty, filled_qty,
-    /// status, seq; in the index's order, put in id order later by
-    /// [`ReadModel::sort_body`]), then the kept trades oldest first. A sequential
+    /// the user table, the markets, every order (`id`, user, side, price, qty,
+    /// filled_qty, status, seq, market index; in the index's order, put in id
+    /// order later by [`ReadModel::sort_body`]), then the kept trades oldest first
+    /// (each with its market index). A sequential
     /// copy made on the tailer thread; the file is sorted and written on another.
     pub fn encode(&self) -> Vec<u8> {
         let mut users = UserTable::default();
@@ -32,6 +33,7 @@ impl ReadModel {
             users.index(seller);
         }
         users.write(&mut w);
+        w.markets(&self.markets);
         // The tailer, which runs this, is the index's only writer: the count holds.
         w.count(self.orders.len());
         self.orders.for_each(|id, o| {
@@ -43,6 +45,7 @@ impl ReadModel {
             w.u64(o.filled_qty.into());
             w.u8(status_byte(o.status));
             w.u64(o.seq);
+            w.u16(o.market);
         });
         w.count(trades.len());
         for (t, (buyer, seller)) in trades.iter().zip(&trade_users) {
@@ -53,6 +56,8 @@ impl ReadModel {
             w.u32(users.index(seller));
             w.u64(t.price);
             w.u64(t.qty);
+            let market = self.market_index(t.market).expect("a trade of a held market");
+            w.u16(market);
         }
         w.finish()
     }
@@ -122,12 +127,9 @@ impl ReadModel {
                 }
                 Ok(index.finish())
             });
-            let mut book = ReadModel {
-                seq,
-                next_order_id: parts.next_order_id,
-                users: names.iter().cloned().collect(),
-                ..ReadModel::default()
-            };
+            let mut book = ReadModel::empty(parts.markets.as_slice().into(), seq);
+            book.next_order_id = parts.next_order_id;
+            book.users = names.iter().cloned().collect();
             // The names again, in one buffer of this thread's own: the indexing
             // thread is counting references to the shared ones, and reading next to
             // those counts would fight it for the cache lines.
@@ -141,7 +143,8 @@ impl ReadModel {
                 .collect();
             // By user index: no hashing of names per order.
             let mut by_user: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
-            let mut levels: foldhash::HashMap<(Side, u64), Vec<(u64, u64)>> = Default::default();
+            let mut levels: foldhash::HashMap<(u16, Side, u64), Vec<(u64, u64)>> =
+                Default::default();
             // Finished orders in the order they finished: by the seq that finished them.
             let mut finished: Vec<(u64, u64)> = Vec::new();
             for o in parts.orders.clone().map_while(Result::ok) {
@@ -150,23 +153,26 @@ impl ReadModel {
                 } else {
                     let left = o.qty - o.filled_qty;
                     let user = &text[spans[o.user as usize].clone()];
-                    book.digest = book
+                    let sides = &mut book.books[usize::from(o.market)];
+                    sides.digest = sides
                         .digest
                         .wrapping_add(resting_fingerprint(o.id, user, o.side, o.price, left));
                     levels
-                        .entry((o.side, o.price))
+                        .entry((o.market, o.side, o.price))
                         .or_default()
                         .push((o.id, left));
                 }
                 by_user[o.user as usize].push(o.id);
             }
-            for ((side, price), mut resting) in levels {
+            for ((market, side, price), mut resting) in levels {
                 resting.sort();
                 let level = Level {
                     qty: resting.iter().map(|&(_, qty)| qty).sum(),
                     orders: resting.into_iter().collect(),
                 };
-                book.levels_mut(side).insert(price, level);
+                book.books[usize::from(market)]
+                    .levels_mut(side)
+                    .insert(price, level);
             }
             let lists: UserOrders = by_user
                 .into_iter()
@@ -204,13 +210,15 @@ struct OrderRecord {
     filled_qty: u64,
     status: Status,
     seq: u64,
+    /// Index into the body's markets.
+    market: u16,
 }
 
 /// Orders a snapshot load reads before it puts them in the index.
 const INDEX_BATCH: usize = 32;
 
 /// Bytes of one [`OrderRecord`] in a body.
-const ORDER_RECORD_BYTES: usize = 46;
+const ORDER_RECORD_BYTES: usize = 48;
 
 impl OrderRecord {
     /// The order index's entry, with the user's shared name from `names`.
@@ -224,6 +232,7 @@ impl OrderRecord {
             filled_qty: narrow(self.filled_qty),
             status: self.status,
             seq: self.seq,
+            market: self.market,
         }
     }
 }
@@ -234,6 +243,8 @@ struct OrderRecords<'a> {
     r: BodyReader<'a>,
     left: usize,
     users: usize,
+    /// Number of markets: every market index is below it.
+    markets: usize,
     next_order_id: u64,
     seq: u64,
 }
@@ -263,12 +274,16 @@ impl OrderRecords<'_> {
         let (price, qty, filled_qty) = (u64_at(13), u64_at(21), u64_at(29));
         let status = status_of(b[37]);
         let order_seq = u64_at(38);
+        let market = u16::from_le_bytes(b[46..48].try_into().expect("2 bytes"));
         let error = |message: String| BodyError {
             offset: at,
             message: format!("order record: {message}"),
         };
         if user as usize >= self.users {
             return Err(error(format!("user index {user} is not in the table")));
+        }
+        if usize::from(market) >= self.markets {
+            return Err(error(format!("market index {market} is not in the markets")));
         }
         let (Some(side), Some(status)) = (side, status) else {
             return Err(error(format!(
@@ -296,6 +311,7 @@ impl OrderRecords<'_> {
             filled_qty,
             status,
             seq: order_seq,
+            market,
         })
     }
 }
@@ -319,6 +335,7 @@ impl Iterator for OrderRecords<'_> {
 struct Parts<'a> {
     next_order_id: u64,
     names: Vec<Arc<str>>,
+    markets: Vec<MarketSpec>,
     orders: OrderRecords<'a>,
     trades: Vec<TradeView>,
 }
@@ -328,28 +345,37 @@ struct Parts<'a> {
 fn decode_parts<'a>(r: &mut BodyReader<'a>, seq: u64) -> Result<Parts<'a>, BodyError> {
     let next_order_id = r.u64()?;
     let names = UserTable::read(r)?;
+    let markets = r.markets()?;
+    if markets.is_empty() {
+        return Err(r.error("no markets"));
+    }
     let n = r.count(SNAPSHOT_ORDERS_MAX, ORDER_RECORD_BYTES)?;
     let orders = OrderRecords {
         r: r.split_off(n * ORDER_RECORD_BYTES)?,
         left: n,
         users: names.len(),
+        markets: markets.len(),
         next_order_id,
         seq,
     };
-    // A trade is 48 bytes.
-    let n = r.count(TRADES_KEPT, 48)?;
+    // A trade is 50 bytes.
+    let n = r.count(TRADES_KEPT, 50)?;
     let mut trades = Vec::with_capacity(n);
     for _ in 0..n {
-        let trade = TradeView {
+        let mut trade = TradeView {
             seq: r.u64()?,
-            // The body holds one market's trades: the one the log has.
-            market: DEFAULT_MARKET,
+            market: markets[0].symbol,
             taker_id: r.u64()?,
             maker_id: r.u64()?,
             buyer: user_at(&names, r.u32()?, r)?.to_string(),
             seller: user_at(&names, r.u32()?, r)?.to_string(),
             price: r.u64()?,
             qty: r.u64()?,
+        };
+        let market = r.u16()?;
+        trade.market = match markets.get(usize::from(market)) {
+            Some(m) => m.symbol,
+            None => return Err(r.error(format!("market index {market} is not in the markets"))),
         };
         if trade.seq > seq || trades.last().is_some_and(|t: &TradeView| t.seq > trade.seq) {
             return Err(r.error("trades do not fit the snapshot"));
@@ -360,6 +386,7 @@ fn decode_parts<'a>(r: &mut BodyReader<'a>, seq: u64) -> Result<Parts<'a>, BodyE
     Ok(Parts {
         next_order_id,
         names,
+        markets,
         orders,
         trades,
     })
@@ -390,9 +417,19 @@ mod tests {
     /// `sort_body` leaves the orders in id order and the rest of the body as it was.
     #[test]
     fn sorted_bodies_hold_the_orders_by_id() {
+        let acme = Symbol::from_static("ACME");
+        let markets = vec![
+            MarketSpec::DEFAULT,
+            MarketSpec {
+                symbol: acme,
+                base: acme,
+                quote: shared_events::market::DEFAULT_QUOTE,
+            },
+        ];
         let orders = (1..=5000)
-            .map(|id| Order {
+            .map(|id| RestingOrder {
                 id,
+                market: if id % 3 == 0 { acme } else { markets[0].symbol },
                 user: format!("u{}", id % 7),
                 side: if id % 2 == 0 { Side::Buy } else { Side::Sell },
                 price: if id % 2 == 0 { 100 } else { 200 },
@@ -400,6 +437,7 @@ mod tests {
             })
             .collect();
         let state = BookState {
+            markets,
             next_order_id: 5001,
             orders,
         };
@@ -421,6 +459,7 @@ mod tests {
         let loaded = ReadModel::decode(&body, 0).unwrap();
         assert_eq!(loaded.to_state(5001), state);
         assert_eq!(loaded.digest(), model.digest());
+        assert_eq!(loaded.market_digests(), model.market_digests());
     }
 
     /// Orders beyond the domain's bounds (which the index's `u32` fields rely on)
@@ -452,7 +491,7 @@ mod tests {
             assert_eq!((model.seq, model.orders.len()), (0, 0));
         }
         model.apply(&placed(PRICE_MAX, QTY_MAX)).unwrap();
-        let order = model.orders.get(1).unwrap();
+        let order = model.orders.get(1, &model.markets).unwrap();
         assert_eq!((order.price, order.qty), (PRICE_MAX, QTY_MAX));
     }
 }

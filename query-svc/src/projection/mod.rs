@@ -13,7 +13,8 @@ use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use shared_events::domain::{PRICE_MAX, PRICE_MIN, QTY_MAX, QTY_MIN, resting_fingerprint};
 use shared_events::interner::Interner;
-use shared_events::{BookState, DEFAULT_MARKET, Envelope, Event, Fill, Order, Side, Symbol};
+use shared_events::state::{MarketSpec, RestingOrder};
+use shared_events::{BookState, Envelope, Event, Fill, Order, Side, Symbol};
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -38,8 +39,7 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub id: u64,
-    /// The market it was placed in (every order of this model is in the one market
-    /// the log has, so the index does not store it).
+    /// The market it was placed in.
     pub market: Symbol,
     /// Interned: one allocation per user, shared by all their orders.
     pub user: Arc<str>,
@@ -94,6 +94,25 @@ impl Level {
 /// Price levels of one side, by price.
 pub type Levels = OrdMap<u64, Level>;
 
+/// One market's book: both sides' levels and the digest of its resting orders.
+/// Cloning it is O(1) (persistent maps).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sides {
+    pub(crate) bids: Levels,
+    pub(crate) asks: Levels,
+    /// Sum of this market's resting orders' fingerprints (see `shared_events::domain`).
+    pub(crate) digest: u64,
+}
+
+impl Sides {
+    fn levels_mut(&mut self, side: Side) -> &mut Levels {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+}
+
 /// Finished (filled or cancelled) orders the read side keeps by default, besides
 /// every resting order. Older finished orders are forgotten, so memory and the
 /// start from a snapshot follow the book and this window, not the log's length. A
@@ -106,16 +125,16 @@ pub const FINISHED_ORDERS_KEPT_DEFAULT: usize = 100_000;
 pub struct ReadModel {
     /// Last applied event (0: only init.txt).
     pub seq: u64,
-    bids: Levels,
-    asks: Levels,
+    /// The markets (from the genesis state), the default first.
+    pub markets: Arc<[MarketSpec]>,
+    /// Each market's book, by its index in `markets`.
+    books: Vec<Sides>,
     /// Every resting order and the most recently finished ones, by id.
     pub orders: Arc<OrderIndex>,
     /// Each user's kept order ids, oldest first.
     pub user_orders: Arc<UserOrders>,
     /// The most recent trades, oldest first, at most [`TRADES_KEPT`].
     pub trades: Arc<RwLock<VecDeque<TradeView>>>,
-    /// Sum of the resting orders' fingerprints (see `shared_events::domain`).
-    digest: u64,
     /// Every user name seen, shared by their orders (the tailer's interner).
     users: Interner,
     /// Greater than every order id seen: ids are never reused, so an order below
@@ -133,12 +152,11 @@ impl Default for ReadModel {
     fn default() -> Self {
         ReadModel {
             seq: 0,
-            bids: Levels::default(),
-            asks: Levels::default(),
+            markets: Arc::new([MarketSpec::DEFAULT]),
+            books: vec![Sides::default()],
             orders: Default::default(),
             user_orders: Default::default(),
             trades: Default::default(),
-            digest: 0,
             users: Default::default(),
             next_order_id: 0,
             finished: VecDeque::new(),
@@ -159,12 +177,10 @@ pub struct FoldError {
 impl ReadModel {
     /// The read model of a genesis (or snapshot) book state at `seq`.
     pub fn from_state(state: &BookState, seq: u64) -> Self {
-        let mut model = ReadModel {
-            seq,
-            next_order_id: state.next_order_id,
-            ..ReadModel::default()
-        };
+        let mut model = ReadModel::empty(state.markets.as_slice().into(), seq);
+        model.next_order_id = state.next_order_id;
         for o in &state.orders {
+            let market = model.market_index(o.market).expect("a validated state");
             let user = model.users.intern(&o.user);
             // A genesis state is checked against the domain's bounds when loaded.
             let (price, qty) = (narrow(o.price), narrow(o.qty));
@@ -178,34 +194,58 @@ impl ReadModel {
                     filled_qty: 0,
                     status: Status::Resting,
                     seq,
+                    market,
                 },
             );
-            model.rest(o.id, &o.user, o.side, o.price, o.qty);
+            model.rest(market, o.id, &o.user, o.side, o.price, o.qty);
         }
         model
     }
 
-    /// Puts `qty` of an order on the book.
-    fn rest(&mut self, id: u64, user: &str, side: Side, price: u64, qty: u64) {
-        self.digest = self
+    /// An empty model of `markets` at `seq`.
+    pub(crate) fn empty(markets: Arc<[MarketSpec]>, seq: u64) -> Self {
+        assert!(
+            markets.len() <= usize::from(u16::MAX),
+            "a validated state has at most {} markets",
+            shared_events::state::MARKETS_MAX
+        );
+        ReadModel {
+            seq,
+            books: vec![Sides::default(); markets.len()],
+            markets,
+            ..ReadModel::default()
+        }
+    }
+
+    /// Where market `symbol` is in [`ReadModel::markets`].
+    pub fn market_index(&self, symbol: Symbol) -> Option<u16> {
+        // A deployment has a few markets: a scan beats hashing.
+        (self.markets.iter().position(|m| m.symbol == symbol)).map(|i| i as u16)
+    }
+
+    /// Puts `qty` of an order on the book of `market`.
+    fn rest(&mut self, market: u16, id: u64, user: &str, side: Side, price: u64, qty: u64) {
+        let book = &mut self.books[usize::from(market)];
+        book.digest = book
             .digest
             .wrapping_add(resting_fingerprint(id, user, side, price, qty));
-        let level = self.levels_mut(side).entry(price).or_default();
+        let level = book.levels_mut(side).entry(price).or_default();
         level.qty += qty;
         debug_assert!(level.orders.back().is_none_or(|&(last, _)| last < id));
         level.orders.push_back((id, qty));
     }
 
-    /// Digest of the resting orders, comparable with the write side's.
+    /// Digest of every market's resting orders (the wrapping sum of the markets'
+    /// digests), comparable with the write side's.
     pub fn digest(&self) -> u64 {
-        self.digest
+        (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
     }
 
-    fn levels_mut(&mut self, side: Side) -> &mut Levels {
-        match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
-        }
+    /// Each market's digest, in the order of [`ReadModel::markets`].
+    pub fn market_digests(&self) -> Vec<(Symbol, u64)> {
+        (self.markets.iter().zip(&self.books))
+            .map(|(m, b)| (m.symbol, b.digest))
+            .collect()
     }
 
     fn insert_order(&mut self, id: u64, order: IndexedOrder) {
@@ -253,10 +293,11 @@ impl ReadModel {
         }
     }
 
-    fn resting_qty(&self, id: u64, side: Side, price: u64) -> Option<u64> {
+    fn resting_qty(&self, market: u16, id: u64, side: Side, price: u64) -> Option<u64> {
+        let book = &self.books[usize::from(market)];
         let levels = match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
+            Side::Buy => &book.bids,
+            Side::Sell => &book.asks,
         };
         let level = levels.get(&price)?;
         Some(level.orders[level.position(id)?].1)
@@ -280,12 +321,12 @@ impl ReadModel {
         if seq != self.seq + 1 {
             return Err(misfit(format!("expected seq {}", self.seq + 1)));
         }
-        if env.event.market() != DEFAULT_MARKET {
+        let Some(market) = self.market_index(env.event.market()) else {
             return Err(misfit(format!(
-                "an event of market {}: this model holds market {DEFAULT_MARKET}",
+                "an event of market {}, which is not one of this model's markets",
                 env.event.market()
             )));
-        }
+        };
         match &env.event {
             Event::OrderPlaced {
                 order,
@@ -293,9 +334,9 @@ impl ReadModel {
                 resting_qty,
                 ..
             } => {
-                self.check_placed(order, fills, *resting_qty)
+                self.check_placed(market, order, fills, *resting_qty)
                     .map_err(misfit)?;
-                self.apply_placed(seq, order, fills, *resting_qty);
+                self.apply_placed(seq, market, order, fills, *resting_qty);
             }
             Event::OrderCancelled {
                 order_id,
@@ -304,9 +345,10 @@ impl ReadModel {
                 ..
             } => {
                 let (side, price) = self
-                    .check_cancelled(*order_id, user, *cancelled_qty)
+                    .check_cancelled(market, *order_id, user, *cancelled_qty)
                     .map_err(misfit)?;
                 self.take(
+                    market,
                     *order_id,
                     side,
                     price,
@@ -321,8 +363,14 @@ impl ReadModel {
     }
 
     /// Whether an `OrderPlaced` fits the model: a new id, values in bounds, fills and
-    /// rest adding up to the order, every maker resting what it gave.
-    fn check_placed(&self, order: &Order, fills: &[Fill], resting_qty: u64) -> Result<(), String> {
+    /// rest adding up to the order, every maker resting what it gave in `market`.
+    fn check_placed(
+        &self,
+        market: u16,
+        order: &Order,
+        fills: &[Fill],
+        resting_qty: u64,
+    ) -> Result<(), String> {
         if order.id < self.next_order_id {
             return Err(format!(
                 "order id {} was already used (next is {})",
@@ -346,7 +394,7 @@ impl ReadModel {
         }
         let maker_side = order.side.opposite();
         for f in fills {
-            if self.resting_qty(f.maker_id, maker_side, f.price) < Some(f.qty) {
+            if self.resting_qty(market, f.maker_id, maker_side, f.price) < Some(f.qty) {
                 return Err(format!(
                     "maker {} is not resting {} at {}",
                     f.maker_id, f.qty, f.price
@@ -357,18 +405,34 @@ impl ReadModel {
     }
 
     /// Applies a checked `OrderPlaced`: the makers' fills, the trades, the rest.
-    fn apply_placed(&mut self, seq: u64, order: &Order, fills: &[Fill], resting_qty: u64) {
+    fn apply_placed(
+        &mut self,
+        seq: u64,
+        market: u16,
+        order: &Order,
+        fills: &[Fill],
+        resting_qty: u64,
+    ) {
         let maker_side = order.side.opposite();
+        let symbol = self.markets[usize::from(market)].symbol;
         let mut trades = Vec::with_capacity(fills.len());
         for f in fills {
-            self.take(f.maker_id, maker_side, f.price, f.qty, seq, Status::Filled);
+            self.take(
+                market,
+                f.maker_id,
+                maker_side,
+                f.price,
+                f.qty,
+                seq,
+                Status::Filled,
+            );
             let (buyer, seller) = match order.side {
                 Side::Buy => (order.user.clone(), f.maker_user.clone()),
                 Side::Sell => (f.maker_user.clone(), order.user.clone()),
             };
             trades.push(TradeView {
                 seq,
-                market: DEFAULT_MARKET,
+                market: symbol,
                 taker_id: order.id,
                 maker_id: f.maker_id,
                 buyer,
@@ -384,7 +448,14 @@ impl ReadModel {
             kept.drain(..excess);
         }
         if resting_qty > 0 {
-            self.rest(order.id, &order.user, order.side, order.price, resting_qty);
+            self.rest(
+                market,
+                order.id,
+                &order.user,
+                order.side,
+                order.price,
+                resting_qty,
+            );
         }
         self.next_order_id = order.id + 1;
         let user = self.users.intern(&order.user);
@@ -403,6 +474,7 @@ impl ReadModel {
                     Status::Filled
                 },
                 seq,
+                market,
             },
         );
         if resting_qty == 0 {
@@ -410,23 +482,26 @@ impl ReadModel {
         }
     }
 
-    /// Whether an `OrderCancelled` fits: the order rests, owned by `user`, with
-    /// exactly `cancelled_qty` left. Its side and price.
+    /// Whether an `OrderCancelled` fits: the order rests in `market`, owned by
+    /// `user`, with exactly `cancelled_qty` left. Its side and price.
     fn check_cancelled(
         &self,
+        market: u16,
         order_id: u64,
         user: &str,
         cancelled_qty: u64,
     ) -> Result<(Side, u64), String> {
-        let Some((side, price, owner)) = self
-            .orders
-            .with(order_id, |o| (o.side, u64::from(o.price), o.user.clone()))
-        else {
+        let Some((side, price, owner, in_market)) = self.orders.with(order_id, |o| {
+            (o.side, u64::from(o.price), o.user.clone(), o.market)
+        }) else {
             return Err(format!("cancel of unknown order {order_id}"));
         };
-        if *owner != *user || self.resting_qty(order_id, side, price) != Some(cancelled_qty) {
+        if *owner != *user
+            || in_market != market
+            || self.resting_qty(market, order_id, side, price) != Some(cancelled_qty)
+        {
             return Err(format!(
-                "cancel of order {order_id} does not match its owner or resting qty"
+                "cancel of order {order_id} does not match its market, owner or resting qty"
             ));
         }
         Ok((side, price))
@@ -434,10 +509,21 @@ impl ReadModel {
 
     /// Removes `qty` from a resting order (checked to hold it); at zero it leaves the
     /// book with `gone` as its status.
-    fn take(&mut self, id: u64, side: Side, price: u64, qty: u64, seq: u64, gone: Status) {
+    #[allow(clippy::too_many_arguments)] // the fields of one fact
+    fn take(
+        &mut self,
+        market: u16,
+        id: u64,
+        side: Side,
+        price: u64,
+        qty: u64,
+        seq: u64,
+        gone: Status,
+    ) {
+        let book = &mut self.books[usize::from(market)];
         let levels = match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
+            Side::Buy => &mut book.bids,
+            Side::Sell => &mut book.asks,
         };
         let level = levels.get_mut(&price).expect("checked: level exists");
         level.qty -= qty;
@@ -471,7 +557,8 @@ impl ReadModel {
                 (before, after)
             })
             .expect("a resting order is indexed");
-        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
+        let book = &mut self.books[usize::from(market)];
+        book.digest = book.digest.wrapping_sub(before).wrapping_add(after);
         if left == 0 {
             self.finish(id);
         }
@@ -480,28 +567,30 @@ impl ReadModel {
     /// The resting orders in time-priority order, as a book state (for comparing
     /// with the write side and for snapshots).
     pub fn to_state(&self, next_order_id: u64) -> BookState {
-        let mut orders: Vec<_> = [(Side::Buy, &self.bids), (Side::Sell, &self.asks)]
-            .into_iter()
-            .flat_map(|(side, levels)| {
-                levels.iter().flat_map(move |(&price, level)| {
-                    level
-                        .orders
-                        .iter()
-                        .map(move |&(id, qty)| shared_events::Order {
-                            id,
-                            user: self
-                                .orders
-                                .with(id, |o| o.user.to_string())
-                                .expect("a resting order is indexed"),
-                            side,
-                            price,
-                            qty,
+        let mut orders: Vec<_> = (self.markets.iter().zip(&self.books))
+            .flat_map(|(spec, book)| {
+                [(Side::Buy, &book.bids), (Side::Sell, &book.asks)]
+                    .into_iter()
+                    .flat_map(move |(side, levels)| {
+                        levels.iter().flat_map(move |(&price, level)| {
+                            level.orders.iter().map(move |&(id, qty)| RestingOrder {
+                                id,
+                                market: spec.symbol,
+                                user: self
+                                    .orders
+                                    .with(id, |o| o.user.to_string())
+                                    .expect("a resting order is indexed"),
+                                side,
+                                price,
+                                qty,
+                            })
                         })
-                })
+                    })
             })
             .collect();
         orders.sort_unstable_by_key(|o| o.id);
         BookState {
+            markets: self.markets.to_vec(),
             next_order_id,
             orders,
         }
@@ -512,17 +601,16 @@ impl ReadModel {
     pub fn book_view(&self) -> BookView {
         BookView {
             seq: self.seq,
-            digest: self.digest,
-            bids: self.bids.clone(),
-            asks: self.asks.clone(),
+            markets: self.markets.clone(),
+            books: self.books.clone(),
             orders: self.orders.clone(),
-            json: OnceLock::new(),
+            json: (0..self.books.len()).map(|_| OnceLock::new()).collect(),
         }
     }
 
-    /// The `/orderbook` answer at this seq.
+    /// The default market's `/orderbook` answer at this seq.
     pub fn book_json(&self) -> Vec<u8> {
-        self.book_view().json().to_vec()
+        self.book_view().json(0).to_vec()
     }
 }
 

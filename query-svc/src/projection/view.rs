@@ -59,28 +59,43 @@ fn orders_json<'a, I: Iterator<Item = (&'a u64, &'a Level)>>(
     }
 }
 
-/// An immutable view published after each applied batch. It shares the persistent
-/// level maps with the model; the JSON answer is made on first request, once per seq.
+/// An immutable view of every market's book, published after each applied batch.
+/// It shares the persistent level maps with the model; each market's JSON answer is
+/// made on first request, once per seq.
 #[derive(Debug, Clone)]
 pub struct BookView {
     /// Last applied event.
     pub seq: u64,
-    /// Digest of the resting orders at `seq`.
-    pub digest: u64,
-    /// Bids by price; shared with the model (a persistent map).
-    pub(super) bids: Levels,
-    /// Asks by price; shared with the model.
-    pub(super) asks: Levels,
+    /// The markets, the default first.
+    pub markets: Arc<[MarketSpec]>,
+    /// Each market's book, by its index in `markets`; shared with the model.
+    pub(super) books: Vec<Sides>,
     /// The order index, for the owners of the resting orders.
     pub(super) orders: Arc<OrderIndex>,
-    /// The `/orderbook` body, serialized by the first reader that wants it.
-    pub(super) json: OnceLock<bytes::Bytes>,
+    /// Each market's `/orderbook` body, serialized by the first reader that wants it.
+    pub(super) json: Vec<OnceLock<bytes::Bytes>>,
 }
 
 impl BookView {
-    /// The `/orderbook` body: `{"seq","market","bids":[...],"asks":[...]}`.
-    pub fn json(&self) -> bytes::Bytes {
-        self.json
+    /// Digest of every market's resting orders at `seq`.
+    pub fn digest(&self) -> u64 {
+        (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
+    }
+
+    /// Each market's digest at `seq`, in the order of [`BookView::markets`].
+    pub fn market_digests(&self) -> impl Iterator<Item = (Symbol, u64)> + '_ {
+        (self.markets.iter().zip(&self.books)).map(|(m, b)| (m.symbol, b.digest))
+    }
+
+    /// Where market `symbol` is in [`BookView::markets`].
+    pub fn market_index(&self, symbol: Symbol) -> Option<usize> {
+        self.markets.iter().position(|m| m.symbol == symbol)
+    }
+
+    /// The `/orderbook` body of the market at `market` (an index into
+    /// [`BookView::markets`]): `{"seq","market","bids":[...],"asks":[...]}`.
+    pub fn json(&self, market: usize) -> bytes::Bytes {
+        self.json[market]
             .get_or_init(|| {
                 #[derive(Serialize)]
                 struct Book<B, A> {
@@ -89,11 +104,12 @@ impl BookView {
                     bids: B,
                     asks: A,
                 }
+                let sides = &self.books[market];
                 let book = Book {
                     seq: self.seq,
-                    market: DEFAULT_MARKET,
-                    bids: orders_json(self.bids.iter().rev(), &self.orders),
-                    asks: orders_json(self.asks.iter(), &self.orders),
+                    market: self.markets[market].symbol,
+                    bids: orders_json(sides.bids.iter().rev(), &self.orders),
+                    asks: orders_json(sides.asks.iter(), &self.orders),
                 };
                 serde_json::to_vec(&book)
                     .expect("serializing the book to memory cannot fail")
@@ -102,9 +118,9 @@ impl BookView {
             .clone()
     }
 
-    /// The `/orderbook?depth=N` body: the best `n` price levels of each side, each
-    /// with its total quantity and number of orders.
-    pub fn depth_json(&self, n: usize) -> Vec<u8> {
+    /// The `/orderbook?depth=N` body of the market at `market`: the best `n` price
+    /// levels of each side, each with its total quantity and number of orders.
+    pub fn depth_json(&self, market: usize, n: usize) -> Vec<u8> {
         let aggregate = |(&price, level): (&u64, &Level)| LevelJson {
             price,
             qty: level.qty,
@@ -118,12 +134,13 @@ impl BookView {
             bids: Vec<LevelJson>,
             asks: Vec<LevelJson>,
         }
+        let sides = &self.books[market];
         let depth = Depth {
             seq: self.seq,
-            market: DEFAULT_MARKET,
+            market: self.markets[market].symbol,
             depth: n,
-            bids: self.bids.iter().rev().take(n).map(aggregate).collect(),
-            asks: self.asks.iter().take(n).map(aggregate).collect(),
+            bids: sides.bids.iter().rev().take(n).map(aggregate).collect(),
+            asks: sides.asks.iter().take(n).map(aggregate).collect(),
         };
         serde_json::to_vec(&depth).expect("serializing to memory cannot fail")
     }

@@ -1,0 +1,277 @@
+//! Several markets in one log, through the real binaries, combined and split, on
+//! the shipped `init.txt` (three markets): `GET /markets`, trading in a market by
+//! `/markets/{symbol}/...`, the unprefixed routes acting on the default market as
+//! before, order ids global, an unknown market 404 naming it, `/events?market=S`
+//! streaming that market's events only, time travel per market, per-market digests
+//! agreeing between the sides, and a restart reproducing it all.
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::time::Duration;
+use test_support::*;
+
+/// The shipped genesis file, markets and all.
+const SHIPPED_INIT: &str = include_str!("../../init.txt");
+
+fn shipped_workdir() -> tempfile::TempDir {
+    let dir = workdir();
+    std::fs::write(dir.path().join("init.txt"), SHIPPED_INIT).unwrap();
+    dir
+}
+
+async fn status_and_json(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// An open `/events{query}` stream.
+struct Events {
+    what: String,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    text: String,
+}
+
+impl Events {
+    async fn open(base: &str, query: &str) -> Events {
+        let res = client()
+            .get(format!("{base}/events{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{query}");
+        Events {
+            what: query.to_owned(),
+            body: Box::pin(res.bytes_stream()),
+            text: String::new(),
+        }
+    }
+
+    /// The next frame: its event type and its data as JSON.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let frame: String = self.text.drain(..end + 2).collect();
+                let (mut kind, mut data) = (None, None);
+                for line in frame.lines() {
+                    if let Some(k) = line.strip_prefix("event:") {
+                        kind = Some(k.to_owned());
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data = Some(serde_json::from_str::<Value>(d).unwrap());
+                    }
+                }
+                if let (Some(kind), Some(data)) = (kind, data) {
+                    return (kind, data);
+                }
+                continue; // a keep-alive comment
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no frame in 10 s", self.what))
+                .expect("the stream goes on")
+                .unwrap();
+            self.text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next `n` log events, skipping caught-up markers.
+    async fn log_events(&mut self, n: usize) -> Vec<Value> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let (kind, data) = self.next().await;
+            if kind != "caught-up" {
+                got.push(data);
+            }
+        }
+        got
+    }
+}
+
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
+async fn exercise(base: &str) {
+    let client = client();
+    let markets = get_json(&client, &format!("{base}/markets")).await;
+    let symbols: Vec<&str> = (markets["markets"].as_array().unwrap().iter())
+        .map(|m| m["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(symbols, ["FOLD", "ACME", "BOLT"], "{markets}");
+    assert_eq!(markets["markets"][0]["default"], true);
+    assert_eq!(markets["markets"][1]["default"], false);
+    assert_eq!(markets["markets"][2]["quote"], "EUR");
+
+    // Each market has its own book; the unprefixed route is the default market's.
+    let fold = get_json(&client, &format!("{base}/orderbook")).await;
+    assert_eq!(fold["market"], "FOLD");
+    assert_eq!(fold["bids"][0]["user"], "alice", "{fold}");
+    let acme = get_json(&client, &format!("{base}/markets/ACME/orderbook")).await;
+    assert_eq!(acme["market"], "ACME");
+    assert_eq!(acme["asks"][0]["user"], "mallory", "{acme}");
+    assert_eq!(
+        get_json(&client, &format!("{base}/markets/FOLD/orderbook")).await,
+        fold
+    );
+
+    // A buy in ACME sweeps ACME's asks only; its id comes from the one counter.
+    let placed = post_json(&client, &format!("{base}/markets/ACME/buy/zed/253?qty=6")).await;
+    assert_eq!(placed["market"], "ACME", "{placed}");
+    assert_eq!(placed["order"]["id"], 16, "ids are global: init.txt's next is 16");
+    let makers: Vec<u64> = (placed["fills"].as_array().unwrap().iter())
+        .map(|f| f["maker_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(makers, [11], "{placed}");
+    let acme_seq = placed["seq"].as_u64().unwrap();
+    // The original examples still work, on the default market.
+    let fold_buy = post_json(&client, &format!("{base}/buy/yan/101")).await;
+    assert_eq!(fold_buy["market"], "FOLD", "{fold_buy}");
+    assert_eq!(fold_buy["fills"][0]["maker_id"], 5);
+    let head = fold_buy["seq"].as_u64().unwrap();
+
+    // Orders are found without their market, and say it; cancel needs none either.
+    let order = get_json(&client, &format!("{base}/orders/16?min_seq={head}")).await;
+    assert_eq!((&order["market"], &order["status"]), (&"ACME".into(), &"resting".into()));
+    let res = client
+        .post(format!("{base}/cancel/zed/16"))
+        .send()
+        .await
+        .unwrap();
+    let (status, cancelled) = status_and_json(res).await;
+    assert_eq!((status, &cancelled["market"]), (200, &"ACME".into()), "{cancelled}");
+    let head = cancelled["seq"].as_u64().unwrap();
+
+    // Trades per market: the unprefixed route lists the default market's.
+    let trades = get_json(&client, &format!("{base}/markets/ACME/trades?min_seq={head}")).await;
+    assert_eq!(trades["market"], "ACME");
+    let trades = trades["trades"].as_array().unwrap();
+    assert_eq!(trades.len(), 1, "{trades:?}");
+    assert_eq!((&trades[0]["seller"], &trades[0]["price"]), (&"mallory".into(), &252.into()));
+    let fold_trades = get_json(&client, &format!("{base}/trades")).await;
+    assert!(
+        (fold_trades["trades"].as_array().unwrap().iter()).all(|t| t["market"] == "FOLD"),
+        "{fold_trades}"
+    );
+    assert_eq!(fold_trades["trades"].as_array().unwrap().len(), 1);
+
+    // An unknown market is 404 naming it, for reads and writes; nothing is written.
+    for (method, path) in [
+        ("GET", "/markets/NOPE/orderbook"),
+        ("GET", "/markets/NOPE/trades"),
+        ("GET", "/markets/acme/orderbook"),
+        ("POST", "/markets/NOPE/buy/zed/100"),
+        ("GET", "/events?market=NOPE"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = client
+            .request(method, format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_and_json(res).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("is not traded here"), "{path}: {message}");
+        assert!(message.contains("NOPE") || message.contains("acme"), "{message}");
+    }
+
+    // One market's events, history then live; without `market`, every event.
+    let mut acme = Events::open(base, "?from=1&market=ACME").await;
+    let acme_events = acme.log_events(2).await;
+    let seqs: Vec<u64> = (acme_events.iter())
+        .map(|data| data["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [acme_seq, head], "{acme_events:?}");
+    assert!(
+        (acme_events.iter()).all(|data| data["event"]["data"]["market"] == "ACME"),
+        "{acme_events:?}"
+    );
+    let all = Events::open(base, "?from=1").await.log_events(3).await;
+    assert_eq!(all[2]["seq"], head);
+    // Live: a stream that starts live says so at once; then it gets the BOLT event
+    // and not the FOLD one before it.
+    let mut bolt = Events::open(base, "?market=BOLT").await;
+    assert_eq!(bolt.next().await.0, "caught-up");
+    post_json(&client, &format!("{base}/buy/ann/90")).await;
+    let sold = post_json(&client, &format!("{base}/markets/BOLT/sell/ann/1300")).await;
+    assert_eq!(sold["seq"], head + 2, "the 404s wrote nothing");
+    let live = bolt.log_events(1).await;
+    assert_eq!(live[0]["seq"], sold["seq"], "{live:?}");
+    assert_eq!(live[0]["event"]["data"]["market"], "BOLT");
+
+    // Time travel per market.
+    let at0 = get_json(&client, &format!("{base}/markets/ACME/orderbook?at=0")).await;
+    assert_eq!((&at0["seq"], &at0["market"]), (&0.into(), &"ACME".into()));
+    assert_eq!(at0["asks"][0]["id"], 11, "mallory's ask before it traded: {at0}");
+    let depth = get_json(&client, &format!("{base}/markets/ACME/orderbook?depth=1")).await;
+    assert_eq!(depth["asks"][0]["price"], 255, "{depth}");
+}
+
+/// Both sides' digests agree, in total and per market, one per market.
+fn assert_digests_agree(write: &Value, read: &Value) {
+    assert_eq!(write["write_digest_seq"], read["applied_seq"], "{write} {read}");
+    assert_eq!(write["write_digest"], read["read_digest"], "{write} {read}");
+    let per_market = write["write_digests"].as_object().unwrap();
+    assert_eq!(per_market.len(), 3, "{write}");
+    assert_eq!(write["write_digests"], read["read_digests"], "{write} {read}");
+    let sum = (per_market.values())
+        .map(|d| u64::from_str_radix(d.as_str().unwrap(), 16).unwrap())
+        .fold(0u64, u64::wrapping_add);
+    assert_eq!(format!("{sum:016x}"), write["write_digest"].as_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markets_work_through_the_combined_gateway_and_a_restart() {
+    let dir = shipped_workdir();
+    let gw = Proc::start("gateway", dir.path(), &[]);
+    exercise(&gw.url).await;
+    let client = client();
+    let health = caught_up(&client, &gw.url).await;
+    assert_digests_agree(&health, &health);
+    let mut books = Vec::new();
+    for m in ["FOLD", "ACME", "BOLT"] {
+        books.push(get_json(&client, &format!("{}/markets/{m}/orderbook", gw.url)).await);
+    }
+    assert!(gw.terminate().success());
+
+    // A restart (from the snapshots of the clean stop) reproduces every market.
+    let gw = Proc::start("gateway", dir.path(), &[]);
+    let again = caught_up(&client, &gw.url).await;
+    assert_eq!(again["read_digests"], health["read_digests"], "{again}");
+    for (m, book) in ["FOLD", "ACME", "BOLT"].iter().zip(&books) {
+        assert_eq!(
+            &get_json(&client, &format!("{}/markets/{m}/orderbook", gw.url)).await,
+            book
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markets_work_through_the_proxy_gateway() {
+    let dir = shipped_workdir();
+    let command = Proc::start("command-svc", dir.path(), &[]);
+    let query = Proc::start("query-svc", dir.path(), &[]);
+    let gw = Proc::start_proxy(dir.path(), &command, &[&query]);
+    exercise(&gw.url).await;
+    let client = client();
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    let read = applied(
+        &client,
+        &query.url,
+        write["durable_seq"].clone(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_digests_agree(&write, &read);
+}
+
+#[test]
+fn an_init_txt_with_a_bad_market_entry_is_refused_naming_it() {
+    let dir = workdir();
+    let bad = SHIPPED_INIT.replacen("\"market\": \"ACME\"", "\"market\": \"NOPE\"", 1);
+    std::fs::write(dir.path().join("init.txt"), bad).unwrap();
+    let out = run("command-svc", dir.path(), &["--listen", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("orders[8] (id 9): market NOPE is not in markets"),
+        "{stderr}"
+    );
+}
