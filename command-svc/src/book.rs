@@ -579,6 +579,8 @@ fn read_levels(
 type Indexed = Result<(foldhash::HashMap<u64, Place>, Vec<u64>), u64>;
 /// Each market's bids and asks by price.
 type MarketLevels = Vec<(BTreeMap<u64, Level>, BTreeMap<u64, Level>)>;
+/// One side's levels by price, in price order, before they become a map.
+type SortedLevels = Vec<(u64, Level)>;
 
 /// Builds the id index (with the digests) and the levels of `markets` markets
 /// from checked records, on two threads. The index is `Err(id)` when an id appears
@@ -609,8 +611,7 @@ fn build_levels(
             }
             Ok((index, digests))
         });
-        let mut sides: Vec<(Vec<(u64, Level)>, Vec<(u64, Level)>)> =
-            vec![Default::default(); markets];
+        let mut sides: Vec<(SortedLevels, SortedLevels)> = vec![Default::default(); markets];
         for (market, side, price, orders) in levels {
             // Sorted by id: the level is built in bulk, not by repeated inserts.
             let level: Level = orders

@@ -137,7 +137,10 @@ fn authenticate<'a>(
 /// 404 for a market not traded here, naming it (cut to a symbol's length and a
 /// little more, so a huge path does not become a huge answer).
 pub fn unknown_market(symbol: &str) -> Response {
-    let shown: String = symbol.chars().take(2 * shared_events::market::SYMBOL_LEN_MAX).collect();
+    let shown: String = symbol
+        .chars()
+        .take(2 * shared_events::market::SYMBOL_LEN_MAX)
+        .collect();
     error(
         StatusCode::NOT_FOUND,
         format!("market {shown:?} is not traded here (GET /markets lists them)"),
@@ -290,9 +293,10 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
     map.insert("write_digest".into(), domain::digest_hex(digest).into());
     map.insert("write_digest_seq".into(), digest_seq.into());
     let (_, digests) = &*stats.market_digests.lock().expect("digest lock");
-    let per_market: serde_json::Map<String, serde_json::Value> = (stats.markets.iter().zip(digests))
-        .map(|(m, &d)| (m.symbol.to_string(), domain::digest_hex(d).into()))
-        .collect();
+    let per_market: serde_json::Map<String, serde_json::Value> =
+        (stats.markets.iter().zip(digests))
+            .map(|(m, &d)| (m.symbol.to_string(), domain::digest_hex(d).into()))
+            .collect();
     drop(digest_guard);
     map.insert("write_digests".into(), per_market.into());
     map.insert(

@@ -199,7 +199,11 @@ mod tests {
         );
         assert_eq!(
             index
-                .check(&place_in(shared_events::Symbol::from_static("ACME"), "k1", 10))
+                .check(&place_in(
+                    shared_events::Symbol::from_static("ACME"),
+                    "k1",
+                    10
+                ))
                 .unwrap()
                 .unwrap_err(),
             Rejection::KeyReused,

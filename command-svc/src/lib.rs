@@ -230,7 +230,12 @@ pub fn recover_model<S: Recoverable>(
     keys_kept: usize,
     now_us: u64,
 ) -> Result<(WriteModel, Recovery), OpenError> {
-    let (mut model, from) = match checkpoint::load(snapshot_dir, storage, keys_kept, &genesis.markets) {
+    let (mut model, from) = match checkpoint::load(
+        snapshot_dir,
+        storage,
+        keys_kept,
+        &genesis.markets,
+    ) {
         Some((model, cursor, path)) => {
             tracing::info!(seq = cursor.next_seq - 1, path = %path.display(), "write side starts from a snapshot");
             (model, cursor)

@@ -203,7 +203,9 @@ impl WriterStats {
         let mut markets = self.market_digests.lock().expect("digest lock");
         markets.0 = seq;
         markets.1.clear();
-        markets.1.extend(book.market_digests().iter().map(|&(_, d)| d));
+        markets
+            .1
+            .extend(book.market_digests().iter().map(|&(_, d)| d));
     }
 
     /// The default market: the first.
@@ -388,7 +390,12 @@ impl<S: Storage> Writer<S> {
             digest: std::sync::Mutex::new((last_seq, model.book.digest())),
             market_digests: std::sync::Mutex::new((
                 last_seq,
-                model.book.market_digests().iter().map(|&(_, d)| d).collect(),
+                model
+                    .book
+                    .market_digests()
+                    .iter()
+                    .map(|&(_, d)| d)
+                    .collect(),
             )),
             markets: model.book.markets().into(),
         });

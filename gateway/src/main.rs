@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         snapshot_every: command_config.snapshot_every,
         rebuild: false,
         finished_orders_kept: args.finished_orders_kept,
+        markets: None,
     };
     let query = query_svc::start_with(&query_config, js).context("starting the read side")?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,6 +1,9 @@
 //! Proxy mode: the gateway fronts a command-svc and one or more query-svc replicas.
 //! Writes go to command-svc; reads go round robin to the healthy query-svc replicas
-//! (a background task checks each one's `/health` every [`HEALTH_INTERVAL`]); answer
+//! that hold the read's market (a background task checks each one's `/health` every
+//! [`HEALTH_INTERVAL`], which also says which markets it holds: `query-svc
+//! --markets`); `/markets/{symbol}/...` and `/events?market=S` go to replicas holding
+//! that market, the other reads to replicas holding the default market; answer
 //! bodies are streamed through, so Server-Sent Events work too. Connections are
 //! pooled. An upstream that is down or slow never makes a client hang: 502 when it
 //! cannot be reached, 504 when it does not answer within the timeout, 503 when no
@@ -59,6 +62,63 @@ pub struct Replica {
     pub url: String,
     /// Result of the last health check or request.
     pub healthy: AtomicBool,
+    /// The markets it holds, from its last health answer (`None` until then: it
+    /// is asked for any market).
+    pub holds: std::sync::RwLock<Option<Holds>>,
+}
+
+/// The markets a replica holds, as its `/health` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holds {
+    pub markets: Vec<String>,
+    /// The deployment's default market.
+    pub default: String,
+}
+
+impl Holds {
+    /// Its `/health` fields `markets` and `default_market`, if it has them.
+    fn of(health: &serde_json::Value) -> Option<Holds> {
+        let markets = (health["markets"].as_array()?.iter())
+            .map(|m| m.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?;
+        let default = health["default_market"].as_str()?.to_owned();
+        Some(Holds { markets, default })
+    }
+}
+
+/// The market a read is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wanted<'a> {
+    /// `/markets` itself: any replica answers it.
+    Any,
+    /// An unprefixed read: the default market's.
+    Default,
+    /// `/markets/{symbol}/...` or `/events?market=S`.
+    Market(std::borrow::Cow<'a, str>),
+}
+
+fn wanted<'a>(path: &'a str, query: &'a str) -> Wanted<'a> {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next()) {
+        (Some("markets"), None) => Wanted::Any,
+        (Some("markets"), Some(symbol)) => Wanted::Market(symbol.into()),
+        (Some("events"), _) => form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "market")
+            .map_or(Wanted::Default, |(_, v)| Wanted::Market(v)),
+        _ => Wanted::Default,
+    }
+}
+
+impl Replica {
+    /// Whether it holds what a read wants (unknown yet: maybe).
+    fn serves(&self, wanted: &Wanted) -> bool {
+        let holds = self.holds.read().expect("holds lock");
+        match (&*holds, wanted) {
+            (None, _) | (_, Wanted::Any) => true,
+            (Some(h), Wanted::Default) => h.markets.contains(&h.default),
+            (Some(h), Wanted::Market(m)) => h.markets.iter().any(|held| held == m),
+        }
+    }
 }
 
 /// The upstreams and the pooled clients that reach them.
@@ -90,6 +150,7 @@ impl Upstreams {
                 .map(|u| Replica {
                     url: u.trim_end_matches('/').to_owned(),
                     healthy: AtomicBool::new(true),
+                    holds: std::sync::RwLock::new(None),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -102,13 +163,22 @@ impl Upstreams {
         }
     }
 
-    /// Replicas to try for one read, healthy ones first, starting at the next in turn.
-    fn read_order(&self) -> Vec<&Replica> {
+    /// Replicas to try for one read: those holding its market (all of them when
+    /// none does, so that one answers why), healthy ones first, starting at the next
+    /// in turn.
+    fn read_order(&self, wanted: &Wanted) -> Vec<&Replica> {
         let n = self.queries.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let rotated = (0..n).map(|i| &self.queries[(start + i) % n]);
-        let (healthy, down): (Vec<_>, Vec<_>) =
-            rotated.partition(|r| r.healthy.load(Ordering::Relaxed));
+        let rotated: Vec<&Replica> = (0..n).map(|i| &self.queries[(start + i) % n]).collect();
+        let serving: Vec<&Replica> = rotated
+            .iter()
+            .copied()
+            .filter(|r| r.serves(wanted))
+            .collect();
+        let chosen = if serving.is_empty() { rotated } else { serving };
+        let (healthy, down): (Vec<_>, Vec<_>) = chosen
+            .into_iter()
+            .partition(|r| r.healthy.load(Ordering::Relaxed));
         healthy.into_iter().chain(down).collect()
     }
 
@@ -118,13 +188,24 @@ impl Upstreams {
         loop {
             tick.tick().await;
             for replica in &self.queries {
-                let ok = self
+                let answer = self
                     .client
                     .get(format!("{}/health", replica.url))
                     .timeout(HEALTH_TIMEOUT)
                     .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                    .await;
+                let health = match answer {
+                    Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+                    _ => None,
+                };
+                let ok = health.is_some();
+                if let Some(holds) = health.as_ref().and_then(Holds::of) {
+                    let mut known = replica.holds.write().expect("holds lock");
+                    if known.as_ref() != Some(&holds) {
+                        tracing::info!(replica = %replica.url, markets = ?holds.markets, "query-svc replica's markets");
+                        *known = Some(holds);
+                    }
+                }
                 if replica.healthy.swap(ok, Ordering::Relaxed) != ok {
                     tracing::warn!(replica = %replica.url, healthy = ok, "query-svc replica health changed");
                 }
@@ -208,7 +289,7 @@ async fn forward(
     let candidates: Vec<(&str, Option<&Replica>)> = match side {
         Side::Write => vec![(up.command.as_str(), None)],
         Side::Read => up
-            .read_order()
+            .read_order(&wanted(path, &query))
             .into_iter()
             .map(|r| (r.url.as_str(), Some(r)))
             .collect(),
@@ -308,7 +389,14 @@ async fn health(up: Arc<Upstreams>) -> Result<Response, Infallible> {
     let replicas: Vec<_> = up
         .queries
         .iter()
-        .map(|r| serde_json::json!({ "url": r.url, "healthy": r.healthy.load(Ordering::Relaxed) }))
+        .map(|r| {
+            let mut replica =
+                serde_json::json!({ "url": r.url, "healthy": r.healthy.load(Ordering::Relaxed) });
+            if let Some(holds) = &*r.holds.read().expect("holds lock") {
+                replica["markets"] = holds.markets.clone().into();
+            }
+            replica
+        })
         .collect();
     let reads_ok = up.queries.iter().any(|r| r.healthy.load(Ordering::Relaxed));
     let ok = command.is_some() && reads_ok;
@@ -358,6 +446,51 @@ pub fn routes(up: Arc<Upstreams>) -> BoxedFilter<(Response,)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_want_their_market() {
+        let market = |m: &'static str| Wanted::Market(m.into());
+        for (path, query, want) in [
+            ("/markets", "", Wanted::Any),
+            ("/markets/ACME/orderbook", "depth=3", market("ACME")),
+            ("/markets/ACME/trades", "", market("ACME")),
+            ("/orderbook", "", Wanted::Default),
+            ("/orders/3", "", Wanted::Default),
+            ("/events", "from=1&market=BOLT", market("BOLT")),
+            ("/events", "from=1", Wanted::Default),
+        ] {
+            assert_eq!(wanted(path, query), want, "{path}?{query}");
+        }
+        let replica = |markets: &[&str]| Replica {
+            url: String::new(),
+            healthy: AtomicBool::new(true),
+            holds: std::sync::RwLock::new(Some(Holds {
+                markets: markets.iter().map(|m| m.to_string()).collect(),
+                default: "FOLD".into(),
+            })),
+        };
+        let (fold, acme) = (replica(&["FOLD"]), replica(&["ACME", "BOLT"]));
+        assert!(fold.serves(&Wanted::Default) && !acme.serves(&Wanted::Default));
+        assert!(acme.serves(&market("BOLT")) && !fold.serves(&market("BOLT")));
+        assert!(fold.serves(&Wanted::Any) && acme.serves(&Wanted::Any));
+        let unknown = Replica {
+            url: String::new(),
+            healthy: AtomicBool::new(true),
+            holds: std::sync::RwLock::new(None),
+        };
+        assert!(
+            unknown.serves(&market("ACME")),
+            "asked until its health is known"
+        );
+        let health = serde_json::json!({"markets": ["ACME"], "default_market": "FOLD"});
+        assert_eq!(
+            Holds::of(&health),
+            Some(Holds {
+                markets: vec!["ACME".into()],
+                default: "FOLD".into()
+            })
+        );
+    }
 
     #[test]
     fn paths_go_to_their_side() {

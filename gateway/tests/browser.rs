@@ -645,6 +645,99 @@ async fn the_web_ui_in_proxy_mode() {
     eprintln!("browser test (proxy) took {:?}", started.elapsed());
 }
 
+/// The market picker on the shipped init.txt (three markets): the URL remembers the
+/// choice, the ladder, trades, chart and feed show the chosen market only, an order
+/// placed from the page goes to it, and a live event of another market leaves the
+/// page alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_switches_markets() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("init.txt"), include_str!("../../init.txt")).unwrap();
+    let gw = Proc::start("gateway", dir.path(), &[]);
+    let mut driver = Driver::start();
+    let page = Page::open(
+        &mut driver,
+        "markets page",
+        &format!("{}/?market=ACME", gw.url),
+    )
+    .await;
+    page.wait_loaded().await;
+    assert_eq!(
+        page.js("document.getElementById('market').value", vec![])
+            .await,
+        "ACME",
+        "the URL's market is chosen"
+    );
+    page.wait_level("mallory's ACME ask", "ask", 252, Some("5 (1)"))
+        .await;
+    assert_eq!(
+        page.text(&Page::level("bid", 99)).await,
+        Value::Null,
+        "no FOLD level"
+    );
+
+    // An order from the page goes to the market on show, and trades there.
+    page.place("buy", "zed", "252", "2").await;
+    page.wait_text("the ACME order is placed", "#order-result", |t| {
+        t.starts_with("Placed order 16 (event 1)")
+    })
+    .await;
+    page.wait_level("mallory's ask, 2 taken", "ask", 252, Some("3 (1)"))
+        .await;
+    page.wait_text("the trade in the chart", "#chart-caption", |t| {
+        t.contains("last 1 trade") && t.contains("last 252")
+    })
+    .await;
+    page.wait_text("event 1 in the feed", "#feed li[data-seq=\"1\"]", |t| {
+        t.contains("zed buy 2 @ 252")
+    })
+    .await;
+
+    // A live event of another market changes nothing on this page.
+    let other = post_json(&client(), &format!("{}/buy/ann/100", gw.url)).await;
+    assert_eq!(other["market"], "FOLD");
+    let bolt = post_json(&client(), &format!("{}/markets/ACME/sell/bob/260", gw.url)).await;
+    page.wait_text("the ACME event after it", "#feed li[data-seq=\"3\"]", |t| {
+        t.contains("bob sell 1 @ 260")
+    })
+    .await;
+    assert_eq!(bolt["seq"], 3);
+    assert_eq!(
+        page.js("document.querySelector('#feed li[data-seq=\"2\"]')", vec![])
+            .await,
+        Value::Null,
+        "the FOLD event is not in ACME's feed"
+    );
+
+    // Switching: the other market's book, trades and feed; the URL remembers it.
+    page.js(
+        "(() => { const s = document.getElementById('market'); s.value = 'FOLD'; s.dispatchEvent(new Event('change')); return true; })()",
+        vec![],
+    )
+    .await;
+    page.wait_level("alice's and dave's FOLD bids", "bid", 99, Some("13 (2)"))
+        .await;
+    page.wait_level("ann's FOLD bid", "bid", 100, Some("1 (1)"))
+        .await;
+    assert_eq!(page.text(&Page::level("ask", 252)).await, Value::Null);
+    page.wait_text(
+        "FOLD's event in the feed",
+        "#feed li[data-seq=\"2\"]",
+        |t| t.contains("ann buy 1 @ 100"),
+    )
+    .await;
+    page.wait_text("FOLD has no trades", "#chart-caption", |t| {
+        t.contains("no trades yet")
+    })
+    .await;
+    assert_eq!(
+        page.js("new URLSearchParams(location.search).get('market')", vec![])
+            .await,
+        "FOLD"
+    );
+    page.close().await;
+}
+
 /// Rewrites `docs/ui.png` (the README's picture): a book with some orders, trades
 /// and events. Run on purpose: `cargo test -p gateway --test browser -- --ignored screenshot`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,7 +114,10 @@ async fn exercise(base: &str) {
     // A buy in ACME sweeps ACME's asks only; its id comes from the one counter.
     let placed = post_json(&client, &format!("{base}/markets/ACME/buy/zed/253?qty=6")).await;
     assert_eq!(placed["market"], "ACME", "{placed}");
-    assert_eq!(placed["order"]["id"], 16, "ids are global: init.txt's next is 16");
+    assert_eq!(
+        placed["order"]["id"], 16,
+        "ids are global: init.txt's next is 16"
+    );
     let makers: Vec<u64> = (placed["fills"].as_array().unwrap().iter())
         .map(|f| f["maker_id"].as_u64().unwrap())
         .collect();
@@ -128,22 +131,36 @@ async fn exercise(base: &str) {
 
     // Orders are found without their market, and say it; cancel needs none either.
     let order = get_json(&client, &format!("{base}/orders/16?min_seq={head}")).await;
-    assert_eq!((&order["market"], &order["status"]), (&"ACME".into(), &"resting".into()));
+    assert_eq!(
+        (&order["market"], &order["status"]),
+        (&"ACME".into(), &"resting".into())
+    );
     let res = client
         .post(format!("{base}/cancel/zed/16"))
         .send()
         .await
         .unwrap();
     let (status, cancelled) = status_and_json(res).await;
-    assert_eq!((status, &cancelled["market"]), (200, &"ACME".into()), "{cancelled}");
+    assert_eq!(
+        (status, &cancelled["market"]),
+        (200, &"ACME".into()),
+        "{cancelled}"
+    );
     let head = cancelled["seq"].as_u64().unwrap();
 
     // Trades per market: the unprefixed route lists the default market's.
-    let trades = get_json(&client, &format!("{base}/markets/ACME/trades?min_seq={head}")).await;
+    let trades = get_json(
+        &client,
+        &format!("{base}/markets/ACME/trades?min_seq={head}"),
+    )
+    .await;
     assert_eq!(trades["market"], "ACME");
     let trades = trades["trades"].as_array().unwrap();
     assert_eq!(trades.len(), 1, "{trades:?}");
-    assert_eq!((&trades[0]["seller"], &trades[0]["price"]), (&"mallory".into(), &252.into()));
+    assert_eq!(
+        (&trades[0]["seller"], &trades[0]["price"]),
+        (&"mallory".into(), &252.into())
+    );
     let fold_trades = get_json(&client, &format!("{base}/trades")).await;
     assert!(
         (fold_trades["trades"].as_array().unwrap().iter()).all(|t| t["market"] == "FOLD"),
@@ -169,7 +186,10 @@ async fn exercise(base: &str) {
         assert_eq!(status, 404, "{path}: {body}");
         let message = body["error"].as_str().unwrap();
         assert!(message.contains("is not traded here"), "{path}: {message}");
-        assert!(message.contains("NOPE") || message.contains("acme"), "{message}");
+        assert!(
+            message.contains("NOPE") || message.contains("acme"),
+            "{message}"
+        );
     }
 
     // One market's events, history then live; without `market`, every event.
@@ -199,22 +219,34 @@ async fn exercise(base: &str) {
     // Time travel per market.
     let at0 = get_json(&client, &format!("{base}/markets/ACME/orderbook?at=0")).await;
     assert_eq!((&at0["seq"], &at0["market"]), (&0.into(), &"ACME".into()));
-    assert_eq!(at0["asks"][0]["id"], 11, "mallory's ask before it traded: {at0}");
+    assert_eq!(
+        at0["asks"][0]["id"], 11,
+        "mallory's ask before it traded: {at0}"
+    );
     let depth = get_json(&client, &format!("{base}/markets/ACME/orderbook?depth=1")).await;
     assert_eq!(depth["asks"][0]["price"], 255, "{depth}");
 }
 
 /// Both sides' digests agree, in total and per market, one per market.
 fn assert_digests_agree(write: &Value, read: &Value) {
-    assert_eq!(write["write_digest_seq"], read["applied_seq"], "{write} {read}");
+    assert_eq!(
+        write["write_digest_seq"], read["applied_seq"],
+        "{write} {read}"
+    );
     assert_eq!(write["write_digest"], read["read_digest"], "{write} {read}");
     let per_market = write["write_digests"].as_object().unwrap();
     assert_eq!(per_market.len(), 3, "{write}");
-    assert_eq!(write["write_digests"], read["read_digests"], "{write} {read}");
+    assert_eq!(
+        write["write_digests"], read["read_digests"],
+        "{write} {read}"
+    );
     let sum = (per_market.values())
         .map(|d| u64::from_str_radix(d.as_str().unwrap(), 16).unwrap())
         .fold(0u64, u64::wrapping_add);
-    assert_eq!(format!("{sum:016x}"), write["write_digest"].as_str().unwrap());
+    assert_eq!(
+        format!("{sum:016x}"),
+        write["write_digest"].as_str().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,6 +304,146 @@ fn an_init_txt_with_a_bad_market_entry_is_refused_naming_it() {
     assert!(!out.status.success());
     assert!(
         stderr.contains("orders[8] (id 9): market NOPE is not in markets"),
+        "{stderr}"
+    );
+}
+
+/// Two replicas holding different markets behind one gateway: each market's reads
+/// reach a replica holding it, a replica asked directly for a market it does not
+/// hold answers 404 saying so, and each replica's digests cover its own markets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_holding_different_markets_behind_one_gateway() {
+    let dir = shipped_workdir();
+    let command = Proc::start("command-svc", dir.path(), &[]);
+    let fold = Proc::start(
+        "query-svc",
+        dir.path(),
+        &["--markets", "FOLD", "--snapshots", "snapshots-fold"],
+    );
+    let others = Proc::start(
+        "query-svc",
+        dir.path(),
+        &["--markets", "ACME,BOLT", "--snapshots", "snapshots-others"],
+    );
+    let client = client();
+    let held = |h: &Value| h["markets"].clone();
+    assert_eq!(
+        held(&get_json(&client, &format!("{}/health", fold.url)).await),
+        serde_json::json!(["FOLD"])
+    );
+    let others_health = get_json(&client, &format!("{}/health", others.url)).await;
+    assert_eq!(held(&others_health), serde_json::json!(["ACME", "BOLT"]));
+    assert_eq!(others_health["default_market"], "FOLD");
+    let gw = Proc::start_proxy(dir.path(), &command, &[&fold, &others]);
+    let base = gw.url.as_str();
+
+    let acme = post_json(&client, &format!("{base}/markets/ACME/buy/zed/253?qty=6")).await;
+    let fold_buy = post_json(&client, &format!("{base}/buy/yan/101")).await;
+    let head = fold_buy["seq"].as_u64().unwrap();
+    assert_eq!(acme["seq"], head - 1);
+    // The gateway learns the replicas' markets from their health; until then it
+    // may ask either. Every read below must reach the right one, many times over
+    // (round robin would send half of them to the wrong one).
+    poll_until(
+        "the gateway knows the replicas' markets",
+        Duration::from_secs(10),
+        || async {
+            let h = get_json(&client, &format!("{base}/health")).await;
+            let known = h["query"]
+                .as_array()
+                .is_some_and(|q| q.iter().all(|r| r["markets"].is_array()));
+            if known {
+                Probe::Done(())
+            } else {
+                Probe::Pending(h.to_string())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..6 {
+        let book = get_json(
+            &client,
+            &format!("{base}/markets/ACME/orderbook?min_seq={head}"),
+        )
+        .await;
+        assert_eq!(book["market"], "ACME", "{book}");
+        let book = get_json(&client, &format!("{base}/orderbook?min_seq={head}")).await;
+        assert_eq!(book["market"], "FOLD", "{book}");
+        let trades = get_json(
+            &client,
+            &format!("{base}/markets/BOLT/trades?min_seq={head}"),
+        )
+        .await;
+        assert_eq!(trades["market"], "BOLT", "{trades}");
+        let order = get_json(
+            &client,
+            &format!("{base}/orders/{}?min_seq={head}", fold_buy["order"]["id"]),
+        )
+        .await;
+        assert_eq!(order["market"], "FOLD", "{order}");
+    }
+    let acme_events = Events::open(base, "?from=1&market=ACME")
+        .await
+        .log_events(1)
+        .await;
+    assert_eq!(acme_events[0]["seq"], acme["seq"]);
+
+    // Asked directly, a replica refuses a market it does not hold, naming it.
+    let res = client
+        .get(format!("{}/markets/ACME/orderbook", fold.url))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(status, 404, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("ACME is not held") && message.contains("holds FOLD"),
+        "{message}"
+    );
+    let res = client
+        .get(format!("{}/orderbook", others.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "the default market is not held there");
+
+    // Each replica's digests cover its markets, and agree with the write side's.
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    for replica in [&fold, &others] {
+        let read = applied(&client, &replica.url, head, Duration::from_secs(10)).await;
+        let digests = read["read_digests"].as_object().unwrap();
+        assert!(!digests.is_empty());
+        for (market, digest) in digests {
+            assert_eq!(
+                &write["write_digests"][market], digest,
+                "{market}: {write} {read}"
+            );
+        }
+    }
+    // A replica restarted with other markets ignores its old snapshot and rebuilds.
+    assert!(fold.terminate().success());
+    let again = Proc::start(
+        "query-svc",
+        dir.path(),
+        &["--markets", "BOLT", "--snapshots", "snapshots-fold"],
+    );
+    let read = applied(&client, &again.url, head, Duration::from_secs(10)).await;
+    assert_eq!(read["markets"], serde_json::json!(["BOLT"]), "{read}");
+    assert!(again.logged("ignoring snapshot"), "{}", again.log());
+    assert_eq!(read["read_digests"]["BOLT"], write["write_digests"]["BOLT"]);
+
+    // --markets naming a market init.txt does not list is refused at start.
+    let out = run(
+        "query-svc",
+        dir.path(),
+        &["--markets", "NOPE", "--listen", "127.0.0.1:0"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--markets names NOPE") && stderr.contains("FOLD, ACME, BOLT"),
         "{stderr}"
     );
 }

@@ -4,8 +4,8 @@
 
 use crate::projection::ReadModel;
 use shared_events::snapshot::{self, SnapshotHeader};
-use shared_events::{LogCursor, LogRead};
 use shared_events::state::MarketSpec;
+use shared_events::{LogCursor, LogRead};
 use std::path::{Path, PathBuf};
 
 /// Snapshot kind of the read side.
@@ -42,14 +42,15 @@ pub fn write(dir: &Path, seq: u64, log_offset: u64, mut body: Vec<u8>) {
 }
 
 /// The newest usable snapshot that `log` continues, of exactly `markets` (those of
-/// `init.txt`; a snapshot of other markets is ignored): the read model and where to
-/// follow on.
+/// `init.txt`) holding exactly the `held` ones (a snapshot of other markets, or
+/// holding others, is ignored): the read model and where to follow on.
 pub fn load(
     dir: &Path,
     log: &mut dyn LogRead,
     markets: &[MarketSpec],
+    held: &[bool],
 ) -> Option<(ReadModel, LogCursor, PathBuf)> {
-    load_until(dir, log, u64::MAX, markets)
+    load_until(dir, log, u64::MAX, markets, held)
 }
 
 /// [`load`] among the snapshots taken at or before `seq_max`.
@@ -58,6 +59,7 @@ pub fn load_until(
     log: &mut dyn LogRead,
     seq_max: u64,
     markets: &[MarketSpec],
+    held: &[bool],
 ) -> Option<(ReadModel, LogCursor, PathBuf)> {
     let accept = |header: &SnapshotHeader, body: &[u8]| {
         log.check_continues(header.seq, header.log_offset)?;
@@ -72,6 +74,9 @@ pub fn load_until(
                 symbols(&model.markets),
                 symbols(markets)
             ));
+        }
+        if *model.held != *held {
+            return Err("it holds other markets than this read side (--markets)".into());
         }
         Ok(model)
     };

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use shared_events::source::{FileLog, Reader, read_full_at};
 use shared_events::{BookState, Envelope, LogCursor, LogRead, SCHEMA_VERSION};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// Bytes read from the log per history step of an event stream (one line fits).
 pub const HISTORY_CHUNK_BYTES: usize = shared_events::codec::LINE_BYTES_MAX;
@@ -37,6 +37,8 @@ impl OpenLog for PathBuf {
 #[derive(Debug)]
 pub struct Archive {
     pub genesis: BookState,
+    /// The markets the read side holds (see `ReadModel::held`).
+    pub held: Arc<[bool]>,
     pub log: Box<dyn OpenLog>,
     pub snapshots: PathBuf,
 }
@@ -88,13 +90,19 @@ impl SeekIndex {
 /// newest snapshot at or before `n` and the log after it.
 pub fn book_at(archive: &Archive, n: u64) -> Result<BookView, String> {
     let mut log = archive.log.open();
-    let (mut model, cursor) = checkpoint::load_until(&archive.snapshots, &mut *log, n, &archive.genesis.markets)
+    let loaded = checkpoint::load_until(
+        &archive.snapshots,
+        &mut *log,
+        n,
+        &archive.genesis.markets,
+        &archive.held,
+    );
+    let (mut model, cursor) = loaded
         .map(|(model, cursor, _)| (model, cursor))
         .unwrap_or_else(|| {
-            (
-                ReadModel::from_state(&archive.genesis, 0),
-                LogCursor::start(),
-            )
+            let held = Some(archive.held.clone());
+            let model = ReadModel::from_state_holding(&archive.genesis, 0, held);
+            (model, LogCursor::start())
         });
     if model.seq < n {
         log.locate(cursor);

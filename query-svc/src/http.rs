@@ -188,19 +188,42 @@ pub fn unknown_market(symbol: &str) -> Response {
     )
 }
 
+/// 404 for a market this replica does not hold (`query-svc --markets`).
+fn market_not_held(state: &QueryState, symbol: Symbol) -> Response {
+    let held: Vec<&str> = (state.markets.iter().zip(state.held.iter()))
+        .filter(|(_, held)| **held)
+        .map(|(m, _)| m.symbol.as_str())
+        .collect();
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "market {symbol} is not held by this read side (it holds {}; see --markets)",
+            held.join(", ")
+        ),
+    )
+}
+
 /// The market a route names: `None` (an unprefixed route) is the default market.
-/// Its index in the state's markets and its symbol, or the 404 answer.
-fn resolve_market(state: &QueryState, market: Option<&str>) -> Result<(usize, Symbol), Response> {
-    let Some(raw) = market else {
-        return Ok((0, state.markets[0].symbol));
+/// Its index in the state's markets and its symbol, or the 404 answer (a market not
+/// traded here, or not held by this read side).
+fn resolve_market(
+    state: &QueryState,
+    market: Option<&str>,
+) -> Result<(usize, Symbol), Box<Response>> {
+    let (at, symbol) = match market {
+        None => (0, state.markets[0].symbol),
+        Some(raw) => Symbol::parse(raw)
+            .ok()
+            .and_then(|symbol| {
+                let at = state.markets.iter().position(|m| m.symbol == symbol)?;
+                Some((at, symbol))
+            })
+            .ok_or_else(|| Box::new(unknown_market(raw)))?,
     };
-    Symbol::parse(raw)
-        .ok()
-        .and_then(|symbol| {
-            let at = state.markets.iter().position(|m| m.symbol == symbol)?;
-            Some((at, symbol))
-        })
-        .ok_or_else(|| unknown_market(raw))
+    if !state.held[at] {
+        return Err(Box::new(market_not_held(state, symbol)));
+    }
+    Ok((at, symbol))
 }
 
 /// `GET /markets`: every market, the default first.
@@ -230,7 +253,7 @@ async fn orderbook(
 ) -> Result<Response, Infallible> {
     let (market, _) = match resolve_market(&state, market.as_deref()) {
         Ok(m) => m,
-        Err(response) => return Ok(response),
+        Err(response) => return Ok(*response),
     };
     let prepared = prepare(&state, &query, &["at", "depth"], |query| {
         let at = query.get("at", None, |raw| parse_seq("at", raw).map(Some))?;
@@ -371,7 +394,7 @@ async fn trades(
 ) -> Result<Response, Infallible> {
     let (_, market) = match resolve_market(&state, market.as_deref()) {
         Ok(m) => m,
-        Err(response) => return Ok(response),
+        Err(response) => return Ok(*response),
     };
     let prepared = prepare(&state, &query, &["limit"], |query| {
         query.get("limit", TRADES_LIMIT_DEFAULT, |raw| {
@@ -434,7 +457,7 @@ async fn events(
         None => None,
         Some(raw) => match resolve_market(&state, Some(&raw)) {
             Ok((_, symbol)) => Some(symbol),
-            Err(response) => return Ok(response),
+            Err(response) => return Ok(*response),
         },
     };
     let seq = state.applied_seq();
@@ -474,6 +497,15 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
         .map(|(m, d)| (m.to_string(), domain::digest_hex(d).into()))
         .collect();
     map.insert("read_digests".into(), per_market.into());
+    let held: Vec<serde_json::Value> = (state.markets.iter().zip(state.held.iter()))
+        .filter(|(_, held)| **held)
+        .map(|(m, _)| m.symbol.as_str().into())
+        .collect();
+    map.insert("markets".into(), held.into());
+    map.insert(
+        "default_market".into(),
+        state.markets[0].symbol.as_str().into(),
+    );
     let behind = state.durable_seq().saturating_sub(snapshot.seq);
     map.insert("behind".into(), behind.into());
     map.insert(
@@ -558,12 +590,12 @@ fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state.clone())
         .and(raw_query())
-        .map(|state: Arc<QueryState>, query: String| {
-            match domain::parse_query(&query, &[]) {
+        .map(
+            |state: Arc<QueryState>, query: String| match domain::parse_query(&query, &[]) {
                 Ok(_) => markets(&state),
                 Err(e) => bad_request(e),
-            }
-        });
+            },
+        );
     let orderbook = in_market("orderbook")
         .and(with_state.clone())
         .and(raw_query())

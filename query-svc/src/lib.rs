@@ -44,7 +44,7 @@ use index::OrderIndex;
 use plumbing::jetstream::{JetStream, JetStreamAddress, JetStreamError};
 use projection::{BookView, ReadModel, TradeView, UserOrders};
 use shared_events::state::MarketSpec;
-use shared_events::{BookState, LogCursor, LogLocation, StateError};
+use shared_events::{BookState, LogCursor, LogLocation, StateError, Symbol};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +77,8 @@ pub struct Config {
     pub rebuild: bool,
     /// Finished orders kept besides the resting ones (`/orders/{id}`, user lists).
     pub finished_orders_kept: usize,
+    /// The markets to hold (`--markets`); `None`: every market of `init.txt`.
+    pub markets: Option<Vec<Symbol>>,
 }
 
 impl Config {
@@ -89,6 +91,7 @@ impl Config {
             snapshot_every: checkpoint::SNAPSHOT_EVERY_DEFAULT,
             rebuild: false,
             finished_orders_kept: projection::FINISHED_ORDERS_KEPT_DEFAULT,
+            markets: None,
         }
     }
 
@@ -103,6 +106,8 @@ impl Config {
 pub struct QueryState {
     /// The markets (from the genesis state), the default first.
     pub markets: Arc<[MarketSpec]>,
+    /// Which of them this side holds, by index (see [`ReadModel::held`]).
+    pub held: Arc<[bool]>,
     /// The books as of the last applied batch.
     view: ArcSwap<BookView>,
     /// Every order by id.
@@ -145,6 +150,7 @@ impl QueryState {
     pub fn new(model: &ReadModel, archive: Archive, start: LogCursor) -> Self {
         QueryState {
             markets: model.markets.clone(),
+            held: model.held.clone(),
             view: ArcSwap::from_pointee(model.book_view()),
             orders: model.orders.clone(),
             user_orders: model.user_orders.clone(),
@@ -258,6 +264,37 @@ pub enum StartError {
     Init(#[from] StateError),
     #[error(transparent)]
     JetStream(#[from] JetStreamError),
+    #[error("--markets names {named}, which {init} does not list (it lists {listed})")]
+    UnknownMarket {
+        named: Symbol,
+        init: String,
+        listed: String,
+    },
+}
+
+/// Which markets of `genesis` a read side configured with `markets` holds, by
+/// index; every one when `markets` is `None`.
+pub fn held_markets(
+    genesis: &BookState,
+    markets: Option<&[Symbol]>,
+    init: &std::path::Path,
+) -> Result<Arc<[bool]>, StartError> {
+    let Some(markets) = markets else {
+        return Ok(vec![true; genesis.markets.len()].into());
+    };
+    for &named in markets {
+        if genesis.market_index(named).is_none() {
+            let listed: Vec<&str> = genesis.markets.iter().map(|m| m.symbol.as_str()).collect();
+            return Err(StartError::UnknownMarket {
+                named,
+                init: init.display().to_string(),
+                listed: listed.join(", "),
+            });
+        }
+    }
+    Ok((genesis.markets.iter())
+        .map(|m| markets.contains(&m.symbol))
+        .collect())
 }
 
 /// Loads the newest usable snapshot (else the genesis state) and starts tailing the
@@ -270,6 +307,7 @@ pub fn start(config: &Config) -> Result<QueryService, StartError> {
 /// (the combined gateway shares one client between both sides).
 pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QueryService, StartError> {
     let genesis = BookState::load(&config.init)?;
+    let held = held_markets(&genesis, config.markets.as_deref(), &config.init)?;
     let dir = config.snapshot_dir();
     let (mut model, cursor, source, log): (
         _,
@@ -279,7 +317,8 @@ pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QuerySe
     ) = match &config.log {
         LogLocation::File(path) => {
             let mut log = shared_events::FileLog::new(path);
-            let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+            let (model, cursor) =
+                load_model_holding(&genesis, &dir, &mut log, config.rebuild, &held);
             let source = Box::new(source::FileSource::new(path));
             (model, cursor, source, Box::new(path.clone()))
         }
@@ -297,7 +336,8 @@ pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QuerySe
                 }
             };
             let mut log = jetstream_source::JetStreamLog::new(js.clone());
-            let (model, cursor) = load_model(&genesis, &dir, &mut log, config.rebuild);
+            let (model, cursor) =
+                load_model_holding(&genesis, &dir, &mut log, config.rebuild, &held);
             tracing::info!(url = %url, from_seq = cursor.next_seq, "following a JetStream stream");
             let source = Box::new(jetstream_source::JetStreamSource::new(js.clone(), cursor));
             (
@@ -312,6 +352,7 @@ pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QuerySe
     // Loading a snapshot builds large tables from temporary ones; hand those back.
     plumbing::memory::release_free();
     let archive = Archive {
+        held: model.held.clone(),
         genesis,
         log,
         snapshots: dir.clone(),
@@ -338,17 +379,32 @@ pub fn load_model(
     log: &mut dyn shared_events::LogRead,
     rebuild: bool,
 ) -> (ReadModel, LogCursor) {
+    let all: Arc<[bool]> = vec![true; genesis.markets.len()].into();
+    load_model_holding(genesis, dir, log, rebuild, &all)
+}
+
+/// [`load_model`] of a read side holding the markets `held` says (by index).
+pub fn load_model_holding(
+    genesis: &BookState,
+    dir: &std::path::Path,
+    log: &mut dyn shared_events::LogRead,
+    rebuild: bool,
+    held: &Arc<[bool]>,
+) -> (ReadModel, LogCursor) {
     let loaded = if rebuild {
         tracing::info!("--rebuild: ignoring snapshots, rebuilding from genesis");
         None
     } else {
-        checkpoint::load(dir, log, &genesis.markets)
+        checkpoint::load(dir, log, &genesis.markets, held)
     };
     match loaded {
         Some((model, cursor, path)) => {
             tracing::info!(seq = model.seq, path = %path.display(), "read side starts from a snapshot");
             (model, cursor)
         }
-        None => (ReadModel::from_state(genesis, 0), LogCursor::start()),
+        None => {
+            let model = ReadModel::from_state_holding(genesis, 0, Some(held.clone()));
+            (model, LogCursor::start())
+        }
     }
 }

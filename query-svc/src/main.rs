@@ -44,6 +44,11 @@ struct Args {
     /// lists, besides every resting order; older ones are forgotten.
     #[arg(long, env = "FOLDBOOK_FINISHED_ORDERS_KEPT", default_value_t = query_svc::projection::FINISHED_ORDERS_KEPT_DEFAULT)]
     finished_orders_kept: usize,
+    /// Hold only these markets (symbols of `init.txt`, comma-separated): every line
+    /// is still read and checked, only these markets' events are folded, and the
+    /// others' routes answer 404. Default: every market.
+    #[arg(long, env = "FOLDBOOK_MARKETS", value_delimiter = ',')]
+    markets: Option<Vec<shared_events::Symbol>>,
     /// Bearer tokens (`TOKEN USER` or `sha256:HEX USER` per line); with
     /// `--auth-reads`, every read needs a known token.
     #[arg(long, env = "FOLDBOOK_AUTH_FILE")]
@@ -65,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every,
         rebuild: args.rebuild,
         finished_orders_kept: args.finished_orders_kept,
+        markets: args.markets,
     };
     let read_auth = match (&args.auth_file, args.auth_reads) {
         (Some(path), true) => Some(std::sync::Arc::new(

@@ -204,7 +204,8 @@ impl<'a> BodyReader<'a> {
         for _ in 0..n {
             let mut symbol = || -> Result<Symbol, BodyError> {
                 let raw = self.bytes()?;
-                let text = std::str::from_utf8(raw).map_err(|_| self.error("a symbol is not UTF-8"))?;
+                let text =
+                    std::str::from_utf8(raw).map_err(|_| self.error("a symbol is not UTF-8"))?;
                 Symbol::parse(text).map_err(|e| self.error(e.to_string()))
             };
             let (symbol, base, quote) = (symbol()?, symbol()?, symbol()?);

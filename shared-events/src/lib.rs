@@ -29,8 +29,8 @@
 //! each line terminated by a single `\n` (0x0A). Lines are only ever appended.
 //!
 //! ```text
-//! {"seq":1,"ts_us":1795333664700544,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":9,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"81a9e5d8"}
-//! {"seq":2,"ts_us":1795333664711391,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":10,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"304256d4"}
+//! {"seq":1,"ts_us":1795333664700544,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"0362290f"}
+//! {"seq":2,"ts_us":1795333664711391,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":17,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"4f843abb"}
 //! {"seq":3,"ts_us":1795333664720340,"v":2,"event":{"type":"OrderCancelled","data":{"market":"FOLD","order_id":1,"user":"alice","cancelled_qty":9}},"crc":"56496c46"}
 //! ```
 //!
@@ -44,8 +44,9 @@
 //! | `event` | object | `{"type": <name>, "data": <fields>}`, see below |
 //! | `crc`   | string | CRC-32C (Castagnoli) of the line's bytes, always last |
 //!
-//! (Those three lines follow the shipped `init.txt`: a buy sweeping two asks, a sell
-//! hitting a bid, and a cancel. A test decodes them, so this example stays valid.)
+//! (Those three lines follow the shipped `init.txt`, in its default market `FOLD`: a
+//! buy sweeping two asks, a sell hitting a bid, and a cancel. A test decodes them,
+//! so this example stays valid.)
 //!
 //! `event.type` is `OrderPlaced` (`data`: `market`, the market's symbol; `order` {id,
 //! user, side `buy`/`sell`, price, qty}, `fills` [{maker_id, maker_user, price, qty}] in
@@ -96,7 +97,7 @@
 //! the first example line above says, at version 2:
 //!
 //! ```text
-//! {"seq":1,"ts_us":1795333664700544,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":9,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"8fb28c53"}
+//! {"seq":1,"ts_us":1795333664700544,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"1813a225"}
 //! ```
 //!
 //! **The rule for every later change:** record a fixture with the build before the
@@ -106,8 +107,10 @@
 //!
 //! ## Book state (`init.txt`, snapshots)
 //!
-//! A JSON object: `next_order_id` (u64) and `orders`, the resting orders in
-//! time-priority order, ids strictly increasing; see [`state::BookState`].
+//! A JSON object: `markets` (optional: each `symbol`, `base`, `quote`; the first is
+//! the default market), `next_order_id` (u64, order ids are global across markets)
+//! and `orders`, the resting orders in time-priority order, ids strictly increasing,
+//! each naming its `market`; see [`state`].
 
 pub mod auth;
 pub mod binary;

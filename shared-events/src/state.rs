@@ -223,11 +223,7 @@ impl BookState {
             }
             prev_id = o.id;
             let Some(&market) = by_symbol.get(&o.market) else {
-                return Err(format!(
-                    "{}: market {} is not in markets",
-                    at(),
-                    o.market
-                ));
+                return Err(format!("{}: market {} is not in markets", at(), o.market));
             };
             if !is_valid_user(&o.user) {
                 return Err(format!(
@@ -309,7 +305,12 @@ mod tests {
         let ok = state(vec![o(1, Side::Buy, 99), o(2, Side::Sell, 101)]);
         assert_eq!(ok.validate(), Ok(()));
         let crossed = state(vec![o(1, Side::Buy, 101), o(2, Side::Sell, 101)]);
-        assert!(crossed.validate().unwrap_err().contains("market FOLD is crossed"));
+        assert!(
+            crossed
+                .validate()
+                .unwrap_err()
+                .contains("market FOLD is crossed")
+        );
         let unordered = state(vec![o(2, Side::Buy, 99), o(1, Side::Sell, 101)]);
         assert!(
             unordered
@@ -359,13 +360,18 @@ mod tests {
             .unwrap_err()
         };
         let acme = r#"{"symbol":"ACME","base":"ACME","quote":"USD"}"#;
-        assert!(two(&format!("{acme},{acme}"), "").contains("markets[1]: symbol ACME is listed twice"));
         assert!(
-            two(r#"{"symbol":"X","base":"USD","quote":"USD"}"#, "").contains("markets[0] (X)")
+            two(&format!("{acme},{acme}"), "").contains("markets[1]: symbol ACME is listed twice")
         );
+        assert!(two(r#"{"symbol":"X","base":"USD","quote":"USD"}"#, "").contains("markets[0] (X)"));
         assert!(two("", "").contains("markets is empty"));
-        assert!(two(acme, r#"{"id":1,"market":"NOPE","user":"a","side":"buy","price":5,"qty":1}"#)
-            .contains("orders[0] (id 1): market NOPE is not in markets"));
+        assert!(
+            two(
+                acme,
+                r#"{"id":1,"market":"NOPE","user":"a","side":"buy","price":5,"qty":1}"#
+            )
+            .contains("orders[0] (id 1): market NOPE is not in markets")
+        );
         assert!(two(r#"{"symbol":"acme","base":"ACME","quote":"USD"}"#, "").contains("symbol"));
         // Crossed only within one market: the same prices in two markets are fine.
         let fold = r#"{"symbol":"FOLD","base":"FOLD","quote":"USD"}"#;
@@ -376,7 +382,11 @@ mod tests {
         );
         assert!(BookState::parse(&per_market).is_ok());
         let crossed = per_market.replace(r#""market":"FOLD""#, r#""market":"ACME""#);
-        assert!(BookState::parse(&crossed).unwrap_err().contains("market ACME is crossed"));
+        assert!(
+            BookState::parse(&crossed)
+                .unwrap_err()
+                .contains("market ACME is crossed")
+        );
     }
 
     #[test]

@@ -586,6 +586,7 @@ impl World {
             ));
         }
         let archive = Archive {
+            held: model.held.clone(),
             genesis: self.genesis.clone(),
             log: Box::new(PathBuf::from("sim-disk")),
             snapshots: self.snapshots.0.clone(),

@@ -9,7 +9,7 @@ use shared_events::binary::{BodyError, BodyReader, BodyWriter, UserTable, user_a
 
 impl ReadModel {
     /// The model as a snapshot body ([`shared_events::binary`]): the id counter,
-    /// the user table, the markets, every order (`id`, user, side, price, qty,
+    /// the user table, the markets and whether each is held (a byte), every order (`id`, user, side, price, qty,
     /// filled_qty, status, seq, market index; in the index's order, put in id
     /// order later by [`ReadModel::sort_body`]), then the kept trades oldest first
     /// (each with its market index). A sequential
@@ -34,6 +34,9 @@ impl ReadModel {
         }
         users.write(&mut w);
         w.markets(&self.markets);
+        for &held in self.held.iter() {
+            w.u8(u8::from(held));
+        }
         // The tailer, which runs this, is the index's only writer: the count holds.
         w.count(self.orders.len());
         self.orders.for_each(|id, o| {
@@ -56,7 +59,9 @@ impl ReadModel {
             w.u32(users.index(seller));
             w.u64(t.price);
             w.u64(t.qty);
-            let market = self.market_index(t.market).expect("a trade of a held market");
+            let market = self
+                .market_index(t.market)
+                .expect("a trade of a held market");
             w.u16(market);
         }
         w.finish()
@@ -128,6 +133,7 @@ impl ReadModel {
                 Ok(index.finish())
             });
             let mut book = ReadModel::empty(parts.markets.as_slice().into(), seq);
+            book.held = parts.held.clone();
             book.next_order_id = parts.next_order_id;
             book.users = names.iter().cloned().collect();
             // The names again, in one buffer of this thread's own: the indexing
@@ -283,7 +289,9 @@ impl OrderRecords<'_> {
             return Err(error(format!("user index {user} is not in the table")));
         }
         if usize::from(market) >= self.markets {
-            return Err(error(format!("market index {market} is not in the markets")));
+            return Err(error(format!(
+                "market index {market} is not in the markets"
+            )));
         }
         let (Some(side), Some(status)) = (side, status) else {
             return Err(error(format!(
@@ -336,6 +344,7 @@ struct Parts<'a> {
     next_order_id: u64,
     names: Vec<Arc<str>>,
     markets: Vec<MarketSpec>,
+    held: Arc<[bool]>,
     orders: OrderRecords<'a>,
     trades: Vec<TradeView>,
 }
@@ -348,6 +357,14 @@ fn decode_parts<'a>(r: &mut BodyReader<'a>, seq: u64) -> Result<Parts<'a>, BodyE
     let markets = r.markets()?;
     if markets.is_empty() {
         return Err(r.error("no markets"));
+    }
+    let mut held = Vec::with_capacity(markets.len());
+    for _ in &markets {
+        held.push(match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return Err(r.error(format!("held flag {other} is not 0 or 1"))),
+        });
     }
     let n = r.count(SNAPSHOT_ORDERS_MAX, ORDER_RECORD_BYTES)?;
     let orders = OrderRecords {
@@ -387,6 +404,7 @@ fn decode_parts<'a>(r: &mut BodyReader<'a>, seq: u64) -> Result<Parts<'a>, BodyE
         next_order_id,
         names,
         markets,
+        held: held.into(),
         orders,
         trades,
     })

@@ -129,6 +129,10 @@ pub struct ReadModel {
     pub markets: Arc<[MarketSpec]>,
     /// Each market's book, by its index in `markets`.
     books: Vec<Sides>,
+    /// Which markets this model holds, by index in `markets` (all of them, unless
+    /// `query-svc --markets` names some): an event of another market only moves
+    /// `seq`, and its book stays empty.
+    pub held: Arc<[bool]>,
     /// Every resting order and the most recently finished ones, by id.
     pub orders: Arc<OrderIndex>,
     /// Each user's kept order ids, oldest first.
@@ -154,6 +158,7 @@ impl Default for ReadModel {
             seq: 0,
             markets: Arc::new([MarketSpec::DEFAULT]),
             books: vec![Sides::default()],
+            held: Arc::new([true]),
             orders: Default::default(),
             user_orders: Default::default(),
             trades: Default::default(),
@@ -177,10 +182,23 @@ pub struct FoldError {
 impl ReadModel {
     /// The read model of a genesis (or snapshot) book state at `seq`.
     pub fn from_state(state: &BookState, seq: u64) -> Self {
+        ReadModel::from_state_holding(state, seq, None)
+    }
+
+    /// [`ReadModel::from_state`] holding only the markets `held` says (by index in
+    /// the state's markets; `None`: all).
+    pub fn from_state_holding(state: &BookState, seq: u64, held: Option<Arc<[bool]>>) -> Self {
         let mut model = ReadModel::empty(state.markets.as_slice().into(), seq);
+        if let Some(held) = held {
+            assert_eq!(held.len(), state.markets.len(), "one flag per market");
+            model.held = held;
+        }
         model.next_order_id = state.next_order_id;
         for o in &state.orders {
             let market = model.market_index(o.market).expect("a validated state");
+            if !model.held[usize::from(market)] {
+                continue;
+            }
             let user = model.users.intern(&o.user);
             // A genesis state is checked against the domain's bounds when loaded.
             let (price, qty) = (narrow(o.price), narrow(o.qty));
@@ -212,6 +230,7 @@ impl ReadModel {
         ReadModel {
             seq,
             books: vec![Sides::default(); markets.len()],
+            held: vec![true; markets.len()].into(),
             markets,
             ..ReadModel::default()
         }
@@ -241,10 +260,11 @@ impl ReadModel {
         (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
     }
 
-    /// Each market's digest, in the order of [`ReadModel::markets`].
+    /// Each held market's digest, in the order of [`ReadModel::markets`].
     pub fn market_digests(&self) -> Vec<(Symbol, u64)> {
-        (self.markets.iter().zip(&self.books))
-            .map(|(m, b)| (m.symbol, b.digest))
+        (self.markets.iter().zip(&self.books).zip(self.held.iter()))
+            .filter(|(_, held)| **held)
+            .map(|((m, b), _)| (m.symbol, b.digest))
             .collect()
     }
 
@@ -327,6 +347,11 @@ impl ReadModel {
                 env.event.market()
             )));
         };
+        if !self.held[usize::from(market)] {
+            // Another replica's market: the event is in the log, not in this model.
+            self.seq = seq;
+            return Ok(());
+        }
         match &env.event {
             Event::OrderPlaced {
                 order,
@@ -602,6 +627,7 @@ impl ReadModel {
         BookView {
             seq: self.seq,
             markets: self.markets.clone(),
+            held: self.held.clone(),
             books: self.books.clone(),
             orders: self.orders.clone(),
             json: (0..self.books.len()).map(|_| OnceLock::new()).collect(),

@@ -68,6 +68,8 @@ pub struct BookView {
     pub seq: u64,
     /// The markets, the default first.
     pub markets: Arc<[MarketSpec]>,
+    /// Which of them this side holds (see [`ReadModel::held`]).
+    pub held: Arc<[bool]>,
     /// Each market's book, by its index in `markets`; shared with the model.
     pub(super) books: Vec<Sides>,
     /// The order index, for the owners of the resting orders.
@@ -82,9 +84,11 @@ impl BookView {
         (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
     }
 
-    /// Each market's digest at `seq`, in the order of [`BookView::markets`].
+    /// Each held market's digest at `seq`, in the order of [`BookView::markets`].
     pub fn market_digests(&self) -> impl Iterator<Item = (Symbol, u64)> + '_ {
-        (self.markets.iter().zip(&self.books)).map(|(m, b)| (m.symbol, b.digest))
+        (self.markets.iter().zip(&self.books).zip(self.held.iter()))
+            .filter(|(_, held)| **held)
+            .map(|((m, b), _)| (m.symbol, b.digest))
     }
 
     /// Where market `symbol` is in [`BookView::markets`].
