@@ -52,6 +52,12 @@ call POST "/buy/$user/0" 400
 call POST "/buy/$user/100?qty=many" 400
 say "a sell that crosses the best bid trades"
 call POST "/sell/$user/1" 201
+say "the markets; an order in the last one listed, its book; an unknown market is 404"
+call GET /markets 200
+market=$(sed -n 's/.*"symbol":"\([A-Z0-9]*\)".*/\1/p' <<<"$body")
+call POST "/markets/$market/buy/$user/1" 201
+call GET "/markets/$market/orderbook?depth=3" 200
+call GET "/markets/NOSUCHMARKET/orderbook" 404
 say "recent trades and this user's orders"
 call GET "/trades?limit=3" 200
 call GET "/users/$user/orders" 200

@@ -5,6 +5,11 @@
 //! ids 1..=COUNT, seq 1..=COUNT, no fills, `resting_qty` = `qty`. After replaying it
 //! the book holds exactly COUNT resting orders.
 //!
+//! With `--markets M`, the data set has M markets (`M0`, `M1`, ...; base the same
+//! symbol, quote `USD`), listed in `init.txt`, and orders k and k + 1 (a buy and a
+//! sell, k even) are in market `M{k / 2 % M}`: each market's book gets its share of
+//! both sides, none crossed.
+//!
 //! With `--finished F` (even), F more events follow: pairs of a buy at 500 000 (between
 //! the two sides, so it rests) and a sell at 500 000 that fills it, leaving F finished
 //! (filled) orders for the read side to keep and the book as it was.
@@ -39,6 +44,15 @@ struct Args {
     /// that fill each other (an even number).
     #[arg(long, default_value_t = 0)]
     finished: u64,
+    /// Markets (`M0`..): 0 for a state file without a `markets` list (the one
+    /// default market).
+    #[arg(long, default_value_t = 0)]
+    markets: u64,
+}
+
+/// The symbol of market `i` of a generated set.
+fn market(i: u64) -> shared_events::Symbol {
+    shared_events::Symbol::parse(&format!("M{i}")).expect("M and digits is a symbol")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,11 +63,34 @@ fn main() -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.users >= 1, "--users must be at least 1");
     anyhow::ensure!(args.finished % 2 == 0, "--finished must be even");
+    anyhow::ensure!(
+        args.markets <= shared_events::state::MARKETS_MAX as u64,
+        "--markets must be at most {}",
+        shared_events::state::MARKETS_MAX
+    );
+    anyhow::ensure!(
+        args.finished == 0 || args.markets <= 1,
+        "--finished goes with one market"
+    );
     std::fs::create_dir_all(&args.out_dir)?;
-    std::fs::write(
-        args.out_dir.join("init.txt"),
-        "{\"next_order_id\": 1, \"orders\": []}\n",
-    )?;
+    let state = if args.markets == 0 {
+        "{\"next_order_id\": 1, \"orders\": []}\n".to_owned()
+    } else {
+        let markets: Vec<_> = (0..args.markets)
+            .map(|i| shared_events::state::MarketSpec {
+                symbol: market(i),
+                base: market(i),
+                quote: shared_events::market::DEFAULT_QUOTE,
+            })
+            .collect();
+        serde_json::to_string(&shared_events::BookState::empty_of(markets))? + "\n"
+    };
+    std::fs::write(args.out_dir.join("init.txt"), state)?;
+    let market_of = |k: u64| match args.markets {
+        0 => shared_events::DEFAULT_MARKET,
+        // Pairs (a buy and a sell) go to one market, so each gets both sides.
+        n => market(k / 2 % n),
+    };
     let path = args.out_dir.join("log.txt");
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
     let started = Instant::now();
@@ -74,7 +111,7 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + k,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
-                market: shared_events::DEFAULT_MARKET,
+                market: market_of(k),
                 order: Order {
                     id: seq,
                     user: format!("u{}", k % args.users),
@@ -113,7 +150,7 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + seq,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
-                market: shared_events::DEFAULT_MARKET,
+                market: market_of(0),
                 order: Order {
                     id: seq,
                     user,

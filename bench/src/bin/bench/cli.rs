@@ -39,6 +39,7 @@ pub enum Section {
     Rss,
     Soak,
     Nats,
+    Markets,
 }
 
 impl Section {
@@ -51,6 +52,7 @@ impl Section {
             Section::Rss => "rss",
             Section::Soak => "soak",
             Section::Nats => "nats",
+            Section::Markets => "markets",
         }
     }
 }
@@ -66,7 +68,7 @@ fn seconds(text: &str) -> Result<u64, String> {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Sections to run, comma-separated: reads,writes,lag,replay,rss (the
-    /// default set), soak and nats on request.
+    /// default set), soak, nats and markets on request.
     #[arg(
         long = "only",
         env = "BENCH_ONLY",

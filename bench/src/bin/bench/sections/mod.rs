@@ -3,6 +3,7 @@
 //! one server at a time, each on 127.0.0.1 with a free port.
 
 mod lag;
+mod markets;
 mod nats;
 mod reads;
 mod replay;
@@ -25,6 +26,7 @@ pub async fn run(runner: &mut Runner, section: Section) -> anyhow::Result<()> {
         Section::Rss => rss::run(runner).await,
         Section::Soak => soak::run(runner).await,
         Section::Nats => nats::run(runner).await,
+        Section::Markets => markets::run(runner).await,
     }
 }
 
