@@ -389,6 +389,20 @@ async fn replicas_holding_different_markets_behind_one_gateway() {
         .await;
     assert_eq!(acme_events[0]["seq"], acme["seq"]);
 
+    // A replica streams every event without `market`, other markets' too: from the
+    // log, and live (lines it only checked the head of, byte for byte).
+    let mut all = Events::open(&fold.url, "?from=1").await;
+    let history = all.log_events(2).await;
+    assert_eq!(history[0]["event"]["data"]["market"], "ACME", "{history:?}");
+    assert_eq!(history[0]["crc"].as_str().map(str::len), Some(8));
+    let late = post_json(&client, &format!("{base}/markets/BOLT/buy/late/1")).await;
+    let live = all.log_events(1).await;
+    assert_eq!(
+        (&live[0]["seq"], &live[0]["event"]["data"]["market"]),
+        (&late["seq"], &"BOLT".into())
+    );
+    let head = late["seq"].as_u64().unwrap();
+
     // Asked directly, a replica refuses a market it does not hold, naming it.
     let res = client
         .get(format!("{}/markets/ACME/orderbook", fold.url))

@@ -175,6 +175,17 @@ impl LineEvent {
             line,
         }
     }
+
+    /// The event of a line of the current schema version known only by its checked
+    /// head (a market this side does not fold): streamed byte for byte.
+    pub fn of_head(head: &shared_events::LineHead, line: &[u8]) -> LineEvent {
+        LineEvent {
+            seq: head.seq,
+            kind: head.kind,
+            market: head.market,
+            line: Bytes::copy_from_slice(line),
+        }
+    }
 }
 
 /// Reads one chunk of `log` from `cursor` and returns its events with seq in

@@ -22,7 +22,8 @@ use crate::projection::ReadModel;
 use crate::source::LogSource;
 use shared_events::snapshot::Checkpointer;
 use shared_events::source::read_full_at;
-use shared_events::{Envelope, LogCursor, Watermark};
+use shared_events::state::MarketSpec;
+use shared_events::{Envelope, LineError, LineHead, LogCursor, Watermark};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,6 +117,54 @@ pub struct Tailer {
     /// Everything the events are folded into. Apart from the source, so that a
     /// catch-up can lend the source to its decoder thread while this one folds.
     fold: Fold,
+}
+
+/// One line as the tailer takes it in: decoded, or (a line of a market this side
+/// does not hold, `--markets`) only its checked head.
+enum Line {
+    Event(Envelope),
+    Other(LineHead),
+}
+
+impl Line {
+    fn ts_us(&self) -> u64 {
+        match self {
+            Line::Event(env) => env.ts_us,
+            Line::Other(head) => head.ts_us,
+        }
+    }
+}
+
+/// Decodes lines for a model holding the markets `held` says: all of a line of a
+/// held market (or one laid out otherwise), only the checked head of another's.
+#[derive(Clone)]
+struct LineDecoder {
+    markets: Arc<[MarketSpec]>,
+    held: Arc<[bool]>,
+    /// Every market held: decode every line.
+    all: bool,
+}
+
+impl LineDecoder {
+    fn new(model: &ReadModel) -> Self {
+        LineDecoder {
+            markets: model.markets.clone(),
+            held: model.held.clone(),
+            all: model.held.iter().all(|h| *h),
+        }
+    }
+
+    fn decode(&self, line: &[u8]) -> Result<(u64, Line), LineError> {
+        if !self.all
+            && let Some(head) = shared_events::peek_head(line)?
+            && let Some(at) = self.markets.iter().position(|m| m.symbol == head.market)
+            && !self.held[at]
+        {
+            return Ok((head.seq, Line::Other(head)));
+        }
+        let env = shared_events::decode_line(line)?;
+        Ok((env.seq, Line::Event(env)))
+    }
 }
 
 /// The read model and what applying events to it updates: the cursor, the shared
@@ -228,13 +277,18 @@ impl Tailer {
             read_full_at(&mut *self.source, self.fold.cursor.offset, &mut self.buf).map_err(io)?;
         self.buf.truncate(got);
 
-        let mut batch: Vec<(Envelope, usize, usize)> = Vec::new();
+        let mut batch: Vec<(Line, usize, usize)> = Vec::new();
         let mut scan = self.fold.cursor;
         let mut at = 0usize;
-        let decoded = scan.decode_lines(&self.buf, |env, raw| {
-            batch.push((env, at, raw.len()));
-            at += raw.len();
-        });
+        let decoder = LineDecoder::new(&self.fold.model);
+        let decoded = scan.decode_lines_with(
+            &self.buf,
+            |line| decoder.decode(line),
+            |env, raw| {
+                batch.push((env, at, raw.len()));
+                at += raw.len();
+            },
+        );
         let mut applied = Applied::new(
             self.fold.model.seq,
             self.fold.state.live.receiver_count() > 0,
@@ -269,8 +323,9 @@ impl Tailer {
         // The decoder thread borrows the source while this one folds.
         let (source, fold) = (&mut *self.source, &mut self.fold);
         let outcome = std::thread::scope(|scope| {
-            let (tx, rx) = sync_channel::<Vec<(Envelope, u64)>>(PIPELINE_BATCHES_AHEAD);
-            let decoder = scope.spawn(move || decode_range(source, start, stop_at, tx));
+            let (tx, rx) = sync_channel::<Vec<(Line, u64)>>(PIPELINE_BATCHES_AHEAD);
+            let lines = LineDecoder::new(&fold.model);
+            let decoder = scope.spawn(move || decode_range(source, start, stop_at, &lines, tx));
             let mut misfit = None;
             let mut applied = Applied::new(fold.model.seq, false);
             let mut published = Instant::now();
@@ -312,16 +367,18 @@ impl Fold {
     /// Applies one event whose line (with its `\n`) is `line`.
     fn apply_one(
         &mut self,
-        env: &Envelope,
+        env: &Line,
         line: &[u8],
         mark: &Watermark,
         applied: &mut Applied,
     ) -> Result<(), String> {
         self.apply_len(env, line.len() as u64, mark, applied)?;
         if applied.streaming {
-            applied
-                .live
-                .push(LineEvent::new(env, &line[..line.len() - 1]));
+            let line = &line[..line.len() - 1];
+            applied.live.push(match env {
+                Line::Event(env) => LineEvent::new(env, line),
+                Line::Other(head) => LineEvent::of_head(head, line),
+            });
         }
         Ok(())
     }
@@ -330,19 +387,23 @@ impl Fold {
     /// past it: a stop leaves the cursor right after the last applied event.
     fn apply_len(
         &mut self,
-        env: &Envelope,
+        env: &Line,
         line_len: u64,
         mark: &Watermark,
         applied: &mut Applied,
     ) -> Result<(), String> {
-        self.model.apply(env).map_err(|e| e.to_string())?;
+        match env {
+            Line::Event(env) => self.model.apply(env),
+            Line::Other(head) => self.model.skip(head.seq, head.market),
+        }
+        .map_err(|e| e.to_string())?;
         self.cursor.offset += line_len;
         self.cursor.lines += 1;
         self.cursor.next_seq += 1;
         self.state.seek.note(self.cursor);
         // Lag counts from when the event became durable (acknowledgeable), which
         // is at or after its commit timestamp.
-        let lag_us = applied.now_us.saturating_sub(env.ts_us.max(mark.ts_us));
+        let lag_us = applied.now_us.saturating_sub(env.ts_us().max(mark.ts_us));
         self.lag.record(lag_us);
         self.lag_seconds.record(lag_us as f64 / 1e6);
         applied.lag_us = Some(lag_us);
@@ -433,7 +494,8 @@ fn decode_range(
     source: &mut dyn LogSource,
     start: LogCursor,
     stop_at: u64,
-    tx: SyncSender<Vec<(Envelope, u64)>>,
+    lines: &LineDecoder,
+    tx: SyncSender<Vec<(Line, u64)>>,
 ) -> Result<(), StepError> {
     let io = |e: std::io::Error| StepError::Stuck(format!("reading the log: {e}"));
     let mut cursor = start;
@@ -450,13 +512,18 @@ fn decode_range(
         at += got as u64;
         buf.truncate(before + got);
         let mut gone = false;
-        let decoded = cursor.decode_lines(&buf, |env, raw| {
-            batch.push((env, raw.len() as u64));
-            if batch.len() == PIPELINE_BATCH_EVENTS && !gone {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPELINE_BATCH_EVENTS));
-                gone = tx.send(full).is_err();
-            }
-        });
+        let decoded = cursor.decode_lines_with(
+            &buf,
+            |line| lines.decode(line),
+            |env, raw| {
+                batch.push((env, raw.len() as u64));
+                if batch.len() == PIPELINE_BATCH_EVENTS && !gone {
+                    let full =
+                        std::mem::replace(&mut batch, Vec::with_capacity(PIPELINE_BATCH_EVENTS));
+                    gone = tx.send(full).is_err();
+                }
+            },
+        );
         if gone {
             return Ok(());
         }

@@ -3,6 +3,7 @@
 //! format is specified in the crate docs (`lib.rs`); the tests here keep it true.
 
 use crate::event::{Envelope, SCHEMA_VERSION};
+use crate::market::Symbol;
 use std::io::{self, Read};
 
 /// Longest line a reader accepts, newline included. The writer never produces more:
@@ -79,6 +80,70 @@ fn parse_hex8(digits: &[u8]) -> Option<u32> {
 
 /// Verifies and decodes one line, without its trailing `\n`.
 pub fn decode_line(line: &[u8]) -> Result<Envelope, LineError> {
+    verify_checksum(line)?;
+    // The current version decodes directly; anything else goes through the version
+    // check and the upcasters.
+    match serde_json::from_slice::<Envelope>(line) {
+        Ok(env) if env.v == SCHEMA_VERSION => Ok(env),
+        _ => decode_versioned(line),
+    }
+}
+
+/// The head of a line: where it is, when it was committed, what happened where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineHead {
+    pub seq: u64,
+    pub ts_us: u64,
+    /// The event type ([`crate::Event::kind`]).
+    pub kind: &'static str,
+    pub market: Symbol,
+}
+
+/// Verifies a line's checksum (as [`decode_line`] does) and reads its head without
+/// decoding the rest: what a reader that folds only some markets needs of a line of
+/// another. Only a line of the current schema version whose members come in the
+/// order the writer emits them is read so (`Ok(None)` otherwise: decode it). The
+/// checksum proves the bytes are the writer's, and the writer writes only valid
+/// envelopes.
+pub fn peek_head(line: &[u8]) -> Result<Option<LineHead>, LineError> {
+    verify_checksum(line)?;
+    Ok(head_of(line))
+}
+
+/// The head of a line laid out as the writer writes it, or `None`.
+fn head_of(line: &[u8]) -> Option<LineHead> {
+    /// A decimal number (no sign, no leading `+`) and what follows it.
+    fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+        let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || (digits > 1 && bytes[0] == b'0') {
+            return None;
+        }
+        let n = std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()?;
+        Some((n, &bytes[digits..]))
+    }
+    let (seq, rest) = number(line.strip_prefix(b"{\"seq\":")?)?;
+    let (ts_us, rest) = number(rest.strip_prefix(b",\"ts_us\":")?)?;
+    let (v, rest) = number(rest.strip_prefix(b",\"v\":")?)?;
+    if v != u64::from(SCHEMA_VERSION) {
+        return None;
+    }
+    let rest = rest.strip_prefix(b",\"event\":{\"type\":\"")?;
+    let (kind, rest) = ["OrderPlaced", "OrderCancelled"]
+        .into_iter()
+        .find_map(|kind| Some((kind, rest.strip_prefix(kind.as_bytes())?)))?;
+    let rest = rest.strip_prefix(b"\",\"data\":{\"market\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let market = Symbol::parse(std::str::from_utf8(&rest[..end]).ok()?).ok()?;
+    Some(LineHead {
+        seq,
+        ts_us,
+        kind,
+        market,
+    })
+}
+
+/// Checks a line's length and its `crc` suffix against its bytes.
+fn verify_checksum(line: &[u8]) -> Result<(), LineError> {
     if line.len() > LINE_BYTES_MAX {
         return Err(LineError::TooLong);
     }
@@ -95,12 +160,7 @@ pub fn decode_line(line: &[u8]) -> Result<Envelope, LineError> {
     if stored != computed {
         return Err(LineError::Checksum { stored, computed });
     }
-    // The current version decodes directly; anything else goes through the version
-    // check and the upcasters.
-    match serde_json::from_slice::<Envelope>(line) {
-        Ok(env) if env.v == SCHEMA_VERSION => Ok(env),
-        _ => decode_versioned(line),
-    }
+    Ok(())
 }
 
 /// Decodes a line of any version: refuses one this build does not read, brings an
@@ -170,7 +230,22 @@ impl LogCursor {
     pub fn decode_lines(
         &mut self,
         buf: &[u8],
-        mut on_event: impl FnMut(Envelope, &[u8]),
+        on_event: impl FnMut(Envelope, &[u8]),
+    ) -> Result<usize, BadLine> {
+        self.decode_lines_with(
+            buf,
+            |line| decode_line(line).map(|env| (env.seq, env)),
+            on_event,
+        )
+    }
+
+    /// [`LogCursor::decode_lines`] with each line decoded by `decode` (without its
+    /// newline) into its seq and a `T`: a reader that needs less of some lines.
+    pub fn decode_lines_with<T>(
+        &mut self,
+        buf: &[u8],
+        mut decode: impl FnMut(&[u8]) -> Result<(u64, T), LineError>,
+        mut on_event: impl FnMut(T, &[u8]),
     ) -> Result<usize, BadLine> {
         let mut pos = 0;
         while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
@@ -182,11 +257,11 @@ impl LogCursor {
                 len: raw.len() as u64,
                 reason,
             };
-            let env = decode_line(&raw[..nl]).map_err(bad)?;
-            if env.seq != self.next_seq {
+            let (seq, env) = decode(&raw[..nl]).map_err(bad)?;
+            if seq != self.next_seq {
                 return Err(bad(LineError::Seq {
                     expected: self.next_seq,
-                    found: env.seq,
+                    found: seq,
                 }));
             }
             self.offset += raw.len() as u64;
@@ -438,6 +513,26 @@ mod tests {
     }
 
     #[test]
+    fn a_head_is_read_only_from_a_checked_line_as_the_writer_lays_it_out() {
+        let line = encode(&placed(7));
+        let line = &line[..line.len() - 1];
+        let head = peek_head(line).unwrap().unwrap();
+        assert_eq!(
+            (head.seq, head.kind, head.market),
+            (7, "OrderPlaced", crate::DEFAULT_MARKET)
+        );
+        let mut flipped = line.to_vec();
+        flipped[3] ^= 1;
+        assert!(peek_head(&flipped).is_err(), "the checksum is checked");
+        // Another member order, or an older version: decode it instead.
+        let v1 = r#"{"seq":1,"ts_us":5,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":1,"user":"a","side":"buy","price":1,"qty":1},"fills":[],"resting_qty":1}}"#;
+        let crc = crc32c::crc32c(v1.as_bytes());
+        let v1 = format!("{v1},\"crc\":\"{crc:08x}\"}}");
+        assert_eq!(peek_head(v1.as_bytes()), Ok(None));
+        assert!(decode_line(v1.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn uppercase_crc_is_rejected() {
         let mut line = encode(&placed(1));
         line.pop();
@@ -643,7 +738,16 @@ mod tests {
         }
 
         #[test]
+        fn the_head_is_what_decoding_gives(env in arb_envelope()) {
+            let line = encode(&env);
+            let head = peek_head(&line[..line.len() - 1]).unwrap();
+            let want = LineHead { seq: env.seq, ts_us: env.ts_us, kind: env.event.kind(), market: env.event.market() };
+            prop_assert_eq!(head, Some(want));
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = peek_head(&bytes);
             let _ = decode_line(&bytes);
             let _ = scan(&bytes[..], LogCursor::start(), |_, _| {});
         }

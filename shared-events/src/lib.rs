@@ -128,8 +128,8 @@ pub mod upcast;
 pub mod watermark;
 
 pub use codec::{
-    BadLine, LineError, LogCursor, ScanError, ScanReport, TornTail, decode_line, encode,
-    encode_into, scan, scan_until,
+    BadLine, LineError, LineHead, LogCursor, ScanError, ScanReport, TornTail, decode_line, encode,
+    encode_into, peek_head, scan, scan_until,
 };
 pub use domain::{Fill, InvalidValue, Order, Side};
 pub use event::{Envelope, Event, SCHEMA_VERSION};

@@ -335,6 +335,27 @@ impl ReadModel {
         applied
     }
 
+    /// Moves past event `seq` of `market`, a market this model does not hold, known
+    /// only by its checked head (see `shared_events::peek_head`).
+    pub fn skip(&mut self, seq: u64, market: Symbol) -> Result<(), FoldError> {
+        let misfit = |message: String| FoldError { seq, message };
+        if seq != self.seq + 1 {
+            return Err(misfit(format!("expected seq {}", self.seq + 1)));
+        }
+        match self.market_index(market) {
+            None => Err(misfit(format!(
+                "an event of market {market}, which is not one of this model's markets"
+            ))),
+            Some(at) if self.held[usize::from(at)] => Err(misfit(format!(
+                "an event of market {market}, which this model holds, was not decoded"
+            ))),
+            Some(_) => {
+                self.seq = seq;
+                Ok(())
+            }
+        }
+    }
+
     fn apply_event(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let seq = env.seq;
         let misfit = |message: String| FoldError { seq, message };

@@ -85,22 +85,38 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
     let n = fmt(s.big_events as f64);
     let same = format!("baseline: the same {n} resting orders in 1 market");
     let rows = [
-        ("markets.many.cmd.replay", "markets.one.cmd.replay", format!(
-            "replay from genesis, ms, command-svc, {n} resting orders in {MARKETS_MANY} markets (exec to /health); {same}"
-        )),
-        ("markets.many.cmd.snap", "markets.one.cmd.snap", format!(
-            "start from a snapshot, ms, command-svc, {MARKETS_MANY} markets; {same}"
-        )),
-        ("markets.many.qry.replay", "markets.one.qry.replay", format!(
-            "replay from genesis, ms, query-svc, {MARKETS_MANY} markets (exec to applied_seq = head); {same}"
-        )),
-        ("markets.many.qry.snap", "markets.one.qry.snap", format!(
-            "start from a snapshot, ms, query-svc, {MARKETS_MANY} markets; {same}"
-        )),
-        ("markets.split.one", "markets.split.all", format!(
-            "catch-up from genesis, ms, query-svc --markets M0 (1 of {MARKETS_SPLIT} markets) on the whole {n}-event log; \
+        (
+            "markets.many.cmd.replay",
+            "markets.one.cmd.replay",
+            format!(
+                "replay from genesis, ms, command-svc, {n} resting orders in {MARKETS_MANY} markets (exec to /health); {same}"
+            ),
+        ),
+        (
+            "markets.many.cmd.snap",
+            "markets.one.cmd.snap",
+            format!("start from a snapshot, ms, command-svc, {MARKETS_MANY} markets; {same}"),
+        ),
+        (
+            "markets.many.qry.replay",
+            "markets.one.qry.replay",
+            format!(
+                "replay from genesis, ms, query-svc, {MARKETS_MANY} markets (exec to applied_seq = head); {same}"
+            ),
+        ),
+        (
+            "markets.many.qry.snap",
+            "markets.one.qry.snap",
+            format!("start from a snapshot, ms, query-svc, {MARKETS_MANY} markets; {same}"),
+        ),
+        (
+            "markets.split.one",
+            "markets.split.all",
+            format!(
+                "catch-up from genesis, ms, query-svc --markets M0 (1 of {MARKETS_SPLIT} markets) on the whole {n}-event log; \
              baseline: query-svc holding all {MARKETS_SPLIT}"
-        )),
+            ),
+        ),
     ];
     for (ours, baseline, metric) in rows {
         r.row(Row::new(
@@ -130,7 +146,11 @@ async fn command_starts(
     r.wait_ok(&cmd.url).await?;
     let replay = ms_since(cmd.started());
     // The default market of the one-market log; M0 of the others. Price 1 rests.
-    let path = if key == "one" { "/buy/bench/1" } else { "/markets/M0/buy/bench/1" };
+    let path = if key == "one" {
+        "/buy/bench/1"
+    } else {
+        "/markets/M0/buy/bench/1"
+    };
     let url = format!("{}{path}", cmd.url);
     r.client.post(&url).send().await?.error_for_status()?;
     r.stop(&mut cmd)?;
@@ -159,7 +179,11 @@ async fn query_starts(
     dir: &Path,
     round: u32,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut cmd = r.start(&format!("markets-{key}-head-{round}"), "command-svc", &service_args(dir))?;
+    let mut cmd = r.start(
+        &format!("markets-{key}-head-{round}"),
+        "command-svc",
+        &service_args(dir),
+    )?;
     r.wait_ok(&cmd.url).await?;
     let head = r.health_num(&cmd.url, "durable_seq").await? as u64;
     r.stop(&mut cmd)?;
