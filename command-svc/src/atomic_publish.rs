@@ -34,7 +34,7 @@ pub const ATOMIC_BATCH_MESSAGES_MAX: usize = 1000;
 pub struct Outgoing {
     /// The seq it must get: the stream's sequence of its message.
     pub seq: u64,
-    /// `Nats-Msg-Id`: `<seq>-<crc>`.
+    /// `Nats-Msg-Id`: `<seq>-<crc>-<writer>`.
     pub id: String,
     /// The line without its newline.
     pub payload: Bytes,
@@ -158,7 +158,8 @@ pub enum Step {
     /// batch under a fresh batch id, then report with [`GroupCommit::answered`].
     Publish(Range<usize>),
     /// Read the stream back: how many of these messages, from the first on, does it
-    /// hold at their seqs, each with its payload? Report with
+    /// hold at their seqs, each with its payload and its message id (so another
+    /// writer's identical line does not pass for ours)? Report with
     /// [`GroupCommit::read_back`].
     ReadBack(Range<usize>),
     /// Wait this long, then call [`GroupCommit::next`] again.
@@ -322,8 +323,16 @@ impl GroupCommit {
 /// The writer's side of a stream: where it ends as this writer knows it, and the
 /// lines appended since the last sync. `append` stages, `sync` begins a
 /// [`GroupCommit`] and settles its outcome.
-#[derive(Debug, Default)]
+///
+/// Every message id names the writer (`<seq>-<crc>-<writer>`): a retry of this
+/// writer's own batch is a duplicate, and its read-back finds its own messages; but
+/// two writers that decide byte-identical lines for one seq (the same event at the
+/// same microsecond) never pass for each other, so no two clients are answered
+/// for one event. The simulator found that case (docs/simulation.md).
+#[derive(Debug)]
 pub struct Publisher {
+    /// This writer's id in its message ids: unique per writer process.
+    writer: String,
     /// The stream's last seq as this writer knows it: set at the end of recovery,
     /// moved on by every stored batch.
     last_seq: u64,
@@ -332,6 +341,28 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A publisher whose message ids carry `writer` (unique per writer process, e.g.
+    /// a NUID), appending after seq 0 until told otherwise.
+    pub fn new(writer: impl Into<String>) -> Self {
+        Publisher {
+            writer: writer.into(),
+            last_seq: 0,
+            staged: Vec::new(),
+        }
+    }
+
+    /// This writer's id in its message ids.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// Publishes as the writer `writer` from here on: a process that retries what
+    /// an attempt of that writer may have published (tests of the duplicate path).
+    pub fn resume_as(&mut self, writer: &str) {
+        assert!(self.staged.is_empty(), "nothing staged");
+        writer.clone_into(&mut self.writer);
+    }
+
     /// The stream's last seq as this writer knows it.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
@@ -362,7 +393,7 @@ impl Publisher {
                 .expect("a line's checksum is hex");
             self.staged.push(Outgoing {
                 seq,
-                id: format!("{seq}-{crc}"),
+                id: format!("{seq}-{crc}-{}", self.writer),
                 payload: Bytes::copy_from_slice(line),
             });
         }
@@ -511,8 +542,7 @@ mod tests {
             Duration::ZERO,
         );
         c.read_back(Ok(0));
-        let mut p = Publisher::default();
-        p.continue_after(0);
+        let mut p = Publisher::new("W");
         let e = p.settle(c, "S").unwrap_err();
         assert_eq!(Fenced::of(&e).map(|f| f.landed), Some(2));
         assert_eq!(p.last_seq(), 2);
@@ -520,12 +550,12 @@ mod tests {
 
     #[test]
     fn staging_names_each_line_by_seq_and_checksum() {
-        let mut p = Publisher::default();
+        let mut p = Publisher::new("W");
         p.continue_after(6);
         p.stage(b"{\"seq\":7,\"x\":1,\"crc\":\"0a0b0c0d\"}\n{\"seq\":8,\"crc\":\"ffffffff\"}\n");
         let c = p.begin(ATOMIC_BATCH_MESSAGES_MAX).expect("staged");
         let ids: Vec<_> = c.messages().iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["7-0a0b0c0d", "8-ffffffff"]);
+        assert_eq!(ids, ["7-0a0b0c0d-W", "8-ffffffff-W"]);
         assert!(p.begin(1).is_none());
     }
 }

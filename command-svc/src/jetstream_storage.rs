@@ -13,10 +13,11 @@
 //! before the next is sent, so each one's fence is exact. Each line is one message
 //! with:
 //!
-//! - `Nats-Msg-Id: <seq>-<crc>`, derived from the seq (and the line's checksum, so
-//!   two writers' different events for one seq never pass for each other): a batch
-//!   holding a message already stored within the server's duplicate window is refused
-//!   whole as a duplicate, so a retried batch never lands twice;
+//! - `Nats-Msg-Id: <seq>-<crc>-<writer>`, derived from the seq, the line's checksum
+//!   and this writer process's id (a NUID), so two writers' events for one seq never
+//!   pass for each other, not even byte-identical ones: a batch holding a message
+//!   already stored within the server's duplicate window is refused whole as a
+//!   duplicate, so a retried batch never lands twice;
 //! - `Nats-Batch-Id` (fresh for every attempt, so a retry never joins the remains of
 //!   an earlier one) and `Nats-Batch-Sequence` (1, 2, … within the batch);
 //!   `Nats-Batch-Commit: 1` on the last, the only message whose answer is awaited;
@@ -45,7 +46,8 @@
 //! - Refused as a duplicate: an earlier attempt of the batch landed after all (its
 //!   answer was lost). The stream is asked: if it holds the batch's lines at their
 //!   seqs, the batch counts as stored and the next one goes out; if not, another
-//!   writer's messages are there, which is a fence.
+//!   writer's messages are there, which is a fence. The read-back compares each
+//!   message's id as well as its line: another writer's identical line is not ours.
 //! - Anything unclear (no answer in time, the connection lost, no responders while
 //!   a cluster elects a leader, the batch incomplete at the server because a message
 //!   of it was lost): the batch is published again under a new batch id, for up to
@@ -139,7 +141,7 @@ impl JetStreamStorage {
         }
         let storage = JetStreamStorage {
             log: JetStreamLog(JetStreamReader::new(js)),
-            publisher: Publisher::default(),
+            publisher: Publisher::new(nuid::next().to_string()),
         };
         Ok((storage, bounds))
     }
@@ -152,6 +154,18 @@ impl JetStreamStorage {
     /// checked what the stream holds).
     pub fn continue_after(&mut self, last_seq: u64) {
         self.publisher.continue_after(last_seq);
+    }
+
+    /// This writer's id in its message ids.
+    pub fn writer_id(&self) -> &str {
+        self.publisher.writer()
+    }
+
+    /// Publishes as the writer `writer` (another storage's [`Self::writer_id`]) from
+    /// here on: a process retrying what that writer may have published, for tests of
+    /// the duplicate path.
+    pub fn resume_as(&mut self, writer: &str) {
+        self.publisher.resume_as(writer);
     }
 
     /// The line stored as message `seq`, if there is one.
@@ -183,7 +197,8 @@ impl JetStreamStorage {
     }
 }
 
-/// How many of `messages`, from the first on, the stream holds at their seqs.
+/// How many of `messages`, from the first on, the stream holds at their seqs, each
+/// with its line and its message id.
 async fn stored_at_their_seqs(
     context: &async_nats::jetstream::Context,
     stream: &str,
@@ -196,7 +211,16 @@ async fn stored_at_their_seqs(
     let mut found = 0;
     for m in messages {
         match stream.get_raw_message(m.seq).await {
-            Ok(message) if message.payload == m.payload => found += 1,
+            Ok(message)
+                if message.payload == m.payload
+                    && message
+                        .headers
+                        .get(header::NATS_MESSAGE_ID)
+                        .map(|id| id.as_str())
+                        == Some(m.id.as_str()) =>
+            {
+                found += 1
+            }
             _ => break,
         }
     }
