@@ -39,10 +39,11 @@
 //! ## Failures
 //!
 //! - Refused as stale (wrong last sequence): another writer appended first. `sync`
-//!   reports [`Fenced`] with how many of the group commit's events landed (checked
-//!   against the stream, not taken from the acks alone: an earlier attempt of the
-//!   refused batch may have landed); the writer answers those, reloads (its snapshot,
-//!   then the stream's tail) and decides the rest again. The history never forks.
+//!   reports [`Fenced`](crate::storage::Fenced) with how many of the group commit's
+//!   events landed (checked against the stream, not taken from the acks alone: an
+//!   earlier attempt of the refused batch may have landed); the writer answers
+//!   those, reloads (its snapshot, then the stream's tail) and decides the rest
+//!   again. The history never forks.
 //! - Refused as a duplicate: an earlier attempt of the batch landed after all (its
 //!   answer was lost). The stream is asked: if it holds the batch's lines at their
 //!   seqs, the batch counts as stored and the next one goes out; if not, another
