@@ -13,10 +13,11 @@
 //! before the next is sent, so each one's fence is exact. Each line is one message
 //! with:
 //!
-//! - `Nats-Msg-Id: <seq>-<crc>`, derived from the seq (and the line's checksum, so
-//!   two writers' different events for one seq never pass for each other): a batch
-//!   holding a message already stored within the server's duplicate window is refused
-//!   whole as a duplicate, so a retried batch never lands twice;
+//! - `Nats-Msg-Id: <seq>-<crc>-<writer>`, derived from the seq, the line's checksum
+//!   and this writer process's id (a NUID), so two writers' events for one seq never
+//!   pass for each other, not even byte-identical ones: a batch holding a message
+//!   already stored within the server's duplicate window is refused whole as a
+//!   duplicate, so a retried batch never lands twice;
 //! - `Nats-Batch-Id` (fresh for every attempt, so a retry never joins the remains of
 //!   an earlier one) and `Nats-Batch-Sequence` (1, 2, … within the batch);
 //!   `Nats-Batch-Commit: 1` on the last, the only message whose answer is awaited;
@@ -38,14 +39,16 @@
 //! ## Failures
 //!
 //! - Refused as stale (wrong last sequence): another writer appended first. `sync`
-//!   reports [`Fenced`] with how many of the group commit's events landed (checked
-//!   against the stream, not taken from the acks alone: an earlier attempt of the
-//!   refused batch may have landed); the writer answers those, reloads (its snapshot,
-//!   then the stream's tail) and decides the rest again. The history never forks.
+//!   reports [`Fenced`](crate::storage::Fenced) with how many of the group commit's
+//!   events landed (checked against the stream, not taken from the acks alone: an
+//!   earlier attempt of the refused batch may have landed); the writer answers
+//!   those, reloads (its snapshot, then the stream's tail) and decides the rest
+//!   again. The history never forks.
 //! - Refused as a duplicate: an earlier attempt of the batch landed after all (its
 //!   answer was lost). The stream is asked: if it holds the batch's lines at their
 //!   seqs, the batch counts as stored and the next one goes out; if not, another
-//!   writer's messages are there, which is a fence.
+//!   writer's messages are there, which is a fence. The read-back compares each
+//!   message's id as well as its line: another writer's identical line is not ours.
 //! - Anything unclear (no answer in time, the connection lost, no responders while
 //!   a cluster elects a leader, the batch incomplete at the server because a message
 //!   of it was lost): the batch is published again under a new batch id, for up to
@@ -54,8 +57,16 @@
 //!   a restart reads the truth from the stream.
 //! - Any other refusal (atomic publish switched off on the stream, a batch larger
 //!   than the server allows) breaks what the start checked: `sync` fails at once.
+//!
+//! The decisions above (what an answer means, when to read back, retry or give up,
+//! what landed) are the sans-IO [`crate::atomic_publish`], which the simulator's
+//! stream drives too; this file is its I/O: async-nats, the wall clock, NUIDs.
 
-use crate::storage::{Fenced, Recoverable, Storage};
+pub use crate::atomic_publish::{
+    ATOMIC_BATCH_MESSAGES_MAX, PUBLISH_RETRY_INTERVAL, PUBLISH_RETRY_WINDOW,
+};
+use crate::atomic_publish::{Answer, GroupCommit, Outgoing, Publisher, Refusal, Step};
+use crate::storage::{Recoverable, Storage};
 use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
@@ -68,52 +79,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long unclear publish failures are retried before the writer gives up (a
-/// cluster that lost its stream leader elects another within seconds).
-pub const PUBLISH_RETRY_WINDOW: Duration = Duration::from_secs(20);
-/// Pause between two publishing attempts of the same batch.
-pub const PUBLISH_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest wait for JetStream to create or show the stream at start.
 pub const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most messages in one atomic batch: nats-server's default limit
-/// (`jetstream { limits { batch { max_msgs } } }`, which must not be set lower). A
-/// longer group commit is published as consecutive batches.
-pub const ATOMIC_BATCH_MESSAGES_MAX: usize = 1000;
-
-/// One line to publish.
-#[derive(Debug, Clone)]
-struct Outgoing {
-    seq: u64,
-    /// `Nats-Msg-Id`.
-    id: String,
-    /// The line without its newline.
-    payload: Bytes,
-}
-
-/// How publishing a group commit ended.
-enum Published {
-    /// Every message is stored, each at its seq.
-    All,
-    /// Another writer's message is where ours should be; the first `landed` are ours.
-    Fenced { landed: usize, reason: String },
-    /// No certainty within the retry window, or an answer that breaks the rules.
-    Unclear { reason: String },
-}
-
-/// How one attempt at publishing one atomic batch ended.
-enum Attempt {
-    /// The server committed the batch, each message at its seq.
-    Stored,
-    /// Refused: the stream does not end where the batch's first message expects.
-    Fenced(String),
-    /// Refused whole: one of its message ids is already stored in the window.
-    Duplicate(String),
-    /// No certainty (no answer, the connection lost, the batch incomplete at the
-    /// server): nothing or all of it may have landed; try again under a new id.
-    Retry(String),
-    /// An answer that breaks what the start checked; retrying will not help.
-    Broken(String),
-}
 
 /// A stream read as a log ([`LogRead`]), for recovery and `verify`: plumbing's
 /// [`JetStreamReader`] reads the lines; this says what the log's interface needs of it.
@@ -151,11 +118,8 @@ impl LogRead for JetStreamLog {
 pub struct JetStreamStorage {
     /// For recovery: the stream read as a log.
     log: JetStreamLog,
-    /// The stream's last seq as this writer knows it: set at the end of recovery,
-    /// moved on by every acknowledged batch.
-    last_seq: u64,
-    /// Lines appended since the last sync, not published yet.
-    staged: Vec<Outgoing>,
+    /// Where the stream ends as this writer knows it, and the lines staged.
+    publisher: Publisher,
 }
 
 impl JetStreamStorage {
@@ -178,8 +142,7 @@ impl JetStreamStorage {
         }
         let storage = JetStreamStorage {
             log: JetStreamLog(JetStreamReader::new(js)),
-            last_seq: 0,
-            staged: Vec::new(),
+            publisher: Publisher::new(nuid::next().to_string()),
         };
         Ok((storage, bounds))
     }
@@ -191,8 +154,19 @@ impl JetStreamStorage {
     /// Appends after seq `last_seq`, without recovery (copying a log in: the caller
     /// checked what the stream holds).
     pub fn continue_after(&mut self, last_seq: u64) {
-        assert!(self.staged.is_empty(), "nothing staged");
-        self.last_seq = last_seq;
+        self.publisher.continue_after(last_seq);
+    }
+
+    /// This writer's id in its message ids.
+    pub fn writer_id(&self) -> &str {
+        self.publisher.writer()
+    }
+
+    /// Publishes as the writer `writer` (another storage's [`Self::writer_id`]) from
+    /// here on: a process retrying what that writer may have published, for tests of
+    /// the duplicate path.
+    pub fn resume_as(&mut self, writer: &str) {
+        self.publisher.resume_as(writer);
     }
 
     /// The line stored as message `seq`, if there is one.
@@ -210,42 +184,22 @@ impl JetStreamStorage {
 
     /// Publishes the staged lines and waits for their acknowledgements.
     fn publish_staged(&mut self) -> io::Result<()> {
-        if self.staged.is_empty() {
+        let Some(commit) = self.publisher.begin(ATOMIC_BATCH_MESSAGES_MAX) else {
             return Ok(());
-        }
-        let batch = std::mem::take(&mut self.staged);
+        };
         let js = self.js().clone();
         let (context, subject, stream) = (
             js.context().clone(),
             js.subject().to_owned(),
             js.url().stream.clone(),
         );
-        let (batch, published) = js.block_on(publish_batch(context, subject, stream, batch));
-        match published {
-            Published::All => {
-                self.last_seq += batch.len() as u64;
-                Ok(())
-            }
-            Published::Fenced { landed, reason } => {
-                self.last_seq += landed as u64;
-                tracing::warn!(
-                    url = %js.url(),
-                    landed,
-                    refused = batch.len() - landed,
-                    %reason,
-                    "another writer appended to the stream first"
-                );
-                Err(io::Error::other(Fenced {
-                    landed: landed as u64,
-                    message: reason,
-                }))
-            }
-            Published::Unclear { reason } => Err(io::Error::other(reason)),
-        }
+        let commit = js.block_on(publish_batch(context, subject, stream, commit));
+        self.publisher.settle(commit, &js.url().to_string())
     }
 }
 
-/// How many of `messages`, from the first on, the stream holds at their seqs.
+/// How many of `messages`, from the first on, the stream holds at their seqs, each
+/// with its line and its message id.
 async fn stored_at_their_seqs(
     context: &async_nats::jetstream::Context,
     stream: &str,
@@ -258,96 +212,68 @@ async fn stored_at_their_seqs(
     let mut found = 0;
     for m in messages {
         match stream.get_raw_message(m.seq).await {
-            Ok(message) if message.payload == m.payload => found += 1,
+            Ok(message)
+                if message.payload == m.payload
+                    && message
+                        .headers
+                        .get(header::NATS_MESSAGE_ID)
+                        .map(|id| id.as_str())
+                        == Some(m.id.as_str()) =>
+            {
+                found += 1
+            }
             _ => break,
         }
     }
     Ok(found)
 }
 
-/// Publishes a group commit: consecutive atomic batches of at most
-/// [`ATOMIC_BATCH_MESSAGES_MAX`], each acknowledged before the next is sent, each
-/// retried under a new batch id after unclear failures until [`PUBLISH_RETRY_WINDOW`]
-/// from now has passed. Returns the group commit with the outcome.
+/// Performs the steps of a group commit ([`GroupCommit`]): each atomic batch under a
+/// fresh batch id, the read-backs, the pauses, timed by the wall clock.
 async fn publish_batch(
     context: async_nats::jetstream::Context,
     subject: String,
     stream: String,
-    batch: Vec<Outgoing>,
-) -> (Vec<Outgoing>, Published) {
-    let deadline = Instant::now() + PUBLISH_RETRY_WINDOW;
-    let mut stored = 0;
-    let mut attempts = 0u32;
-    while stored < batch.len() {
-        let part = &batch[stored..batch.len().min(stored + ATOMIC_BATCH_MESSAGES_MAX)];
-        attempts += 1;
-        let refusal = match publish_atomic(&context, &subject, &stream, part).await {
-            Attempt::Stored => {
-                stored += part.len();
-                continue;
+    mut commit: GroupCommit,
+) -> GroupCommit {
+    let started = Instant::now();
+    loop {
+        match commit.next() {
+            Step::Publish(part) => {
+                let batch_id = nuid::next().to_string();
+                let part = &commit.messages()[part];
+                let answer = publish_atomic(&context, &subject, part, &batch_id).await;
+                commit.answered(answer, &stream, &batch_id, started.elapsed());
             }
-            Attempt::Fenced(reason) | Attempt::Duplicate(reason) => reason,
-            Attempt::Broken(reason) => return (batch, Published::Unclear { reason }),
-            Attempt::Retry(reason) => {
-                if Instant::now() >= deadline {
-                    let reason = format!(
-                        "JetStream did not acknowledge the batch within {PUBLISH_RETRY_WINDOW:?} ({attempts} attempts): {reason}"
-                    );
-                    return (batch, Published::Unclear { reason });
-                }
-                if attempts == 1 {
-                    tracing::warn!(%reason, "publishing to JetStream: retrying the batch");
-                }
-                tokio::time::sleep(PUBLISH_RETRY_INTERVAL).await;
-                continue;
+            Step::ReadBack(part) => {
+                let part = &commit.messages()[part];
+                let found = stored_at_their_seqs(&context, &stream, part).await;
+                commit.read_back(found);
             }
-        };
-        // Refused as stale or as a duplicate: an earlier attempt of this batch may
-        // have landed (its answer lost); the stream says whether it did.
-        match stored_at_their_seqs(&context, &stream, part).await {
-            Ok(found) if found == part.len() => stored += found,
-            Ok(found) => {
-                let landed = stored + found;
-                return (
-                    batch,
-                    Published::Fenced {
-                        landed,
-                        reason: refusal,
-                    },
-                );
+            Step::Pause(pause) => {
+                tokio::time::sleep(pause).await;
+                commit.paused();
             }
-            Err(e) => {
-                let reason = format!("{refusal}; then reading the stream back: {e}");
-                return (batch, Published::Unclear { reason });
-            }
+            Step::Done => return commit,
         }
     }
-    if attempts as usize > batch.len().div_ceil(ATOMIC_BATCH_MESSAGES_MAX) {
-        tracing::info!(
-            attempts,
-            events = batch.len(),
-            "batch acknowledged after retries"
-        );
-    }
-    (batch, Published::All)
 }
 
-/// One attempt at publishing `part` as one atomic batch under a fresh batch id:
-/// every message but the last sent without waiting, the last one commits the batch
-/// and its answer says how all of them ended.
+/// One attempt at publishing `part` as one atomic batch under `batch_id`: every
+/// message but the last sent without waiting, the last one commits the batch and its
+/// answer says how all of them ended.
 async fn publish_atomic(
     context: &async_nats::jetstream::Context,
     subject: &str,
-    stream: &str,
     part: &[Outgoing],
-) -> Attempt {
-    let batch_id = nuid::next().to_string();
+    batch_id: &str,
+) -> Answer {
     let client = context.client();
     let (last, rest) = part.split_last().expect("a batch has messages");
     let headers = |i: usize, m: &Outgoing| {
         let mut headers = HeaderMap::new();
         headers.insert(header::NATS_MESSAGE_ID, m.id.as_str());
-        headers.insert(header::NATS_BATCH_ID, batch_id.as_str());
+        headers.insert(header::NATS_BATCH_ID, batch_id);
         headers.insert(header::NATS_BATCH_SEQUENCE, (i + 1).to_string());
         if i == 0 {
             headers.insert(header::NATS_EXPECTED_LAST_SEQUENCE, (m.seq - 1).to_string());
@@ -359,7 +285,7 @@ async fn publish_atomic(
             .publish_with_headers(subject.to_owned(), headers(i, m), m.payload.clone())
             .await;
         if let Err(e) = sent {
-            return Attempt::Retry(format!("publishing seq {}: {e}", m.seq));
+            return Answer::NoAnswer(format!("publishing seq {}: {e}", m.seq));
         }
     }
     let mut commit = headers(rest.len(), last);
@@ -369,50 +295,39 @@ async fn publish_atomic(
         .headers(commit);
     let ack = match context.send_publish(subject.to_owned(), message).await {
         Ok(ack) => ack,
-        Err(e) => return Attempt::Retry(format!("publishing seq {}: {e}", last.seq)),
+        Err(e) => return Answer::NoAnswer(format!("publishing seq {}: {e}", last.seq)),
     };
-    let seqs = format!("seqs {}..={}", part[0].seq, last.seq);
     match ack.await {
-        Ok(ack)
-            if ack.stream == stream
-                && ack.sequence == last.seq
-                && ack.batch_id.as_deref() == Some(batch_id.as_str())
-                && ack.batch_size == Some(part.len() as u64) =>
-        {
-            Attempt::Stored
-        }
-        Ok(ack) => Attempt::Broken(format!(
-            "batch {batch_id} ({seqs}) was acknowledged as {} messages ending at seq {} of {}, batch {:?}",
-            ack.batch_size.unwrap_or(0),
-            ack.sequence,
-            ack.stream,
-            ack.batch_id
-        )),
-        Err(e) => match refusal(&e) {
-            _ if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Attempt::Fenced(format!("{seqs} refused: {e}"))
-            }
-            Some(ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE) => {
-                Attempt::Duplicate(format!("{seqs} refused as a duplicate: {e}"))
-            }
-            Some(
-                ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH
-                | ErrorCode::ATOMIC_PUBLISH_TOO_MANY_INFLIGHT,
-            ) => Attempt::Retry(format!("{seqs}: {e}")),
-            Some(ErrorCode::ATOMIC_PUBLISH_DISABLED) => Attempt::Broken(format!(
-                "{seqs} refused: atomic publish is no longer allowed on the stream (`allow_atomic`); \
-                 a restart of command-svc allows it again"
-            )),
-            Some(_) => Attempt::Broken(format!("{seqs} refused: {e}")),
-            None => match e.kind() {
-                PublishErrorKind::TimedOut
-                | PublishErrorKind::BrokenPipe
-                | PublishErrorKind::StreamNotFound
-                | PublishErrorKind::MaxAckPending => {
-                    Attempt::Retry(format!("no acknowledgement for {seqs}: {e}"))
-                }
-                _ => Attempt::Broken(format!("{seqs} refused: {e}")),
-            },
+        Ok(ack) => Answer::Ack {
+            stream: ack.stream,
+            seq: ack.sequence,
+            batch_id: ack.batch_id,
+            batch_size: ack.batch_size,
+        },
+        Err(e) => answer_of(&e),
+    }
+}
+
+/// What a failed publish means, in the terms of [`crate::atomic_publish`].
+fn answer_of(e: &PublishError) -> Answer {
+    let refused = |why| Answer::Refused(why, e.to_string());
+    if e.kind() == PublishErrorKind::WrongLastSequence {
+        return refused(Refusal::WrongLastSequence);
+    }
+    match refusal(e) {
+        Some(ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE) => refused(Refusal::Duplicate),
+        Some(
+            ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH
+            | ErrorCode::ATOMIC_PUBLISH_TOO_MANY_INFLIGHT,
+        ) => refused(Refusal::Incomplete),
+        Some(ErrorCode::ATOMIC_PUBLISH_DISABLED) => refused(Refusal::AtomicDisabled),
+        Some(_) => refused(Refusal::Other),
+        None => match e.kind() {
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound
+            | PublishErrorKind::MaxAckPending => Answer::NoAnswer(e.to_string()),
+            _ => Answer::Failed(e.to_string()),
         },
     }
 }
@@ -425,28 +340,9 @@ fn refusal(e: &PublishError) -> Option<ErrorCode> {
 }
 
 impl Storage for JetStreamStorage {
-    /// Stages the lines of `bytes` (whole lines, each ending in a newline) for the
-    /// next sync, checking that each carries the seq it will get in the stream.
+    /// Stages the lines of `bytes` for the next sync ([`Publisher::stage`]).
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
-            let line = line
-                .strip_suffix(b"\n")
-                .expect("the writer appends whole lines");
-            let seq = self.last_seq + self.staged.len() as u64 + 1;
-            let prefix = format!("{{\"seq\":{seq},");
-            assert!(
-                line.starts_with(prefix.as_bytes()),
-                "the writer's next line must carry seq {seq}, the stream's next"
-            );
-            // The line ends with `,"crc":"XXXXXXXX"}`.
-            let crc = std::str::from_utf8(&line[line.len() - 10..line.len() - 2])
-                .expect("a line's checksum is hex");
-            self.staged.push(Outgoing {
-                seq,
-                id: format!("{seq}-{crc}"),
-                payload: Bytes::copy_from_slice(line),
-            });
-        }
+        self.publisher.stage(bytes);
         Ok(())
     }
 
@@ -459,15 +355,9 @@ impl Storage for JetStreamStorage {
     /// makes sure nothing staged is left (with `--fsync never` there was no sync), and
     /// at the end of recovery learns where the stream ends and stops reading it.
     fn publish_durable(&mut self, mark: Watermark) -> io::Result<()> {
-        let staged = !self.staged.is_empty();
+        let staged = self.publisher.has_staged();
         self.publish_staged()?;
-        if staged {
-            assert_eq!(
-                self.last_seq, mark.seq,
-                "the durable mark is the stream's end"
-            );
-        }
-        self.last_seq = mark.seq;
+        self.publisher.durable(mark, staged);
         self.log.0.close();
         Ok(())
     }

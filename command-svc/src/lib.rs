@@ -17,6 +17,9 @@
 //! - [`jetstream_admin`]: creating the JetStream stream, or checking an existing one.
 //! - [`jetstream_storage`]: the JetStream log as the writer's storage: reading it for
 //!   recovery, publishing with dedupe ids and expected-last-sequence fencing.
+//! - [`atomic_publish`]: the decisions of that publishing without its I/O (what an
+//!   answer means, read back, retry, give up, what landed), shared with the
+//!   simulator's stream.
 //! - [`writer`]: the single writer thread and its group commit.
 //! - [`http`]: warp routes, validation of path and query, JSON errors.
 //! - [`cli`]: the write side's command-line flags (also the gateway's).
@@ -29,6 +32,7 @@
 //! [`start`] wires them: read `init.txt`, lock and replay the log (or connect to the
 //! stream and replay its tail), spawn the writer.
 
+pub mod atomic_publish;
 pub mod book;
 pub mod checkpoint;
 pub mod cli;
@@ -156,17 +160,13 @@ pub fn start_with(
                 recover_at_start(config, &genesis, log_name(config), storage)?;
             // Another writer on the same stream fences this one out now and then:
             // it then rebuilds its model the way it started.
-            let (name, dir, keys) = (
+            let reload = reload_from(
                 log_name(config),
+                genesis,
                 config.snapshot_dir(),
                 config.idempotency_keys,
+                Arc::new(storage::now_us),
             );
-            let reload: writer::Reload<jetstream_storage::JetStreamStorage> =
-                Box::new(move |storage| {
-                    recover_model(storage, &name, &genesis, &dir, keys, storage::now_us())
-                        .map(|(model, recovery)| (model, recovery.cursor))
-                        .map_err(|e| e.to_string())
-                });
             let writer = writer::Writer::new(model, storage, end, options).with_reload(reload);
             Ok(writer::spawn_writer(writer))
         }
@@ -215,6 +215,24 @@ fn recover_at_start<S: Recoverable>(
         }),
     };
     Ok((model, (recovery.cursor, log), options))
+}
+
+/// How a writer on a log that other writers can reach rebuilds its model after a
+/// fence: [`recover_model`] from the newest snapshot in `snapshot_dir` (else
+/// `genesis`), stamping the watermark by `clock`. The JetStream writer's, and the
+/// simulated stream's.
+pub fn reload_from<S: Recoverable>(
+    name: String,
+    genesis: BookState,
+    snapshot_dir: PathBuf,
+    keys_kept: usize,
+    clock: writer::Clock,
+) -> writer::Reload<S> {
+    Box::new(move |storage| {
+        recover_model(storage, &name, &genesis, &snapshot_dir, keys_kept, clock())
+            .map(|(model, recovery)| (model, recovery.cursor))
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Rebuilds the write model from the log in `storage` (called `name` in messages):

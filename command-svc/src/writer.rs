@@ -6,8 +6,9 @@
 //! the writer stops, and the process is expected to exit non-zero. fsync is never
 //! retried: after a failed fsync the kernel may have dropped the dirty pages.
 //!
-//! [`Writer::commit_batch`] is one group commit, callable without the thread: the
-//! simulator (`gateway::sim`) drives the writer through it batch by batch.
+//! [`Writer::commit_batch`] is one group commit, and [`Writer::commit_answering`] one
+//! with the fence handling around it, both callable without the thread: the
+//! simulator (`foldbook-sim`) drives the writer through them batch by batch.
 //!
 //! A log that other writers can reach (JetStream) may refuse a batch because
 //! another writer appended first ([`crate::storage::Fenced`]): the events that
@@ -518,21 +519,44 @@ impl<S: Storage> Writer<S> {
         Ok(())
     }
 
-    /// Commits `batch` and answers `replies` (one per command, in order). A fenced
-    /// commit answers what landed, reloads, and decides the rest again (bounded);
-    /// `Err` is a fatal failure, after which the writer stops.
+    /// Commits `batch` and answers `replies` (one per command, in order);
+    /// [`Writer::commit_answering`] says how.
     fn commit_and_answer(
         &mut self,
-        mut batch: Vec<Command>,
+        batch: Vec<Command>,
         replies: &mut Vec<Reply>,
     ) -> Result<(), String> {
+        let mut replies = replies.drain(..);
+        self.commit_answering(batch, |answer| {
+            let reply = replies.next().expect("one reply per command");
+            // A client that went away just does not read its answer.
+            let _ = reply.send(answer);
+        })
+    }
+
+    /// Commits `batch` and gives each command its answer through `answer`, in
+    /// order, each exactly once. A fenced commit answers what landed, reloads, and
+    /// decides the rest again, at most [`FENCED_RETRIES_MAX`] times, then answers
+    /// them 503. `Err` is a fatal failure (every command not answered by then gets
+    /// 503), after which the writer must stop. The writer thread runs this for
+    /// every batch; a simulation calls it directly.
+    pub fn commit_answering(
+        &mut self,
+        mut batch: Vec<Command>,
+        mut answer: impl FnMut(Result<Outcome, DispatchError>),
+    ) -> Result<(), String> {
+        let unavailable = |n: usize, why: &str, answer: &mut dyn FnMut(_)| {
+            for _ in 0..n {
+                answer(Err(DispatchError::Unavailable(why.to_owned())));
+            }
+        };
         for attempt in 0.. {
+            let commands = batch.len();
             match self.commit_batch(std::mem::take(&mut batch)) {
                 Ok(answers) => {
-                    for (reply, answer) in replies.drain(..).zip(answers) {
-                        // A client that went away just does not read its answer.
-                        let _ = reply.send(answer.map_err(DispatchError::from));
-                    }
+                    answers
+                        .into_iter()
+                        .for_each(|a| answer(a.map_err(DispatchError::from)));
                     return Ok(());
                 }
                 Err(CommitError::Fenced {
@@ -540,23 +564,24 @@ impl<S: Storage> Writer<S> {
                     retry,
                     reason,
                 }) => {
-                    for (reply, answer) in replies.drain(..answered.len()).zip(answered) {
-                        let _ = reply.send(answer.map_err(DispatchError::from));
-                    }
+                    answered
+                        .into_iter()
+                        .for_each(|a| answer(a.map_err(DispatchError::from)));
                     if let Err(e) = self.reload() {
-                        fail_all(replies, &e);
+                        unavailable(retry.len(), &e, &mut answer);
                         return Err(e);
                     }
                     if attempt == FENCED_RETRIES_MAX {
                         let why =
                             format!("another writer keeps appending to the log ({reason}); retry");
-                        fail_all(replies, &why);
+                        unavailable(retry.len(), &why, &mut answer);
                         return Ok(());
                     }
                     batch = retry;
                 }
                 Err(CommitError::Failed(reason)) => {
-                    fail_all(replies, &format!("log write failed: {reason}"));
+                    let why = format!("log write failed: {reason}");
+                    unavailable(commands, &why, &mut answer);
                     return Err(reason);
                 }
             }
@@ -734,13 +759,6 @@ impl<S: Storage> Writer<S> {
             let checkpoint = self.checkpoint();
             move |dir: &std::path::Path| write_checkpoint(&checkpoint, dir)
         });
-    }
-}
-
-/// Answers every reply left with 503 and `why`.
-fn fail_all(replies: &mut Vec<Reply>, why: &str) {
-    for reply in replies.drain(..) {
-        let _ = reply.send(Err(DispatchError::Unavailable(why.to_owned())));
     }
 }
 

@@ -811,9 +811,10 @@ fn commit(
 }
 
 /// The answers a group commit can get, against a real server: stored (also split
-/// into several batches), a retry of one that landed (a duplicate: it counts as
-/// stored), another writer's seqs (fenced, none landed), and a group commit whose
-/// first batch landed before and whose second meets another writer's message.
+/// into several batches), another writer's identical lines (fenced, none landed), a
+/// retry of one that landed (a duplicate: it counts as stored), another writer's
+/// seqs (fenced, none landed), and a group commit whose first batch landed before
+/// and whose second meets another writer's message.
 #[test]
 fn jetstream_publish_answers_are_mapped() {
     use command_svc::storage::Fenced;
@@ -827,9 +828,18 @@ fn jetstream_publish_answers_are_mapped() {
     let mut a = storage_after(&url, 0);
     commit(&mut a, 1, 3, "a").expect("stored");
 
-    // The same lines again (a retry whose first attempt landed): a duplicate, and
-    // the stream holds them, so the commit is stored.
+    // The same lines again from another writer (the same events decided at the same
+    // microsecond): not passed for its own, fenced, nothing landed.
+    let mut twin = storage_after(&url, 0);
+    let fenced = commit(&mut twin, 1, 3, "a").unwrap_err();
+    let fence = Fenced::of(&fenced).unwrap_or_else(|| panic!("not a fence: {fenced}"));
+    assert_eq!(fence.landed, 0, "{fence:?}");
+
+    // The same lines again from the same writer (a retry whose first attempt
+    // landed): a duplicate, and the stream holds them under its ids, so the commit
+    // is stored.
     let mut retry = storage_after(&url, 0);
+    retry.resume_as(a.writer_id());
     commit(&mut retry, 1, 3, "a").expect("a duplicate that landed counts as stored");
     commit(&mut retry, 4, 4, "a").expect("and the next seq follows");
 
@@ -851,6 +861,7 @@ fn jetstream_publish_answers_are_mapped() {
     let mut d = storage_after(&url, 3504);
     commit(&mut d, 3505, 3704, "d").expect("stored");
     let mut late = storage_after(&url, 2504);
+    late.resume_as(c.writer_id());
     let fenced = commit(&mut late, 2505, 3704, "c").unwrap_err();
     let fence = Fenced::of(&fenced).unwrap_or_else(|| panic!("not a fence: {fenced}"));
     assert_eq!(fence.landed, 1000, "{fence:?}");

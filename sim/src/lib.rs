@@ -11,6 +11,16 @@
 //! wall clock (a simulated clock stamps events), no thread in the loop, and no
 //! randomness but the seed's, so `run_seed(seed)` does the same thing every time.
 //!
+//! Each seed runs on two logs: the file log on the simulated disk ([`run_seed`]), and
+//! a simulated JetStream stream ([`stream`], [`run_stream_seed`]) that enforces the
+//! expected last sequence, drops duplicate message ids within a window, stores an
+//! atomic batch all or nothing, and loses messages, acks and connections, restarts,
+//! and has a second writer append between or in the middle of the first one's group
+//! commits. On the stream the writer's publishing decisions are the real ones
+//! (`command_svc::atomic_publish`, which `JetStreamStorage` drives too), and so is its
+//! fence handling (`Writer::commit_answering`: answer what landed, reload, decide
+//! again); `stream_run`'s docs list the invariants the stream adds.
+//!
 //! It drives the real code: the write side's `recover_model` (snapshot choice,
 //! replay, torn-tail cut, corruption refusal) and `Writer::commit_batch` (decide,
 //! apply, idempotency, one write, one sync, watermark), and the read side's
@@ -33,9 +43,30 @@
 //!   1..n with no torn tail, and publishes its end as the watermark;
 //! - recovery always refuses a log with a flipped byte in a synced line that is
 //!   followed by another line, naming that line, and leaves the log untouched.
+//!
+//! On the stream, after every step it checks:
+//!
+//! - the stream holds seqs 1..n, each line at its seq under its message id
+//!   (`<seq>-<crc>-<writer>`), none twice, every line a valid event;
+//! - every acknowledged event is in the stream at the seq its answer names, as it was
+//!   answered (the answer is that event); no seq is acknowledged twice, to either
+//!   writer, except to a key's retry, which gets the first answer again; a
+//!   conflicting reuse of a key gets 409;
+//! - a commit answers every command exactly once; 503 only when the writer gave up
+//!   (fail-stop), and that only after a fault fired or while the server was down;
+//! - after recovery a writer is at the stream's end, with exactly the model a killed
+//!   writer had when nothing was appended after it; both writers' digests agree at
+//!   every seq (one history);
+//! - the read side never applies what the stream has not stored, agrees with the
+//!   write side's digest at every seq both reach and with a writer's book at its
+//!   head, and catches up at a poll; at the end a read side rebuilt from genesis too.
 
 pub mod disk;
 pub mod rng;
+pub mod stream;
+mod stream_run;
+
+pub use stream_run::run_stream_seed;
 
 use command_svc::book::Book;
 use command_svc::command::{Command, Rejection};
@@ -127,6 +158,20 @@ pub struct Stats {
     pub corruptions_refused: u64,
     pub snapshots_written: u64,
     pub reader_restarts: u64,
+    /// On the stream: publishing attempts refused as stale, or as duplicates.
+    pub refused_stale: u64,
+    pub refused_duplicate: u64,
+    /// Answers that left the outcome unclear (no answer, an incomplete batch).
+    pub unclear_answers: u64,
+    /// Refusals read back, and those that found another writer's messages.
+    pub read_backs: u64,
+    pub fences: u64,
+    /// Writers that gave up on an unclear commit or a broken answer (503, exit).
+    pub fail_stops: u64,
+    /// Group commits of the second writer, and those run inside another commit.
+    pub second_writer_batches: u64,
+    pub interlopers: u64,
+    pub stream_restarts: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -142,6 +187,15 @@ impl std::ops::AddAssign for Stats {
         self.corruptions_refused += o.corruptions_refused;
         self.snapshots_written += o.snapshots_written;
         self.reader_restarts += o.reader_restarts;
+        self.refused_stale += o.refused_stale;
+        self.refused_duplicate += o.refused_duplicate;
+        self.unclear_answers += o.unclear_answers;
+        self.read_backs += o.read_backs;
+        self.fences += o.fences;
+        self.fail_stops += o.fail_stops;
+        self.second_writer_batches += o.second_writer_batches;
+        self.interlopers += o.interlopers;
+        self.stream_restarts += o.stream_restarts;
     }
 }
 
@@ -154,6 +208,43 @@ pub struct Failure {
     pub message: String,
     /// The last [`TRACE_STEPS`] steps, oldest first.
     pub trace: Vec<String>,
+}
+
+/// Which log a run simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimLog {
+    /// The file log on the simulated disk ([`disk`]): [`run_seed`].
+    Disk,
+    /// The JetStream stream, simulated ([`stream`]): [`run_stream_seed`].
+    Stream,
+}
+
+impl SimLog {
+    /// The logs `SIM_LOG` names: `disk`, `stream`, or `both` (the default).
+    pub fn from_env() -> Result<Vec<SimLog>, String> {
+        match std::env::var("SIM_LOG").as_deref() {
+            Err(_) | Ok("" | "both") => Ok(vec![SimLog::Disk, SimLog::Stream]),
+            Ok("disk") => Ok(vec![SimLog::Disk]),
+            Ok("stream") => Ok(vec![SimLog::Stream]),
+            Ok(other) => Err(format!("SIM_LOG={other:?}: expected disk, stream or both")),
+        }
+    }
+
+    /// Its name in `SIM_LOG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimLog::Disk => "disk",
+            SimLog::Stream => "stream",
+        }
+    }
+
+    /// Runs `seed` on this log.
+    pub fn run(self, seed: u64) -> Result<Stats, Failure> {
+        match self {
+            SimLog::Disk => run_seed(seed),
+            SimLog::Stream => run_stream_seed(seed),
+        }
+    }
 }
 
 /// Runs one seed through [`STEPS_PER_SEED`] steps, checking every invariant after
@@ -176,10 +267,10 @@ pub fn run_seed(seed: u64) -> Result<Stats, Failure> {
 }
 
 /// A scratch directory for one run's snapshot files, removed when dropped.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl ScratchDir {
-    fn new(seed: u64) -> Result<Self, String> {
+    pub(crate) fn new(seed: u64) -> Result<Self, String> {
         static RUNS: AtomicU64 = AtomicU64::new(0);
         let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() {
@@ -225,12 +316,16 @@ fn decode(bytes: &[u8], cursor: LogCursor) -> Result<Vec<Envelope>, String> {
 }
 
 /// The command's key, if it has one.
-fn key_of(cmd: &Command) -> Option<&str> {
+pub(crate) fn key_of(cmd: &Command) -> Option<&str> {
     command_svc::idempotency::key_of_command(cmd)
 }
 
 /// Whether `outcome` is what `env` records, for a command `cmd`.
-fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(), String> {
+pub(crate) fn outcome_matches(
+    outcome: &Outcome,
+    env: &Envelope,
+    cmd: &Command,
+) -> Result<(), String> {
     let ok = match (outcome, &env.event, cmd) {
         (
             Outcome::Placed {
@@ -305,6 +400,76 @@ fn outcome_matches(outcome: &Outcome, env: &Envelope, cmd: &Command) -> Result<(
     }
 }
 
+/// The commands of a run: new orders and cancels, and retries of earlier keyed
+/// commands (some changed: a conflicting reuse of the key).
+#[derive(Debug, Default)]
+pub(crate) struct Workload {
+    /// Commands sent with a key, for retries.
+    keyed: Vec<Command>,
+    keys_made: u64,
+}
+
+impl Workload {
+    /// A new command against `book` (cancels pick its resting orders), or a retry of
+    /// an earlier keyed one.
+    pub(crate) fn command(&mut self, rng: &mut Rng, book: &Book) -> Command {
+        if !self.keyed.is_empty() && rng.percent(RETRY_PERCENT) {
+            let mut cmd = rng.pick(&self.keyed).clone();
+            if rng.percent(CONFLICT_PERCENT) {
+                match &mut cmd {
+                    Command::Place { price, .. } => *price = PRICE_HIGH + 1,
+                    Command::Cancel { order_id, .. } => *order_id += 1,
+                }
+            }
+            return cmd;
+        }
+        let idempotency_key = rng.percent(KEYED_PERCENT).then(|| {
+            self.keys_made += 1;
+            format!("key-{}", self.keys_made)
+        });
+        let user = (*rng.pick(USERS)).to_owned();
+        let cmd = if rng.percent(75) {
+            // Every market of the genesis (the shipped init.txt has several), the
+            // default most often.
+            let markets = book.markets();
+            let market = if rng.percent(50) {
+                markets[0].symbol
+            } else {
+                rng.pick(markets).symbol
+            };
+            Command::Place {
+                market,
+                user,
+                side: if rng.percent(50) {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                },
+                price: rng.range(PRICE_LOW, PRICE_HIGH),
+                qty: rng.range(1, QTY_MAX),
+                idempotency_key,
+            }
+        } else {
+            let resting = book.to_state().orders;
+            let (order_id, owner) = if !resting.is_empty() && rng.percent(90) {
+                let o = rng.pick(&resting);
+                (o.id, o.user.clone())
+            } else {
+                (rng.range(1, book.next_order_id() + 1), user.clone())
+            };
+            Command::Cancel {
+                user: if rng.percent(85) { owner } else { user },
+                order_id,
+                idempotency_key,
+            }
+        };
+        if key_of(&cmd).is_some() {
+            self.keyed.push(cmd.clone());
+        }
+        cmd
+    }
+}
+
 struct World {
     step: u64,
     rng: Rng,
@@ -323,9 +488,7 @@ struct World {
     write_digests: BTreeMap<u64, u64>,
     /// The first acknowledged answer for each idempotency key, with its command.
     answers: HashMap<String, (Command, Outcome)>,
-    /// Commands sent with a key, for retries.
-    keyed: Vec<Command>,
-    keys_made: u64,
+    workload: Workload,
     /// Log offset of the newest write-side snapshot (recovery replays from at most here).
     writer_snapshot_offset: u64,
     /// A byte flipped on purpose: (line start, line end). The read side may stop at it.
@@ -353,8 +516,7 @@ impl World {
             acked: Vec::new(),
             write_digests,
             answers: HashMap::new(),
-            keyed: Vec::new(),
-            keys_made: 0,
+            workload: Workload::default(),
             writer_snapshot_offset: 0,
             corrupt_line: None,
             trace: VecDeque::new(),
@@ -688,61 +850,8 @@ impl World {
 
     /// A new command, or a retry of an earlier keyed one.
     fn command(&mut self) -> Command {
-        if !self.keyed.is_empty() && self.rng.percent(RETRY_PERCENT) {
-            let mut cmd = self.rng.pick(&self.keyed).clone();
-            if self.rng.percent(CONFLICT_PERCENT) {
-                match &mut cmd {
-                    Command::Place { price, .. } => *price = PRICE_HIGH + 1,
-                    Command::Cancel { order_id, .. } => *order_id += 1,
-                }
-            }
-            return cmd;
-        }
-        let idempotency_key = self.rng.percent(KEYED_PERCENT).then(|| {
-            self.keys_made += 1;
-            format!("key-{}", self.keys_made)
-        });
-        let user = (*self.rng.pick(USERS)).to_owned();
-        let cmd = if self.rng.percent(75) {
-            // Every market of the genesis (the shipped init.txt has several), the
-            // default most often.
-            let markets = &self.genesis.markets;
-            let market = if self.rng.percent(50) {
-                markets[0].symbol
-            } else {
-                self.rng.pick(markets).symbol
-            };
-            Command::Place {
-                market,
-                user,
-                side: if self.rng.percent(50) {
-                    Side::Buy
-                } else {
-                    Side::Sell
-                },
-                price: self.rng.range(PRICE_LOW, PRICE_HIGH),
-                qty: self.rng.range(1, QTY_MAX),
-                idempotency_key,
-            }
-        } else {
-            let book = &self.writer.as_ref().expect("a running writer").model().book;
-            let resting = book.to_state().orders;
-            let (order_id, owner) = if !resting.is_empty() && self.rng.percent(90) {
-                let o = self.rng.pick(&resting);
-                (o.id, o.user.clone())
-            } else {
-                (self.rng.range(1, book.next_order_id() + 1), user.clone())
-            };
-            Command::Cancel {
-                user: if self.rng.percent(85) { owner } else { user },
-                order_id,
-                idempotency_key,
-            }
-        };
-        if key_of(&cmd).is_some() {
-            self.keyed.push(cmd.clone());
-        }
-        cmd
+        let book = &self.writer.as_ref().expect("a running writer").model().book;
+        self.workload.command(&mut self.rng, book)
     }
 
     /// One group commit through the real writer, perhaps with a fault armed.
@@ -990,7 +1099,7 @@ impl World {
 }
 
 /// Whether two commands are the same request (what a key's retry must repeat).
-fn same_request(a: &Command, b: &Command) -> bool {
+pub(crate) fn same_request(a: &Command, b: &Command) -> bool {
     a == b
 }
 

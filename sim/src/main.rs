@@ -4,6 +4,8 @@
 //! ```text
 //! sim [SEEDS]          SEEDS seeds from SIM_FIRST_SEED (default: a random one, printed)
 //! SIM_SEED=S sim       one seed, with its trace on failure
+//! SIM_LOG=disk|stream  only the file log on the simulated disk, or only the
+//!                      simulated JetStream stream (default: each seed on both)
 //! ```
 //!
 //! Prints `N seeds passed` and what they went through, or the failing seed with the
@@ -14,7 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Seeds run when none are given (about a minute in release on two cores).
+/// Seeds run when none are given (each on both logs: about two minutes in release on
+/// two cores).
 const SEEDS_DEFAULT: u64 = 1500;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -47,8 +50,16 @@ fn main() {
             (first, count)
         }
     };
+    let logs = sim::SimLog::from_env().unwrap_or_else(|e| {
+        eprintln!("sim: {e}");
+        std::process::exit(2);
+    });
+    let names: Vec<&str> = logs.iter().map(|l| l.name()).collect();
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    println!("sim: {count} seeds from {first}, {jobs} at a time");
+    println!(
+        "sim: {count} seeds from {first} on {}, {jobs} at a time",
+        names.join(" and ")
+    );
     let started = Instant::now();
     let next = AtomicU64::new(first);
     let end = first + count;
@@ -62,9 +73,14 @@ fn main() {
                     if seed >= end || !failures.lock().unwrap().is_empty() {
                         break;
                     }
-                    match sim::run_seed(seed) {
-                        Ok(stats) => *total.lock().unwrap() += stats,
-                        Err(failure) => failures.lock().unwrap().push(failure),
+                    for &log in &logs {
+                        match log.run(seed) {
+                            Ok(stats) => *total.lock().unwrap() += stats,
+                            Err(failure) => {
+                                failures.lock().unwrap().push((log, failure));
+                                break;
+                            }
+                        }
                     }
                 }
             });
@@ -72,16 +88,22 @@ fn main() {
     });
     let elapsed = started.elapsed().as_secs_f64();
     let mut failures = failures.into_inner().unwrap();
-    failures.sort_by_key(|f| f.seed);
-    if let Some(failure) = failures.first() {
+    failures.sort_by_key(|(_, f)| f.seed);
+    if let Some((log, failure)) = failures.first() {
         println!("{failure}");
         println!(
-            "sim: seed {} FAILED after {elapsed:.1} s; replay it with:\n  SIM_SEED={} scripts/sim.sh",
-            failure.seed, failure.seed
+            "sim: seed {} FAILED on the {} after {elapsed:.1} s; replay it with:\n  SIM_LOG={} SIM_SEED={} scripts/sim.sh",
+            failure.seed,
+            log.name(),
+            log.name(),
+            failure.seed
         );
         std::process::exit(1);
     }
     let total = total.into_inner().unwrap();
     println!("sim: {total:?}");
-    println!("{count} seeds passed in {elapsed:.1} s");
+    println!(
+        "{count} seeds passed on {} in {elapsed:.1} s",
+        names.join(" and ")
+    );
 }

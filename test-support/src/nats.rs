@@ -169,6 +169,11 @@ impl NatsNode {
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
+    /// The running server's process id (for tools that attach to it, e.g. strace).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `host:port` for clients.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
