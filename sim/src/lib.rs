@@ -34,7 +34,8 @@
 //!   everything acknowledged, so a power cut cannot take one back;
 //! - the read side never applies beyond what is durable (its position is within the
 //!   synced bytes), and never skips a bad line;
-//! - at every seq both sides reach, their digests agree, and when both are at the
+//! - at every seq both sides reach, their digests agree (of the markets the read
+//!   side holds: it sometimes holds only some, as `query-svc --markets`), and when both are at the
 //!   head their books are equal; at a poll the read side catches up to the watermark;
 //! - each answer is the event in the log at its seq; a retry gets its first answer,
 //!   a conflicting reuse of a key gets 409;
@@ -114,6 +115,11 @@ const PRICE_HIGH: u64 = 106;
 const QTY_MAX: u64 = 20;
 /// The simulated clock starts here (2026-01-01, microseconds).
 const CLOCK_START_US: u64 = 1_767_225_600_000_000;
+/// Each market's digest of a write-side book, in its markets' order.
+fn market_digests(book: &Book) -> Vec<u64> {
+    book.market_digests().into_iter().map(|(_, d)| d).collect()
+}
+
 /// The genesis book: the shipped `init.txt`.
 const GENESIS: &str = include_str!("../../init.txt");
 
@@ -158,6 +164,8 @@ pub struct Stats {
     pub corruptions_refused: u64,
     pub snapshots_written: u64,
     pub reader_restarts: u64,
+    /// Read sides started holding only some markets (`--markets`).
+    pub partial_readers: u64,
     /// On the stream: publishing attempts refused as stale, or as duplicates.
     pub refused_stale: u64,
     pub refused_duplicate: u64,
@@ -187,6 +195,7 @@ impl std::ops::AddAssign for Stats {
         self.corruptions_refused += o.corruptions_refused;
         self.snapshots_written += o.snapshots_written;
         self.reader_restarts += o.reader_restarts;
+        self.partial_readers += o.partial_readers;
         self.refused_stale += o.refused_stale;
         self.refused_duplicate += o.refused_duplicate;
         self.unclear_answers += o.unclear_answers;
@@ -485,7 +494,8 @@ struct World {
     /// The log's bytes through the last acknowledged event, as they were then.
     acked: Vec<u8>,
     /// The write side's digest after each seq it committed or recovered to.
-    write_digests: BTreeMap<u64, u64>,
+    /// Each market's digest on the write side, by seq (markets in genesis order).
+    write_digests: BTreeMap<u64, Vec<u64>>,
     /// The first acknowledged answer for each idempotency key, with its command.
     answers: HashMap<String, (Command, Outcome)>,
     workload: Workload,
@@ -503,7 +513,7 @@ impl World {
         let mut rng = Rng::new(seed);
         let disk = Disk::new(rng.next_u64());
         let mut write_digests = BTreeMap::new();
-        write_digests.insert(0, Book::from_state(&genesis).digest());
+        write_digests.insert(0, market_digests(&Book::from_state(&genesis)));
         Ok(World {
             step: 0,
             rng,
@@ -669,7 +679,7 @@ impl World {
                 model.book.digest()
             ));
         }
-        self.record_digest(head, model.book.digest())?;
+        self.record_digest(head, market_digests(&model.book))?;
         let clock = self.clock.clone();
         let options = WriterOptions {
             fsync: FsyncMode::Always,
@@ -682,13 +692,24 @@ impl World {
     }
 
     /// Records (or checks) the write side's digest at `seq`.
-    fn record_digest(&mut self, seq: u64, digest: u64) -> Result<(), String> {
-        match self.write_digests.insert(seq, digest) {
-            Some(known) if known != digest => Err(format!(
-                "the write side's digest at seq {seq} was {known}, now {digest}"
+    fn record_digest(&mut self, seq: u64, digests: Vec<u64>) -> Result<(), String> {
+        match self.write_digests.insert(seq, digests.clone()) {
+            Some(known) if known != digests => Err(format!(
+                "the write side's digests at seq {seq} were {known:?}, now {digests:?}"
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The write side's digest at `seq` of the markets `held` says (all of them for
+    /// a read side holding every market), if known.
+    fn write_digest(&self, seq: u64, held: &[bool]) -> Option<u64> {
+        let digests = self.write_digests.get(&seq)?;
+        Some(
+            (digests.iter().zip(held))
+                .filter(|(_, held)| **held)
+                .fold(0u64, |sum, (d, _)| sum.wrapping_add(*d)),
+        )
     }
 
     /// Kills the writer's process. A healthy writer's model must come back exactly.
@@ -723,15 +744,34 @@ impl World {
         self.stats.reader_restarts += 1;
         let mut source = self.disk.reader();
         let rebuild = self.rng.percent(10);
-        let (model, cursor) =
-            query_svc::load_model(&self.genesis, &self.snapshots.0, &mut source, rebuild);
+        // Mostly every market; sometimes some (`query-svc --markets`), which reads only
+        // the head of the other markets' lines.
+        let markets = self.genesis.markets.len();
+        let held: Arc<[bool]> = if markets > 1 && self.rng.percent(30) {
+            let mut held: Vec<bool> = (0..markets).map(|_| self.rng.percent(50)).collect();
+            let keep = self.rng.below(markets as u64) as usize;
+            held[keep] = true;
+            if held.iter().any(|h| !h) {
+                self.stats.partial_readers += 1;
+            }
+            held.into()
+        } else {
+            vec![true; markets].into()
+        };
+        let (model, cursor) = query_svc::load_model_holding(
+            &self.genesis,
+            &self.snapshots.0,
+            &mut source,
+            rebuild,
+            &held,
+        );
         if model.seq + 1 != cursor.next_seq {
             return Err(format!(
                 "the read side starts at seq {} with a cursor for seq {}",
                 model.seq, cursor.next_seq
             ));
         }
-        if let Some(&digest) = self.write_digests.get(&model.seq)
+        if let Some(digest) = self.write_digest(model.seq, &model.held)
             && digest != model.digest()
         {
             return Err(format!(
@@ -779,6 +819,7 @@ impl World {
             }
         };
         let (seq, cursor, digest) = (tailer.model().seq, tailer.cursor(), tailer.model().digest());
+        let held = tailer.model().held.clone();
         if seq != before {
             self.note(format!(
                 "read side applied seq {}..={seq} ({why})",
@@ -810,7 +851,7 @@ impl World {
                 cursor.offset
             ));
         }
-        if let Some(&expected) = self.write_digests.get(&seq)
+        if let Some(expected) = self.write_digest(seq, &held)
             && expected != digest
         {
             return Err(format!(
@@ -822,7 +863,14 @@ impl World {
         {
             let book = &writer.model().book;
             let read = self.tailer.as_ref().expect("tailing").model();
-            if read.to_state(book.next_order_id()) != book.to_state() {
+            // A read side holding some markets has only their orders.
+            let mut write = book.to_state();
+            let held_markets: Vec<shared_events::Symbol> = (write.markets.iter().zip(held.iter()))
+                .filter(|(_, held)| **held)
+                .map(|(m, _)| m.symbol)
+                .collect();
+            write.orders.retain(|o| held_markets.contains(&o.market));
+            if read.to_state(book.next_order_id()) != write {
                 return Err(format!(
                     "at seq {seq} the read side's book differs from the write side's"
                 ));
@@ -1002,8 +1050,8 @@ impl World {
         }
         self.stats.events_acked += next_seq - 1 - head;
         self.acked = current;
-        let digest = writer.model().book.digest();
-        self.record_digest(next_seq - 1, digest)?;
+        let digests = market_digests(&writer.model().book);
+        self.record_digest(next_seq - 1, digests)?;
         self.note(format!(
             "batch of {} acknowledged, seq {}..{}",
             commands.len(),

@@ -57,6 +57,7 @@ fn seeded_simulation_keeps_every_invariant() {
             "{total:?}"
         );
         assert!(total.retries_answered > 0, "{total:?}");
+        assert!(total.partial_readers > 0, "{total:?}");
     }
 }
 
