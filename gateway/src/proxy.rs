@@ -95,6 +95,9 @@ enum Wanted<'a> {
     Default,
     /// `/markets/{symbol}/...` or `/events?market=S`.
     Market(std::borrow::Cow<'a, str>),
+    /// `/orders/{id}`: an order of any market. Replicas holding the default market
+    /// are asked first; on a 404, replicas holding markets not asked yet.
+    Order,
 }
 
 fn wanted<'a>(path: &'a str, query: &'a str) -> Wanted<'a> {
@@ -102,6 +105,7 @@ fn wanted<'a>(path: &'a str, query: &'a str) -> Wanted<'a> {
     match (parts.next(), parts.next()) {
         (Some("markets"), None) => Wanted::Any,
         (Some("markets"), Some(symbol)) => Wanted::Market(symbol.into()),
+        (Some("orders"), Some(_)) => Wanted::Order,
         (Some("events"), _) => form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "market")
             .map_or(Wanted::Default, |(_, v)| Wanted::Market(v)),
@@ -114,7 +118,7 @@ impl Replica {
     fn serves(&self, wanted: &Wanted) -> bool {
         let holds = self.holds.read().expect("holds lock");
         match (&*holds, wanted) {
-            (None, _) | (_, Wanted::Any) => true,
+            (None, _) | (_, Wanted::Any | Wanted::Order) => true,
             (Some(h), Wanted::Default) => h.markets.contains(&h.default),
             (Some(h), Wanted::Market(m)) => h.markets.iter().any(|held| held == m),
         }
@@ -169,7 +173,11 @@ impl Upstreams {
     fn read_order(&self, wanted: &Wanted) -> Vec<&Replica> {
         let n = self.queries.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let rotated: Vec<&Replica> = (0..n).map(|i| &self.queries[(start + i) % n]).collect();
+        let mut rotated: Vec<&Replica> = (0..n).map(|i| &self.queries[(start + i) % n]).collect();
+        if *wanted == Wanted::Order {
+            // Those holding the default market first (stable: the turn stays).
+            rotated.sort_by_key(|r| !r.serves(&Wanted::Default));
+        }
         let serving: Vec<&Replica> = rotated
             .iter()
             .copied()
@@ -211,6 +219,32 @@ impl Upstreams {
                 }
             }
         }
+    }
+}
+
+/// The markets of the replicas an order lookup asked (all: one whose markets are
+/// not known yet).
+#[derive(Debug, Default)]
+struct Asked {
+    markets: Vec<String>,
+    all: bool,
+}
+
+impl Asked {
+    fn add(&mut self, replica: Option<&Replica>) {
+        match replica.map(|r| r.holds.read().expect("holds lock").clone()) {
+            Some(Some(holds)) => self.markets.extend(holds.markets),
+            _ => self.all = true,
+        }
+    }
+
+    /// Whether `replica` holds a market none of the asked ones does.
+    fn misses(&self, replica: &Replica) -> bool {
+        !self.all
+            && match &*replica.holds.read().expect("holds lock") {
+                Some(holds) => holds.markets.iter().any(|m| !self.markets.contains(m)),
+                None => true,
+            }
     }
 }
 
@@ -286,16 +320,19 @@ async fn forward(
     } else {
         &up.client
     };
+    let wanted = wanted(path, &query);
     let candidates: Vec<(&str, Option<&Replica>)> = match side {
         Side::Write => vec![(up.command.as_str(), None)],
         Side::Read => up
-            .read_order(&wanted(path, &query))
+            .read_order(&wanted)
             .into_iter()
             .map(|r| (r.url.as_str(), Some(r)))
             .collect(),
     };
     let mut last_error = None;
-    for (base, replica) in candidates {
+    // For an order lookup: the markets of the replicas that answered 404.
+    let mut asked = Asked::default();
+    for (i, &(base, replica)) in candidates.iter().enumerate() {
         let mut request = client.request(method.clone(), format!("{base}{target}"));
         if !streamed {
             request = request.timeout(up.timeout);
@@ -306,7 +343,16 @@ async fn forward(
             }
         }
         match request.send().await {
-            Ok(answer) => return Ok(relay(answer)),
+            Ok(answer) => {
+                if wanted == Wanted::Order && answer.status() == StatusCode::NOT_FOUND {
+                    asked.add(replica);
+                    let mut rest = candidates[i + 1..].iter().filter_map(|(_, r)| *r);
+                    if rest.any(|r| asked.misses(r)) {
+                        continue;
+                    }
+                }
+                return Ok(relay(answer));
+            }
             Err(e) if e.is_timeout() => {
                 metrics::counter!("foldbook_upstream_errors_total", "kind" => "timeout")
                     .increment(1);
@@ -455,7 +501,8 @@ mod tests {
             ("/markets/ACME/orderbook", "depth=3", market("ACME")),
             ("/markets/ACME/trades", "", market("ACME")),
             ("/orderbook", "", Wanted::Default),
-            ("/orders/3", "", Wanted::Default),
+            ("/orders/3", "", Wanted::Order),
+            ("/users/ann/orders", "", Wanted::Default),
             ("/events", "from=1&market=BOLT", market("BOLT")),
             ("/events", "from=1", Wanted::Default),
         ] {
@@ -473,6 +520,11 @@ mod tests {
         assert!(fold.serves(&Wanted::Default) && !acme.serves(&Wanted::Default));
         assert!(acme.serves(&market("BOLT")) && !fold.serves(&market("BOLT")));
         assert!(fold.serves(&Wanted::Any) && acme.serves(&Wanted::Any));
+        let mut asked = Asked::default();
+        asked.add(Some(&fold));
+        assert!(asked.misses(&acme) && !asked.misses(&replica(&["FOLD"])));
+        asked.add(Some(&acme));
+        assert!(!asked.misses(&acme), "every market asked");
         let unknown = Replica {
             url: String::new(),
             healthy: AtomicBool::new(true),

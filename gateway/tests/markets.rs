@@ -422,7 +422,24 @@ async fn replicas_of_markets(log: &[&str]) {
         )
         .await;
         assert_eq!(order["market"], "FOLD", "{order}");
+        // An order of another market: the default market's replica answers 404,
+        // so the gateway asks the replica holding the rest.
+        let other = (client.get(format!(
+            "{base}/orders/{}?min_seq={head}",
+            acme["order"]["id"]
+        )))
+        .send()
+        .await
+        .unwrap();
+        let (status, other) = status_and_json(other).await;
+        assert_eq!((status, &other["market"]), (200, &"ACME".into()), "{other}");
     }
+    let res = client
+        .get(format!("{base}/orders/999999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "no replica has it");
     let acme_events = Events::open(base, "?from=1&market=ACME")
         .await
         .log_events(1)
