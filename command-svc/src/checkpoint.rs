@@ -9,14 +9,8 @@ use shared_events::LogCursor;
 use shared_events::LogRead;
 use shared_events::binary::{BodyReader, BodyWriter};
 use shared_events::snapshot::{self, SnapshotHeader};
-use shared_events::state::MarketSpec;
+use shared_events::state::{MarketSpec, symbols};
 use std::path::{Path, PathBuf};
-
-/// `A, B, C`: the markets' symbols, for messages.
-pub fn symbols(markets: &[MarketSpec]) -> String {
-    let symbols: Vec<&str> = markets.iter().map(|m| m.symbol.as_str()).collect();
-    symbols.join(", ")
-}
 
 /// Snapshot kind of the write side.
 pub const KIND: &str = "command";

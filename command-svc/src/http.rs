@@ -134,19 +134,6 @@ fn authenticate<'a>(
     }
 }
 
-/// 404 for a market not traded here, naming it (cut to a symbol's length and a
-/// little more, so a huge path does not become a huge answer).
-pub fn unknown_market(symbol: &str) -> Response {
-    let shown: String = symbol
-        .chars()
-        .take(2 * shared_events::market::SYMBOL_LEN_MAX)
-        .collect();
-    error(
-        StatusCode::NOT_FOUND,
-        format!("market {shown:?} is not traded here (GET /markets lists them)"),
-    )
-}
-
 /// Why a write request is not dispatched: bad input (400) or an unknown market (404).
 pub enum Invalid {
     Request(String),
@@ -172,7 +159,12 @@ async fn dispatch(
     let cmd = match cmd {
         Ok(cmd) => cmd,
         Err(Invalid::Request(message)) => return Ok(bad_request(message)),
-        Err(Invalid::Market(symbol)) => return Ok(unknown_market(&symbol)),
+        Err(Invalid::Market(named)) => {
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                shared_events::market::UnknownMarket::new(&named),
+            ));
+        }
     };
     let user = match &cmd {
         Command::Place { user, .. } | Command::Cancel { user, .. } => user,
@@ -288,16 +280,14 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
         stats.events_appended.load(Ordering::Relaxed).into(),
     );
     map.insert("uptime_s".into(), stats.started.elapsed().as_secs().into());
-    let digest_guard = stats.digest.lock().expect("digest lock");
-    let (digest_seq, digest) = *digest_guard;
+    let (digest_seq, digests) = stats.digests.lock().expect("digest lock").clone();
+    let digest = digests.iter().fold(0u64, |sum, d| sum.wrapping_add(*d));
     map.insert("write_digest".into(), domain::digest_hex(digest).into());
     map.insert("write_digest_seq".into(), digest_seq.into());
-    let (_, digests) = &*stats.market_digests.lock().expect("digest lock");
     let per_market: serde_json::Map<String, serde_json::Value> =
-        (stats.markets.iter().zip(digests))
+        (stats.markets.iter().zip(&digests))
             .map(|(m, &d)| (m.symbol.to_string(), domain::digest_hex(d).into()))
             .collect();
-    drop(digest_guard);
     map.insert("write_digests".into(), per_market.into());
     map.insert(
         "fsync_batches".into(),

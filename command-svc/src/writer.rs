@@ -186,11 +186,9 @@ pub struct WriterStats {
     pub events_appended: AtomicU64,
     /// Write + sync rounds since start.
     pub batches: AtomicU64,
-    /// The book's digest and the seq it is at, taken together after each batch.
-    pub digest: std::sync::Mutex<(u64, u64)>,
-    /// Each market's digest at that seq, in the order of `markets` (updated while
-    /// `digest` is locked, and read so: then both are at one seq).
-    pub market_digests: std::sync::Mutex<(u64, Vec<u64>)>,
+    /// Each market's digest (in the order of `markets`; the book's digest is their
+    /// wrapping sum) and the seq they are at, taken together after each batch.
+    pub digests: std::sync::Mutex<(u64, Vec<u64>)>,
     /// The markets, the default first (fixed at start, from the genesis state).
     pub markets: Arc<[MarketSpec]>,
 }
@@ -198,15 +196,10 @@ pub struct WriterStats {
 impl WriterStats {
     /// Publishes the book's digests at `seq`.
     fn set_digests(&self, seq: u64, book: &crate::book::Book) {
-        // Taken in this order, here and by readers, so both are at one seq.
-        let mut digest = self.digest.lock().expect("digest lock");
-        *digest = (seq, book.digest());
-        let mut markets = self.market_digests.lock().expect("digest lock");
-        markets.0 = seq;
-        markets.1.clear();
-        markets
-            .1
-            .extend(book.market_digests().iter().map(|&(_, d)| d));
+        let mut digests = self.digests.lock().expect("digest lock");
+        digests.0 = seq;
+        digests.1.clear();
+        digests.1.extend(book.market_digests().map(|(_, d)| d));
     }
 
     /// The default market: the first.
@@ -217,10 +210,7 @@ impl WriterStats {
     /// Whether `symbol` names a market traded here.
     pub fn market(&self, symbol: &str) -> Option<Symbol> {
         let symbol = Symbol::parse(symbol).ok()?;
-        self.markets
-            .iter()
-            .any(|m| m.symbol == symbol)
-            .then_some(symbol)
+        shared_events::state::market_index(&self.markets, symbol).map(|_| symbol)
     }
 }
 
@@ -388,15 +378,9 @@ impl<S: Storage> Writer<S> {
             durable_seq: AtomicU64::new(last_seq),
             events_appended: AtomicU64::new(0),
             batches: AtomicU64::new(0),
-            digest: std::sync::Mutex::new((last_seq, model.book.digest())),
-            market_digests: std::sync::Mutex::new((
+            digests: std::sync::Mutex::new((
                 last_seq,
-                model
-                    .book
-                    .market_digests()
-                    .iter()
-                    .map(|&(_, d)| d)
-                    .collect(),
+                model.book.market_digests().map(|(_, d)| d).collect(),
             )),
             markets: model.book.markets().into(),
         });

@@ -4,7 +4,7 @@
 
 use crate::projection::ReadModel;
 use shared_events::snapshot::{self, SnapshotHeader};
-use shared_events::state::MarketSpec;
+use shared_events::state::{MarketSpec, symbols};
 use shared_events::{LogCursor, LogRead};
 use std::path::{Path, PathBuf};
 
@@ -65,13 +65,9 @@ pub fn load_until(
         log.check_continues(header.seq, header.log_offset)?;
         let model = ReadModel::decode(body, header.seq)?;
         if *model.markets != *markets {
-            let symbols = |markets: &[MarketSpec]| {
-                let symbols: Vec<&str> = markets.iter().map(|m| m.symbol.as_str()).collect();
-                symbols.join(", ")
-            };
             return Err(format!(
                 "its markets ({}) are not those of the genesis state ({})",
-                symbols(&model.markets),
+                symbols(model.markets.iter()),
                 symbols(markets)
             ));
         }

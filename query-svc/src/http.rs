@@ -11,6 +11,8 @@ use crate::QueryState;
 use crate::projection::{BookView, OrderView, TRADES_KEPT, TradeView};
 use serde::Serialize;
 use shared_events::auth::{Access, AuthTable};
+use shared_events::market::UnknownMarket;
+use shared_events::state::{MarketSpec, market_index, symbols};
 use shared_events::{Symbol, domain};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -175,30 +177,20 @@ fn book_response(body: bytes::Bytes, seq: u64, applied: u64) -> Response {
     with_applied_seq(response, applied)
 }
 
-/// 404 for a market not held here, naming it (cut to a symbol's length and a
-/// little more, so a huge path does not become a huge answer).
-pub fn unknown_market(symbol: &str) -> Response {
-    let shown: String = symbol
-        .chars()
-        .take(2 * shared_events::market::SYMBOL_LEN_MAX)
-        .collect();
-    error(
-        StatusCode::NOT_FOUND,
-        format!("market {shown:?} is not traded here (GET /markets lists them)"),
-    )
+/// The markets this side holds, the default first (see `ReadModel::held`).
+fn held(state: &QueryState) -> impl Iterator<Item = &MarketSpec> {
+    (state.markets.iter().zip(state.held.iter()))
+        .filter(|(_, held)| **held)
+        .map(|(m, _)| m)
 }
 
 /// 404 for a market this replica does not hold (`query-svc --markets`).
 fn market_not_held(state: &QueryState, symbol: Symbol) -> Response {
-    let held: Vec<&str> = (state.markets.iter().zip(state.held.iter()))
-        .filter(|(_, held)| **held)
-        .map(|(m, _)| m.symbol.as_str())
-        .collect();
     error(
         StatusCode::NOT_FOUND,
         format!(
             "market {symbol} is not held by this read side (it holds {}; see --markets)",
-            held.join(", ")
+            symbols(held(state))
         ),
     )
 }
@@ -214,11 +206,8 @@ fn resolve_market(
         None => (0, state.markets[0].symbol),
         Some(raw) => Symbol::parse(raw)
             .ok()
-            .and_then(|symbol| {
-                let at = state.markets.iter().position(|m| m.symbol == symbol)?;
-                Some((at, symbol))
-            })
-            .ok_or_else(|| Box::new(unknown_market(raw)))?,
+            .and_then(|symbol| Some((market_index(&state.markets, symbol)?.into(), symbol)))
+            .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, UnknownMarket::new(raw))))?,
     };
     if !state.held[at] {
         return Err(Box::new(market_not_held(state, symbol)));
@@ -497,10 +486,7 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
         .map(|(m, d)| (m.to_string(), domain::digest_hex(d).into()))
         .collect();
     map.insert("read_digests".into(), per_market.into());
-    let held: Vec<serde_json::Value> = (state.markets.iter().zip(state.held.iter()))
-        .filter(|(_, held)| **held)
-        .map(|(m, _)| m.symbol.as_str().into())
-        .collect();
+    let held: Vec<serde_json::Value> = held(state).map(|m| m.symbol.as_str().into()).collect();
     map.insert("markets".into(), held.into());
     map.insert(
         "default_market".into(),

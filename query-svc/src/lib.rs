@@ -284,11 +284,10 @@ pub fn held_markets(
     };
     for &named in markets {
         if genesis.market_index(named).is_none() {
-            let listed: Vec<&str> = genesis.markets.iter().map(|m| m.symbol.as_str()).collect();
             return Err(StartError::UnknownMarket {
                 named,
                 init: init.display().to_string(),
-                listed: listed.join(", "),
+                listed: shared_events::state::symbols(&genesis.markets),
             });
         }
     }

@@ -157,8 +157,8 @@ impl LineDecoder {
     fn decode(&self, line: &[u8]) -> Result<(u64, Line), LineError> {
         if !self.all
             && let Some(head) = shared_events::peek_head(line)?
-            && let Some(at) = self.markets.iter().position(|m| m.symbol == head.market)
-            && !self.held[at]
+            && let Some(at) = shared_events::state::market_index(&self.markets, head.market)
+            && !self.held[usize::from(at)]
         {
             return Ok((head.seq, Line::Other(head)));
         }

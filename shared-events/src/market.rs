@@ -33,6 +33,18 @@ pub struct Symbol {
 )]
 pub struct InvalidSymbol(pub String);
 
+/// A market a request names that is not traded here; shown to API clients as is.
+/// The name is cut to twice a symbol's length, so a huge path is not echoed whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("market {0:?} is not traded here (GET /markets lists them)")]
+pub struct UnknownMarket(String);
+
+impl UnknownMarket {
+    pub fn new(named: &str) -> UnknownMarket {
+        UnknownMarket(named.chars().take(2 * SYMBOL_LEN_MAX).collect())
+    }
+}
+
 impl Symbol {
     /// A symbol from a constant; panics (at compile time in a `const`) if invalid.
     pub const fn from_static(s: &str) -> Symbol {

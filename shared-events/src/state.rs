@@ -43,6 +43,18 @@ pub struct MarketSpec {
     pub quote: Symbol,
 }
 
+/// Where market `symbol` is in `markets`. A deployment has a few markets (at most
+/// [`MARKETS_MAX`], which fits `u16`): a scan beats hashing.
+pub fn market_index(markets: &[MarketSpec], symbol: Symbol) -> Option<u16> {
+    (markets.iter().position(|m| m.symbol == symbol)).map(|i| i as u16)
+}
+
+/// `A, B, C`: the markets' symbols, for messages.
+pub fn symbols<'a>(markets: impl IntoIterator<Item = &'a MarketSpec>) -> String {
+    let symbols: Vec<&str> = markets.into_iter().map(|m| m.symbol.as_str()).collect();
+    symbols.join(", ")
+}
+
 impl MarketSpec {
     /// The market of a state that lists none (and of every schema-1 event).
     pub const DEFAULT: MarketSpec = MarketSpec {
@@ -163,7 +175,7 @@ impl BookState {
 
     /// Where market `symbol` is in [`BookState::markets`].
     pub fn market_index(&self, symbol: Symbol) -> Option<usize> {
-        self.markets.iter().position(|m| m.symbol == symbol)
+        market_index(&self.markets, symbol).map(usize::from)
     }
 
     /// Reads and validates a state file. `origin` names it in errors.

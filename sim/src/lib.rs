@@ -117,7 +117,7 @@ const QTY_MAX: u64 = 20;
 const CLOCK_START_US: u64 = 1_767_225_600_000_000;
 /// Each market's digest of a write-side book, in its markets' order.
 fn market_digests(book: &Book) -> Vec<u64> {
-    book.market_digests().into_iter().map(|(_, d)| d).collect()
+    book.market_digests().map(|(_, d)| d).collect()
 }
 
 /// The genesis book: the shipped `init.txt`.

@@ -63,7 +63,7 @@ proptest! {
         prop_assert_eq!(&read.to_state(book.next_order_id()), &write_state);
         prop_assert_eq!(&replayed, &book);
         prop_assert_eq!(read.digest(), book.digest(), "the two sides' digests agree");
-        prop_assert_eq!(read.market_digests(), book.market_digests(), "per market too");
+        prop_assert!(read.market_digests().eq(book.market_digests()), "per market too");
         let recomputed = Book::from_state(&write_state).digest();
         prop_assert_eq!(book.digest(), recomputed, "the incremental digest equals a fresh one");
         for entry in read.orders.views(&read.markets) {
@@ -82,7 +82,7 @@ fn assert_same_read_model(a: &ReadModel, b: &ReadModel, next_order_id: u64) {
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.to_state(next_order_id), b.to_state(next_order_id));
     assert_eq!(a.orders.views(&a.markets), b.orders.views(&b.markets));
-    assert_eq!(a.market_digests(), b.market_digests());
+    assert!(a.market_digests().eq(b.market_digests()));
     assert_eq!(a.user_orders.len(), b.user_orders.len());
     for entry in a.user_orders.iter() {
         assert_eq!(

@@ -238,8 +238,7 @@ impl ReadModel {
 
     /// Where market `symbol` is in [`ReadModel::markets`].
     pub fn market_index(&self, symbol: Symbol) -> Option<u16> {
-        // A deployment has a few markets: a scan beats hashing.
-        (self.markets.iter().position(|m| m.symbol == symbol)).map(|i| i as u16)
+        shared_events::state::market_index(&self.markets, symbol)
     }
 
     /// Puts `qty` of an order on the book of `market`.
@@ -261,11 +260,10 @@ impl ReadModel {
     }
 
     /// Each held market's digest, in the order of [`ReadModel::markets`].
-    pub fn market_digests(&self) -> Vec<(Symbol, u64)> {
+    pub fn market_digests(&self) -> impl Iterator<Item = (Symbol, u64)> + '_ {
         (self.markets.iter().zip(&self.books).zip(self.held.iter()))
             .filter(|(_, held)| **held)
             .map(|((m, b), _)| (m.symbol, b.digest))
-            .collect()
     }
 
     fn insert_order(&mut self, id: u64, order: IndexedOrder) {

@@ -91,11 +91,6 @@ impl BookView {
             .map(|((m, b), _)| (m.symbol, b.digest))
     }
 
-    /// Where market `symbol` is in [`BookView::markets`].
-    pub fn market_index(&self, symbol: Symbol) -> Option<usize> {
-        self.markets.iter().position(|m| m.symbol == symbol)
-    }
-
     /// The `/orderbook` body of the market at `market` (an index into
     /// [`BookView::markets`]): `{"seq","market","bids":[...],"asks":[...]}`.
     pub fn json(&self, market: usize) -> bytes::Bytes {

