@@ -25,21 +25,34 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// The genesis state of every fixture recorded by this file.
+/// The genesis state of every fixture recorded by this file (each fixture keeps the
+/// `init.txt` it was recorded with: v1's has one market, no `markets` list).
 const FIXTURE_INIT: &str = r#"{
-  "next_order_id": 9,
+  "markets": [
+    {"symbol": "FOLD", "base": "FOLD", "quote": "USD"},
+    {"symbol": "ACME", "base": "ACME", "quote": "USD"},
+    {"symbol": "BOLT", "base": "BOLT", "quote": "EUR"}
+  ],
+  "next_order_id": 12,
   "orders": [
-    {"id": 1, "user": "alice", "side": "buy",  "price": 99,  "qty": 10},
-    {"id": 2, "user": "bob",   "side": "buy",  "price": 98,  "qty": 5},
-    {"id": 3, "user": "carol", "side": "buy",  "price": 97,  "qty": 20},
-    {"id": 4, "user": "dave",  "side": "buy",  "price": 99,  "qty": 3},
-    {"id": 5, "user": "erin",  "side": "sell", "price": 101, "qty": 7},
-    {"id": 6, "user": "frank", "side": "sell", "price": 102, "qty": 12},
-    {"id": 7, "user": "grace", "side": "sell", "price": 103, "qty": 4},
-    {"id": 8, "user": "heidi", "side": "sell", "price": 101, "qty": 2}
+    {"id": 1, "market": "FOLD", "user": "alice", "side": "buy",  "price": 99,  "qty": 10},
+    {"id": 2, "market": "FOLD", "user": "bob",   "side": "buy",  "price": 98,  "qty": 5},
+    {"id": 3, "market": "FOLD", "user": "carol", "side": "buy",  "price": 97,  "qty": 20},
+    {"id": 4, "market": "FOLD", "user": "dave",  "side": "buy",  "price": 99,  "qty": 3},
+    {"id": 5, "market": "FOLD", "user": "erin",  "side": "sell", "price": 101, "qty": 7},
+    {"id": 6, "market": "FOLD", "user": "frank", "side": "sell", "price": 102, "qty": 12},
+    {"id": 7, "market": "FOLD", "user": "grace", "side": "sell", "price": 103, "qty": 4},
+    {"id": 8, "market": "FOLD", "user": "heidi", "side": "sell", "price": 101, "qty": 2},
+    {"id": 9, "market": "ACME", "user": "alice", "side": "buy",  "price": 98,  "qty": 4},
+    {"id": 10, "market": "ACME", "user": "bob",  "side": "sell", "price": 102, "qty": 6},
+    {"id": 11, "market": "BOLT", "user": "carol", "side": "sell", "price": 100, "qty": 3}
   ]
 }
 "#;
+
+/// Where the recorded workload's orders go: the unprefixed (default market) routes
+/// and each market's own.
+const ORDER_PREFIXES: [&str; 4] = ["", "/markets/FOLD", "/markets/ACME", "/markets/BOLT"];
 
 /// Requests of the recorded workload.
 const WORKLOAD_REQUESTS: usize = 300;
@@ -94,7 +107,8 @@ async fn run_workload(client: &reqwest::Client, base: &str) -> Vec<serde_json::V
                 let side = if rng.below(2) == 0 { "buy" } else { "sell" };
                 let price = 96 + rng.below(9);
                 let qty = 1 + rng.below(6);
-                let path = format!("/{side}/{user}/{price}?qty={qty}");
+                let prefix = ORDER_PREFIXES[rng.below(ORDER_PREFIXES.len() as u64) as usize];
+                let path = format!("{prefix}/{side}/{user}/{price}?qty={qty}");
                 let key = (i % 5 == 0).then(|| format!("k{i}"));
                 if let Some(key) = &key {
                     keyed.push((path.clone(), key.clone()));
@@ -134,14 +148,21 @@ async fn run_workload(client: &reqwest::Client, base: &str) -> Vec<serde_json::V
     exchanges
 }
 
-/// The read answers a fixture records and its replay compares.
-fn read_paths(head: u64) -> Vec<String> {
+/// The read answers a fixture records and its replay compares: the default
+/// market's views, each market's (as `GET /markets` lists them), orders and users.
+fn read_paths(head: u64, markets: &[String]) -> Vec<String> {
     let mut paths = vec![
+        "/markets".to_owned(),
         "/orderbook".to_owned(),
         "/trades?limit=1000".to_owned(),
         format!("/orderbook?at={}", head / 2),
         "/orderbook?at=0".to_owned(),
     ];
+    for market in markets {
+        paths.push(format!("/markets/{market}/orderbook"));
+        paths.push(format!("/markets/{market}/trades?limit=1000"));
+        paths.push(format!("/markets/{market}/orderbook?at={}", head / 2));
+    }
     paths.extend((1..=40).map(|id| format!("/orders/{id}")));
     paths.extend(
         USERS
@@ -152,8 +173,15 @@ fn read_paths(head: u64) -> Vec<String> {
 }
 
 async fn read_answers(client: &reqwest::Client, base: &str, head: u64) -> serde_json::Value {
+    let listed = get_json(client, &format!("{base}/markets")).await;
+    let markets: Vec<String> = listed["markets"]
+        .as_array()
+        .expect("GET /markets lists markets")
+        .iter()
+        .map(|m| m["symbol"].as_str().expect("a symbol").to_owned())
+        .collect();
     let mut answers = serde_json::Map::new();
-    for path in read_paths(head) {
+    for path in read_paths(head, &markets) {
         let res = client.get(format!("{base}{path}")).send().await.unwrap();
         let status = res.status().as_u16();
         let body: serde_json::Value = res.json().await.unwrap();
