@@ -3,7 +3,9 @@
 //! an event into the book. Both are pure: no I/O, no clock, no randomness. Replay at
 //! startup is `apply` over the log; live commands are `decide` then `apply`.
 
+use crate::accounts::Accounts;
 use crate::command::{Command, Rejection};
+use shared_events::accounts::{Asset, BalanceChange, Ledger, conserves, order_hold};
 use shared_events::binary::{BodyError, BodyReader, BodyWriter, UserTable};
 use shared_events::domain::resting_fingerprint;
 use shared_events::interner::Interner;
@@ -86,6 +88,8 @@ pub struct Book {
     users: Interner,
     /// The id the next placed order gets.
     next_order_id: u64,
+    /// With accounts on: every user's balances.
+    accounts: Option<Accounts>,
 }
 
 /// Two books are equal when they hold the same markets, orders and counter; the
@@ -96,6 +100,7 @@ impl PartialEq for Book {
             && self.books == other.books
             && self.index == other.index
             && self.next_order_id == other.next_order_id
+            && self.accounts == other.accounts
     }
 }
 
@@ -116,6 +121,11 @@ impl Book {
             let market = book.market_index(o.market).expect("a validated state");
             book.rest(market, o.id, &o.user, o.side, o.price, o.qty);
         }
+        if let Some(opening) = state.opening_balances().expect("a validated state") {
+            let accounts =
+                Accounts::new(state.assets(), opening, &mut book.users).expect("a validated state");
+            book.accounts = Some(accounts);
+        }
         book
     }
 
@@ -132,6 +142,7 @@ impl Book {
             index: Default::default(),
             users: Default::default(),
             next_order_id,
+            accounts: None,
         }
     }
 
@@ -152,11 +163,27 @@ impl Book {
             })
             .collect();
         orders.sort_unstable_by_key(|o| o.id);
+        let accounts = self.accounts.as_ref().map(|accounts| {
+            let mut opening = shared_events::state::OpeningBalances::new();
+            for (user, asset, b) in accounts.sorted() {
+                opening
+                    .entry(user.to_owned())
+                    .or_default()
+                    .insert(asset, b.available + b.held);
+            }
+            opening
+        });
         BookState {
             markets: self.markets.clone(),
             next_order_id: self.next_order_id,
             orders,
+            accounts,
         }
+    }
+
+    /// The accounts, when they are on.
+    pub fn accounts(&self) -> Option<&Accounts> {
+        self.accounts.as_ref()
     }
 
     /// The markets, the default first.
@@ -173,10 +200,15 @@ impl Book {
         self.next_order_id
     }
 
-    /// Digest of every market's resting orders (the wrapping sum of the markets'
-    /// digests), comparable with the read side's.
+    /// Digest of the state: the wrapping sum of every market's resting orders'
+    /// digest and the accounts' digest, comparable with the read side's.
     pub fn digest(&self) -> u64 {
-        (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
+        (self.books.iter()).fold(self.accounts_digest(), |sum, b| sum.wrapping_add(b.digest))
+    }
+
+    /// Digest of every balance (0 with accounts off), part of [`Book::digest`].
+    pub fn accounts_digest(&self) -> u64 {
+        self.accounts.as_ref().map_or(0, Accounts::digest)
     }
 
     /// Each market's digest, in the order of [`Book::markets`].
@@ -251,6 +283,18 @@ impl Book {
                     });
                     remaining -= traded;
                 }
+                let balances = match &self.accounts {
+                    None => Vec::new(),
+                    Some(accounts) => settle(
+                        accounts,
+                        &self.markets[usize::from(at)],
+                        user,
+                        *side,
+                        *price,
+                        *qty,
+                        &fills,
+                    )?,
+                };
                 let order = Order {
                     id: self.next_order_id,
                     user: user.clone(),
@@ -263,6 +307,7 @@ impl Book {
                     order,
                     fills,
                     resting_qty: remaining,
+                    balances,
                     idempotency_key: idempotency_key.clone(),
                 })
             }
@@ -279,11 +324,64 @@ impl Book {
                 if *resting.user != **user {
                     return Err(Rejection::NotOwner(*order_id));
                 }
+                let spec = &self.markets[usize::from(market)];
+                let mut balances = Vec::new();
+                if self.accounts.is_some() {
+                    // What the rest still holds goes back to available.
+                    let (asset, held) = order_hold(spec, side, price, resting.qty)
+                        .expect("a resting order's hold fits");
+                    let held = signed(held)?;
+                    let mut ledger = Ledger::new();
+                    ledger
+                        .add(user, asset, held, -held)
+                        .map_err(|_| overflow())?;
+                    balances = ledger.into_changes();
+                }
                 Ok(Event::OrderCancelled {
-                    market: self.markets[usize::from(market)].symbol,
+                    market: spec.symbol,
                     order_id: *order_id,
                     user: user.clone(),
                     cancelled_qty: resting.qty,
+                    balances,
+                    idempotency_key: idempotency_key.clone(),
+                })
+            }
+            Command::Deposit {
+                user,
+                asset,
+                amount,
+                idempotency_key,
+            } => {
+                let accounts = self.transferable(*asset)?;
+                accounts
+                    .check([(user.as_str(), *asset, signed(*amount)?, 0)])
+                    .map_err(Rejection::OutOfBounds)?;
+                Ok(Event::Deposited {
+                    user: user.clone(),
+                    asset: *asset,
+                    amount: *amount,
+                    idempotency_key: idempotency_key.clone(),
+                })
+            }
+            Command::Withdraw {
+                user,
+                asset,
+                amount,
+                idempotency_key,
+            } => {
+                let accounts = self.transferable(*asset)?;
+                let available = accounts.balance(user, *asset).available;
+                if available < *amount {
+                    return Err(Rejection::InsufficientFunds {
+                        asset: *asset,
+                        needed: *amount,
+                        available,
+                    });
+                }
+                Ok(Event::Withdrawn {
+                    user: user.clone(),
+                    asset: *asset,
+                    amount: *amount,
                     idempotency_key: idempotency_key.clone(),
                 })
             }
@@ -293,10 +391,15 @@ impl Book {
     /// Folds one event into the book. Every fact is checked before anything changes,
     /// so a misfit event leaves the book as it was.
     pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
-        let Some(market) = self.market_index(event.market()) else {
+        self.check_balances(event)?;
+        let Some(symbol) = event.market() else {
+            // A transfer: balances only.
+            self.apply_balances(event);
+            return Ok(());
+        };
+        let Some(market) = self.market_index(symbol) else {
             return Err(FoldError(format!(
-                "an event of market {}, which is not one of this book's markets",
-                event.market()
+                "an event of market {symbol}, which is not one of this book's markets"
             )));
         };
         match event {
@@ -326,11 +429,7 @@ impl Book {
                     if at != Some((market, maker_side, f.price)) || resting < Some(f.qty) {
                         return Err(FoldError(format!(
                             "order {} fills {} of maker {} at {}, which is not resting like that in market {}",
-                            order.id,
-                            f.qty,
-                            f.maker_id,
-                            f.price,
-                            event.market()
+                            order.id, f.qty, f.maker_id, f.price, symbol
                         )));
                     }
                 }
@@ -368,8 +467,51 @@ impl Book {
                 }
                 self.take(market, *order_id, side, price, *cancelled_qty);
             }
+            Event::Deposited { .. } | Event::Withdrawn { .. } => {
+                unreachable!("a transfer is of no market")
+            }
         }
+        self.apply_balances(event);
         Ok(())
+    }
+
+    /// The accounts, for a transfer of `asset`.
+    fn transferable(&self, asset: Asset) -> Result<&Accounts, Rejection> {
+        let accounts = self.accounts.as_ref().ok_or(Rejection::AccountsOff)?;
+        if !accounts.is_asset(asset) {
+            return Err(Rejection::UnknownAsset(asset));
+        }
+        Ok(accounts)
+    }
+
+    /// Whether the balance changes `event` records fit the accounts: none with
+    /// accounts off; with them, each balance in bounds after it, and an order or
+    /// cancel only moving money between users.
+    fn check_balances(&self, event: &Event) -> Result<(), FoldError> {
+        let Some(accounts) = &self.accounts else {
+            return match event.balance_changes().next() {
+                None => Ok(()),
+                Some(_) => Err(FoldError(format!(
+                    "a {} that changes balances, in a book without accounts",
+                    event.kind()
+                ))),
+            };
+        };
+        if let Event::OrderPlaced { balances, .. } | Event::OrderCancelled { balances, .. } = event
+        {
+            conserves(balances).map_err(FoldError)?;
+            check_distinct(balances).map_err(FoldError)?;
+        }
+        accounts
+            .check(event.balance_changes())
+            .map_err(|e| FoldError(format!("a {}: {e}", event.kind())))
+    }
+
+    /// Applies an event's checked balance changes.
+    fn apply_balances(&mut self, event: &Event) {
+        if let Some(accounts) = &mut self.accounts {
+            accounts.apply(event.balance_changes(), &mut self.users);
+        }
     }
 
     fn rest(&mut self, market: u16, id: u64, user: &str, side: Side, price: u64, qty: u64) {
@@ -412,6 +554,95 @@ impl Book {
     }
 }
 
+/// An amount as a signed change (every amount is at most `AMOUNT_MAX` < 2^63).
+fn signed(amount: u64) -> Result<i64, Rejection> {
+    i64::try_from(amount).map_err(|_| overflow())
+}
+
+fn overflow() -> Rejection {
+    Rejection::OutOfBounds("an amount does not fit in 64 bits".to_owned())
+}
+
+/// Whether each (user, asset) comes once in `changes`, as an event lists them.
+fn check_distinct(changes: &[BalanceChange]) -> Result<(), String> {
+    for (i, c) in changes.iter().enumerate() {
+        if changes[..i]
+            .iter()
+            .any(|d| d.user == c.user && d.asset == c.asset)
+        {
+            return Err(format!("{}'s {} is changed twice", c.user, c.asset));
+        }
+    }
+    Ok(())
+}
+
+/// The balance changes of an order of `user` in `market` for `qty` at `price`
+/// with `fills`: its hold (all of it, from what is available), then each fill's
+/// settlement at the maker's price, a buyer's difference to its limit released.
+/// What is left holds the rest. Refused if the user cannot hold the order or a
+/// balance would leave its bounds.
+fn settle(
+    accounts: &Accounts,
+    market: &MarketSpec,
+    user: &str,
+    side: Side,
+    price: u64,
+    qty: u64,
+    fills: &[Fill],
+) -> Result<Vec<BalanceChange>, Rejection> {
+    let too_big =
+        || Rejection::OutOfBounds(format!("price {price} × qty {qty} does not fit in 64 bits"));
+    let (asset, hold) = order_hold(market, side, price, qty).ok_or_else(too_big)?;
+    let available = accounts.balance(user, asset).available;
+    if available < hold {
+        return Err(Rejection::InsufficientFunds {
+            asset,
+            needed: hold,
+            available,
+        });
+    }
+    let (base, quote) = (market.base, market.quote);
+    let mut ledger = Ledger::new();
+    let mut add = |who: &str, asset: Asset, available: i64, held: i64| {
+        ledger
+            .add(who, asset, available, held)
+            .map_err(|_| overflow())
+    };
+    // The hold: from available to held.
+    let hold = signed(hold)?;
+    add(user, asset, -hold, hold)?;
+    for f in fills {
+        // Within the domain's bounds (price, qty <= 10^9, 10^6): no overflow.
+        let paid = signed(f.price.checked_mul(f.qty).ok_or_else(too_big)?)?;
+        let qty = signed(f.qty)?;
+        match side {
+            Side::Buy => {
+                // Held at the limit, paid at the maker's price, the rest released.
+                let held = signed(price.checked_mul(f.qty).ok_or_else(too_big)?)?;
+                add(user, quote, held - paid, -held)?;
+                add(user, base, qty, 0)?;
+                add(&f.maker_user, base, 0, -qty)?;
+                add(&f.maker_user, quote, paid, 0)?;
+            }
+            Side::Sell => {
+                add(user, base, 0, -qty)?;
+                add(user, quote, paid, 0)?;
+                add(&f.maker_user, quote, 0, -paid)?;
+                add(&f.maker_user, base, qty, 0)?;
+            }
+        }
+    }
+    let changes = ledger.into_changes();
+    accounts
+        .check(
+            changes
+                .iter()
+                .map(|c| (c.user.as_str(), c.asset, c.available, c.held)),
+        )
+        .map_err(Rejection::OutOfBounds)?;
+    Ok(changes)
+}
+
 /// Most resting orders a write-side snapshot may hold (the same bound as a state file).
 pub const SNAPSHOT_ORDERS_MAX: usize = shared_events::state::STATE_ORDERS_MAX;
 
@@ -448,6 +679,7 @@ impl Book {
                 }
             }
         }
+        w.balances(self.accounts.as_ref().map(|a| a.sorted().into_iter()));
     }
 
     /// Reads a book written by [`Book::encode`] and checks what
@@ -483,12 +715,25 @@ impl Book {
         let books = (built.into_iter().zip(digests))
             .map(|((bids, asks), digest)| Sides { bids, asks, digest })
             .collect();
+        let mut users: Interner = names.into_iter().collect();
+        let accounts = match r.balances()? {
+            None => None,
+            Some(balances) => Some(
+                Accounts::new(
+                    shared_events::state::assets_of(&markets),
+                    balances,
+                    &mut users,
+                )
+                .map_err(|e| r.error(e))?,
+            ),
+        };
         Ok(Book {
             markets,
             books,
             index,
-            users: names.into_iter().collect(),
+            users,
             next_order_id,
+            accounts,
         })
     }
 }
@@ -685,6 +930,7 @@ mod tests {
             markets: two_markets(),
             next_order_id,
             orders,
+            accounts: None,
         };
         state.validate().unwrap();
         Book::from_state(&state)
@@ -732,6 +978,7 @@ mod tests {
                 order: order(2, "b", Side::Buy, 100, 3),
                 fills: vec![],
                 resting_qty: 3,
+                balances: vec![],
                 idempotency_key: None
             }
         );
@@ -855,6 +1102,7 @@ mod tests {
                 order_id: 1,
                 user: "a".into(),
                 cancelled_qty: 4,
+                balances: vec![],
                 idempotency_key: None,
             }
         );
@@ -901,6 +1149,7 @@ mod tests {
             order: order(2, "b", Side::Buy, 100, 2),
             fills: vec![fill(1, "a", 100, 2)],
             resting_qty: 0,
+            balances: vec![],
             idempotency_key: None,
         };
         assert!(book.apply(&bad).is_err());
@@ -936,7 +1185,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(cancelled.market(), ACME);
+        assert_eq!(cancelled.market(), Some(ACME));
         let digests: Vec<_> = book.market_digests().collect();
         assert_eq!(digests.len(), 2);
         assert_eq!(

@@ -18,7 +18,8 @@ pub const KIND: &str = "command";
 /// or the body's encoding changes meaning: older snapshots are then ignored and the
 /// log is replayed from genesis. 3: the body is binary ([`encode`]), not JSON.
 /// 4: the book holds several markets (schema version 2).
-pub const FOLD_VERSION: u32 = 4;
+/// 5: the book holds the accounts (schema version 3).
+pub const FOLD_VERSION: u32 = 5;
 pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
 /// Most idempotency keys a snapshot body may carry.

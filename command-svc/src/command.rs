@@ -2,6 +2,7 @@
 //! A command reaching the writer is already well-formed; rejections here are about
 //! the book's state, and each says which HTTP status it maps to.
 
+use shared_events::accounts::Asset;
 use shared_events::{Side, Symbol};
 
 /// A validated request to change the book.
@@ -21,6 +22,55 @@ pub enum Command {
         order_id: u64,
         idempotency_key: Option<String>,
     },
+    /// Pays `amount` of `asset` in (accounts on).
+    Deposit {
+        user: String,
+        asset: Asset,
+        amount: u64,
+        idempotency_key: Option<String>,
+    },
+    /// Pays `amount` of `asset` out of what is available (accounts on).
+    Withdraw {
+        user: String,
+        asset: Asset,
+        amount: u64,
+        idempotency_key: Option<String>,
+    },
+}
+
+impl Command {
+    /// The user it acts for.
+    pub fn user(&self) -> &str {
+        match self {
+            Command::Place { user, .. }
+            | Command::Cancel { user, .. }
+            | Command::Deposit { user, .. }
+            | Command::Withdraw { user, .. } => user,
+        }
+    }
+
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Command::Place {
+                idempotency_key, ..
+            }
+            | Command::Cancel {
+                idempotency_key, ..
+            }
+            | Command::Deposit {
+                idempotency_key, ..
+            }
+            | Command::Withdraw {
+                idempotency_key, ..
+            } => idempotency_key.as_deref(),
+        }
+    }
+
+    /// Whether it moves money in or out (an operator's request, with `--auth-file`).
+    pub fn is_transfer(&self) -> bool {
+        matches!(self, Command::Deposit { .. } | Command::Withdraw { .. })
+    }
 }
 
 /// Why the book refuses a command. Nothing is written for a rejected command.
@@ -38,6 +88,22 @@ pub enum Rejection {
     /// 409: the Idempotency-Key was already used for a different request.
     #[error("this Idempotency-Key was already used for a different request")]
     KeyReused,
+    /// 422: the user's available balance does not cover what the command needs.
+    #[error("insufficient funds: {needed} {asset} needed, {available} available")]
+    InsufficientFunds {
+        asset: Asset,
+        needed: u64,
+        available: u64,
+    },
+    /// 422: a balance or an asset's total would leave its bounds.
+    #[error("refused: {0}")]
+    OutOfBounds(String),
+    /// 404: a transfer where accounts are off.
+    #[error("this deployment has no accounts (init.txt has no \"accounts\" section)")]
+    AccountsOff,
+    /// 404: a transfer of an asset no market trades.
+    #[error("asset {0} is not traded here (GET /assets lists them)")]
+    UnknownAsset(Asset),
     /// 422: the order would match more resting orders than one event may record.
     #[error("order would match more than {max} resting orders; place it in smaller parts", max = crate::book::FILLS_PER_EVENT_MAX)]
     TooManyFills,
@@ -47,9 +113,14 @@ impl Rejection {
     /// The HTTP status this rejection is answered with.
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::NotResting(_) | Rejection::UnknownMarket(_) => 404,
+            Rejection::NotResting(_)
+            | Rejection::UnknownMarket(_)
+            | Rejection::AccountsOff
+            | Rejection::UnknownAsset(_) => 404,
             Rejection::NotOwner(_) => 403,
-            Rejection::TooManyFills => 422,
+            Rejection::TooManyFills
+            | Rejection::InsufficientFunds { .. }
+            | Rejection::OutOfBounds(_) => 422,
             Rejection::KeyReused => 409,
         }
     }

@@ -110,6 +110,37 @@ pub fn parse_cancel(
     })
 }
 
+/// Validates a transfer: `/deposit|withdraw/{user}/{asset}/{amount}`.
+pub fn parse_transfer(
+    deposit: bool,
+    user: &str,
+    asset: &str,
+    amount: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Command, String> {
+    domain::parse_query(query, &[])?;
+    let user = domain::parse_user(user).map_err(|e| e.to_string())?;
+    let asset = Symbol::parse(asset).map_err(|e| format!("asset: {e}"))?;
+    let amount = shared_events::accounts::parse_amount(amount).map_err(|e| e.to_string())?;
+    let idempotency_key = idempotency_key(headers)?;
+    Ok(if deposit {
+        Command::Deposit {
+            user,
+            asset,
+            amount,
+            idempotency_key,
+        }
+    } else {
+        Command::Withdraw {
+            user,
+            asset,
+            amount,
+            idempotency_key,
+        }
+    })
+}
+
 /// 401 with the challenge header.
 fn unauthorized(message: &str) -> Response {
     let mut response = error(StatusCode::UNAUTHORIZED, message);
@@ -120,15 +151,16 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
-/// With `--auth-file`: who the request's bearer token acts as. `Err` is why it is
-/// 401 (missing or unknown token). Without an auth table, anyone may act as anyone.
+/// With `--auth-file`: what the request's bearer token may do (`None`: no auth
+/// table, anyone may act as anyone). `Err` is why it is 401 (missing or unknown
+/// token).
 fn authenticate<'a>(
     auth: Option<&'a AuthTable>,
     headers: &HeaderMap,
-) -> Result<Option<&'a str>, &'static str> {
+) -> Result<Option<Access<'a>>, &'static str> {
     let Some(table) = auth else { return Ok(None) };
     match table.check(headers.get("authorization").map(|v| v.as_bytes())) {
-        Access::User(user) => Ok(Some(user)),
+        access @ (Access::User(_) | Access::Operator(_)) => Ok(Some(access)),
         Access::Missing => Err("this server requires `Authorization: Bearer <token>`"),
         Access::Unknown => Err("unknown or malformed bearer token"),
     }
@@ -166,14 +198,22 @@ async fn dispatch(
             ));
         }
     };
-    let user = match &cmd {
-        Command::Place { user, .. } | Command::Cancel { user, .. } => user,
-    };
-    if acting.is_some_and(|acting| acting != user) {
-        return Ok(error(
-            StatusCode::FORBIDDEN,
-            format!("this token may not act as {user:?}"),
-        ));
+    if let Some(access) = acting {
+        let user = cmd.user();
+        if cmd.is_transfer() {
+            // Money moves only on an operator's word, never on the trader's own.
+            if !matches!(access, Access::Operator(_)) {
+                return Ok(error(
+                    StatusCode::FORBIDDEN,
+                    "deposits and withdrawals need an operator token (see --auth-file)",
+                ));
+            }
+        } else if access.user() != Some(user) {
+            return Ok(error(
+                StatusCode::FORBIDDEN,
+                format!("this token may not act as {user:?}"),
+            ));
+        }
     }
     let created = matches!(cmd, Command::Place { .. });
     Ok(match handle.dispatch(cmd).await {
@@ -189,10 +229,26 @@ async fn dispatch(
                 .insert("x-event-seq", outcome.seq().into());
             response
         }
-        Err(DispatchError::Rejected(rejection)) => error(
-            StatusCode::from_u16(rejection.status()).expect("valid status"),
-            rejection,
-        ),
+        Err(DispatchError::Rejected(rejection)) => {
+            let status = StatusCode::from_u16(rejection.status()).expect("valid status");
+            match &rejection {
+                // The amounts, for a client to act on without parsing the message.
+                crate::command::Rejection::InsufficientFunds {
+                    asset,
+                    needed,
+                    available,
+                } => json(
+                    status,
+                    &serde_json::json!({
+                        "error": rejection.to_string(),
+                        "asset": asset,
+                        "needed": needed,
+                        "available": available,
+                    }),
+                ),
+                _ => error(status, rejection),
+            }
+        }
         Err(e @ DispatchError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e @ DispatchError::Busy) => {
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e);
@@ -250,12 +306,36 @@ pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(
                 parse_cancel(&user, &id, &query, &headers).map_err(Invalid::Request)
             },
         );
+    let transfer = |deposit: bool| {
+        warp::path(if deposit { "deposit" } else { "withdraw" })
+            .and(warp::path::param::<String>())
+            .and(warp::path::param::<String>())
+            .and(warp::path::param::<String>())
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(raw_query())
+            .and(warp::header::headers_cloned())
+            .map(
+                move |user: String,
+                      asset: String,
+                      amount: String,
+                      query: String,
+                      headers: HeaderMap| {
+                    parse_transfer(deposit, &user, &asset, &amount, &query, &headers)
+                        .map_err(Invalid::Request)
+                },
+            )
+    };
     with_handle
         .and(
             place(Side::Buy)
                 .or(place(Side::Sell))
                 .unify()
                 .or(cancel)
+                .unify()
+                .or(transfer(true))
+                .unify()
+                .or(transfer(false))
                 .unify(),
         )
         .and(warp::header::headers_cloned())
@@ -283,6 +363,14 @@ pub fn health_fields(handle: &CommandHandle) -> serde_json::Map<String, serde_js
     let (digest_seq, digests) = stats.digests.lock().expect("digest lock").clone();
     let digest = digests.iter().fold(0u64, |sum, d| sum.wrapping_add(*d));
     map.insert("write_digest".into(), domain::digest_hex(digest).into());
+    if stats.accounts {
+        // The accounts' digest comes after the markets' (see WriterStats::digests).
+        let accounts = digests.get(stats.markets.len()).copied().unwrap_or(0);
+        map.insert(
+            "write_accounts_digest".into(),
+            domain::digest_hex(accounts).into(),
+        );
+    }
     map.insert("write_digest_seq".into(), digest_seq.into());
     let per_market: serde_json::Map<String, serde_json::Value> =
         (stats.markets.iter().zip(&digests))

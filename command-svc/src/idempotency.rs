@@ -26,27 +26,13 @@ pub fn parse_key(raw: &[u8]) -> Result<String, String> {
     }
 }
 
-/// The key a command or event carries.
+/// The key a command carries.
 pub fn key_of_command(cmd: &Command) -> Option<&str> {
-    match cmd {
-        Command::Place {
-            idempotency_key, ..
-        }
-        | Command::Cancel {
-            idempotency_key, ..
-        } => idempotency_key.as_deref(),
-    }
+    cmd.idempotency_key()
 }
 
 fn key_of_event(event: &Event) -> Option<&str> {
-    match event {
-        Event::OrderPlaced {
-            idempotency_key, ..
-        }
-        | Event::OrderCancelled {
-            idempotency_key, ..
-        } => idempotency_key.as_deref(),
-    }
+    event.idempotency_key()
 }
 
 /// Whether `cmd` asks for what `event` recorded: the same request, retried.
@@ -81,6 +67,34 @@ fn same_request(cmd: &Command, event: &Event) -> bool {
                 ..
             },
         ) => id == order_id && owner == user,
+        (
+            Command::Deposit {
+                user,
+                asset,
+                amount,
+                ..
+            },
+            Event::Deposited {
+                user: u,
+                asset: a,
+                amount: n,
+                ..
+            },
+        )
+        | (
+            Command::Withdraw {
+                user,
+                asset,
+                amount,
+                ..
+            },
+            Event::Withdrawn {
+                user: u,
+                asset: a,
+                amount: n,
+                ..
+            },
+        ) => user == u && asset == a && amount == n,
         _ => false,
     }
 }
@@ -168,6 +182,7 @@ mod tests {
                 },
                 fills: vec![],
                 resting_qty: 1,
+                balances: vec![],
                 idempotency_key: Some(key.into()),
             },
         }

@@ -32,6 +32,7 @@
 //! [`start`] wires them: read `init.txt`, lock and replay the log (or connect to the
 //! stream and replay its tail), spawn the writer.
 
+pub mod accounts;
 pub mod atomic_publish;
 pub mod book;
 pub mod checkpoint;

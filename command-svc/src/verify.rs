@@ -55,7 +55,7 @@ pub fn verify(
         },
         None => None,
     };
-    let (mut placed, mut cancelled) = (0u64, 0u64);
+    let (mut placed, mut cancelled, mut transfers) = (0u64, 0u64, 0u64);
     // Lines by the schema version they were written with (older ones are read
     // through the upcasters).
     let mut versions: std::collections::BTreeMap<u32, u64> = Default::default();
@@ -65,6 +65,9 @@ pub fn verify(
         match env.event {
             shared_events::Event::OrderPlaced { .. } => placed += 1,
             shared_events::Event::OrderCancelled { .. } => cancelled += 1,
+            shared_events::Event::Deposited { .. } | shared_events::Event::Withdrawn { .. } => {
+                transfers += 1
+            }
         }
         if misfit.is_none()
             && let Some(book) = book.as_mut()
@@ -79,7 +82,12 @@ pub fn verify(
             let head = report.cursor.next_seq - 1;
             writeln!(
                 out,
-                "events: {head} (seq 1..={head}): {placed} OrderPlaced, {cancelled} OrderCancelled"
+                "events: {head} (seq 1..={head}): {placed} OrderPlaced, {cancelled} OrderCancelled{}",
+                if transfers > 0 {
+                    format!(", {transfers} Deposited or Withdrawn")
+                } else {
+                    String::new()
+                }
             )?;
             writeln!(out, "head seq: {head}")?;
             let by_version: Vec<String> =

@@ -22,6 +22,7 @@ use crate::command::{Command, Rejection};
 use crate::model::WriteModel;
 use crate::storage::Storage;
 use serde::Serialize;
+use shared_events::accounts::{Asset, BalanceChange};
 use shared_events::snapshot::Checkpointer;
 use shared_events::state::MarketSpec;
 use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Symbol, Watermark};
@@ -68,6 +69,9 @@ pub enum Outcome {
         order: Order,
         fills: Vec<Fill>,
         resting_qty: u64,
+        /// With accounts on: the balances it changed.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        balances: Vec<BalanceChange>,
         durable: bool,
     },
     Cancelled {
@@ -76,40 +80,83 @@ pub enum Outcome {
         market: Symbol,
         order_id: u64,
         cancelled_qty: u64,
+        /// With accounts on: the hold it released.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        balances: Vec<BalanceChange>,
+    },
+    /// A deposit or withdrawal.
+    Transferred {
+        seq: u64,
+        /// `deposit` or `withdrawal`.
+        transfer: &'static str,
+        user: String,
+        asset: Asset,
+        amount: u64,
+        durable: bool,
     },
 }
 
 impl Outcome {
     pub fn seq(&self) -> u64 {
         match self {
-            Outcome::Placed { seq, .. } | Outcome::Cancelled { seq, .. } => *seq,
+            Outcome::Placed { seq, .. }
+            | Outcome::Cancelled { seq, .. }
+            | Outcome::Transferred { seq, .. } => *seq,
         }
     }
 
     fn new(env: &Envelope, durable: bool) -> Outcome {
+        let market = env.event.market().unwrap_or(shared_events::DEFAULT_MARKET);
         match &env.event {
             Event::OrderPlaced {
                 order,
                 fills,
                 resting_qty,
+                balances,
                 ..
             } => Outcome::Placed {
                 seq: env.seq,
-                market: env.event.market(),
+                market,
                 order: order.clone(),
                 fills: fills.clone(),
                 resting_qty: *resting_qty,
+                balances: balances.clone(),
                 durable,
             },
             Event::OrderCancelled {
                 order_id,
                 cancelled_qty,
+                balances,
                 ..
             } => Outcome::Cancelled {
                 seq: env.seq,
-                market: env.event.market(),
+                market,
                 order_id: *order_id,
                 cancelled_qty: *cancelled_qty,
+                balances: balances.clone(),
+            },
+            Event::Deposited {
+                user,
+                asset,
+                amount,
+                ..
+            }
+            | Event::Withdrawn {
+                user,
+                asset,
+                amount,
+                ..
+            } => Outcome::Transferred {
+                seq: env.seq,
+                transfer: if matches!(env.event, Event::Deposited { .. }) {
+                    "deposit"
+                } else {
+                    "withdrawal"
+                },
+                user: user.clone(),
+                asset: *asset,
+                amount: *amount,
+                durable,
             },
         }
     }
@@ -187,10 +234,13 @@ pub struct WriterStats {
     /// Write + sync rounds since start.
     pub batches: AtomicU64,
     /// Each market's digest (in the order of `markets`; the book's digest is their
-    /// wrapping sum) and the seq they are at, taken together after each batch.
+    /// wrapping sum; the accounts' digest after the markets') and the seq they
+    /// are at, taken together after each batch.
     pub digests: std::sync::Mutex<(u64, Vec<u64>)>,
     /// The markets, the default first (fixed at start, from the genesis state).
     pub markets: Arc<[MarketSpec]>,
+    /// Whether accounts are on (fixed at start, from the genesis state).
+    pub accounts: bool,
 }
 
 impl WriterStats {
@@ -200,6 +250,8 @@ impl WriterStats {
         digests.0 = seq;
         digests.1.clear();
         digests.1.extend(book.market_digests().map(|(_, d)| d));
+        // The accounts' digest last: the total is the sum of all of them.
+        digests.1.push(book.accounts_digest());
     }
 
     /// The default market: the first.
@@ -380,9 +432,12 @@ impl<S: Storage> Writer<S> {
             batches: AtomicU64::new(0),
             digests: std::sync::Mutex::new((
                 last_seq,
-                model.book.market_digests().map(|(_, d)| d).collect(),
+                (model.book.market_digests().map(|(_, d)| d))
+                    .chain([model.book.accounts_digest()])
+                    .collect(),
             )),
             markets: model.book.markets().into(),
+            accounts: model.book.accounts().is_some(),
         });
         Writer {
             model,

@@ -14,7 +14,8 @@ pub const KIND: &str = "query";
 /// `ReadModel::apply` or its snapshot body ([`ReadModel::encode`]) changes meaning: older snapshots are then
 /// ignored and the read model is rebuilt from genesis. 2: the body is binary
 /// ([`ReadModel::encode`]), not JSON. 3: several markets (schema version 2).
-pub const FOLD_VERSION: u32 = 3;
+/// 4: the accounts (schema version 3).
+pub const FOLD_VERSION: u32 = 4;
 pub use shared_events::snapshot::{SNAPSHOT_EVERY_DEFAULT, SnapshotOptions};
 
 /// Writes `body` ([`ReadModel::encode`]) as the read side's snapshot at (`seq`,

@@ -128,7 +128,7 @@ struct Stream {
 impl Stream {
     /// Whether the subscriber wants `e`: the cursor moves past the others unsent.
     fn wants(&self, e: &LineEvent) -> bool {
-        self.market.is_none_or(|m| m == e.market)
+        self.market.is_none_or(|m| Some(m) == e.market)
     }
 }
 

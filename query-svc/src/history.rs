@@ -131,8 +131,8 @@ pub struct LineEvent {
     pub seq: u64,
     /// `OrderPlaced` or `OrderCancelled`.
     pub kind: &'static str,
-    /// The market it happened in (for `/events?market=S`).
-    pub market: shared_events::Symbol,
+    /// The market it happened in (for `/events?market=S`); `None` for a transfer.
+    pub market: Option<shared_events::Symbol>,
     /// The log line without its newline: the envelope as JSON. A line of an older
     /// schema version is streamed as the current one says it means (see
     /// [`LineEvent::new`]).
@@ -182,7 +182,7 @@ impl LineEvent {
         LineEvent {
             seq: head.seq,
             kind: head.kind,
-            market: head.market,
+            market: Some(head.market),
             line: Bytes::copy_from_slice(line),
         }
     }

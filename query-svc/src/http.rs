@@ -419,6 +419,118 @@ async fn trades(
     Ok(with_applied_seq(json(StatusCode::OK, &body), snap.seq))
 }
 
+/// Why this read side has no balances (a 404), if it has none.
+fn no_accounts(state: &QueryState, view: &BookView) -> Option<Response> {
+    if view.accounts.is_some() {
+        return None;
+    }
+    let message = if state.archive.genesis.accounts.is_none() {
+        "this deployment has no accounts (init.txt has no \"accounts\" section)".to_owned()
+    } else {
+        format!(
+            "balances are kept by read sides holding every market; this one holds {} (see --markets)",
+            symbols(held(state))
+        )
+    };
+    Some(error(StatusCode::NOT_FOUND, message))
+}
+
+/// `GET /users/{user}/balances`: the user's balance of each asset they hold
+/// (none: no account yet), at the applied seq or at `?at=N`. With `--auth-reads`,
+/// a trader's token reads only its own user's; an operator's reads all.
+async fn balances(
+    state: Arc<QueryState>,
+    auth: Option<Arc<AuthTable>>,
+    user: String,
+    query: String,
+    headers: HeaderMap,
+) -> Result<Response, Infallible> {
+    let prepared = prepare(&state, &query, &["at"], |query| {
+        let user = domain::parse_user(&user).map_err(|e| e.to_string())?;
+        let at = query.get("at", None, |raw| parse_seq("at", raw).map(Some))?;
+        Ok((user, at))
+    });
+    let (user, at) = match prepared.await {
+        Ok(p) => p,
+        Err(response) => return Ok(response),
+    };
+    if let Some(table) = &auth {
+        match table.check(headers.get("authorization").map(|v| v.as_bytes())) {
+            Access::Operator(_) => {}
+            Access::User(own) if own == user => {}
+            // The guard in front of the read routes answered 401 already.
+            _ => {
+                return Ok(error(
+                    StatusCode::FORBIDDEN,
+                    format!("this token may not read the balances of {user:?}"),
+                ));
+            }
+        }
+    }
+    let view = match at_view(&state, at).await {
+        Ok(view) => view,
+        Err(response) => return Ok(response),
+    };
+    if let Some(response) = no_accounts(&state, &view) {
+        return Ok(response);
+    }
+    let accounts = view.accounts.as_ref().expect("checked above");
+    let mut balances = serde_json::Map::new();
+    for (asset, b) in accounts.of(&user).map_or(&[][..], |f| &f[..]) {
+        balances.insert(
+            asset.to_string(),
+            serde_json::json!({"available": b.available, "held": b.held}),
+        );
+    }
+    let body = serde_json::json!({"seq": view.seq, "user": user, "balances": balances});
+    Ok(with_applied_seq(
+        json(StatusCode::OK, &body),
+        state.applied_seq(),
+    ))
+}
+
+/// `GET /assets`: each asset's totals: deposited and withdrawn since genesis,
+/// available and held over all users.
+async fn assets(state: Arc<QueryState>, query: String) -> Result<Response, Infallible> {
+    if let Err(response) = prepare(&state, &query, &[], |_| Ok(())).await {
+        return Ok(response);
+    }
+    let view = state.view();
+    if let Some(response) = no_accounts(&state, &view) {
+        return Ok(response);
+    }
+    let accounts = view.accounts.as_ref().expect("checked above");
+    let assets: serde_json::Map<String, serde_json::Value> = (accounts.totals())
+        .map(|(asset, t)| {
+            (
+                asset.to_string(),
+                serde_json::to_value(t).expect("plain data"),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({"seq": view.seq, "users": accounts.users(), "assets": assets});
+    Ok(with_applied_seq(json(StatusCode::OK, &body), view.seq))
+}
+
+/// The view at the applied seq, or right after event `at` (time travel); 400 for
+/// an `at` beyond the applied head.
+async fn at_view(state: &Arc<QueryState>, at: Option<u64>) -> Result<Arc<BookView>, Response> {
+    let snap = state.view();
+    match at {
+        None => Ok(snap),
+        Some(at) if at > snap.seq => Err(with_applied_seq(
+            bad_request(format!(
+                "at={at} is beyond the applied head (seq {})",
+                snap.seq
+            )),
+            snap.seq,
+        )),
+        Some(at) => time_travel(state, at)
+            .await
+            .map_err(|e| with_applied_seq(error(StatusCode::INTERNAL_SERVER_ERROR, e), snap.seq)),
+    }
+}
+
 async fn events(
     state: Arc<QueryState>,
     query: String,
@@ -486,6 +598,12 @@ pub fn health_fields(state: &QueryState) -> serde_json::Map<String, serde_json::
         .map(|(m, d)| (m.to_string(), domain::digest_hex(d).into()))
         .collect();
     map.insert("read_digests".into(), per_market.into());
+    if let Some(accounts) = &snapshot.accounts {
+        map.insert(
+            "read_accounts_digest".into(),
+            domain::digest_hex(accounts.digest()).into(),
+        );
+    }
     let held: Vec<serde_json::Value> = held(state).map(|m| m.symbol.as_str().into()).collect();
     map.insert("markets".into(), held.into());
     map.insert(
@@ -515,6 +633,7 @@ fn read_guard(table: Arc<AuthTable>) -> BoxedFilter<(Response,)> {
         "trades",
         "events",
         "markets",
+        "assets",
     ];
     warp::path::full()
         .and(warp::header::headers_cloned())
@@ -533,7 +652,7 @@ fn read_guard(table: Arc<AuthTable>) -> BoxedFilter<(Response,)> {
                 }
                 let message = match table.check(headers.get("authorization").map(|v| v.as_bytes()))
                 {
-                    Access::User(_) => return Err(warp::reject::not_found()),
+                    Access::User(_) | Access::Operator(_) => return Err(warp::reject::not_found()),
                     Access::Missing => "reads require `Authorization: Bearer <token>` here",
                     Access::Unknown => "unknown or malformed bearer token",
                 };
@@ -550,15 +669,28 @@ fn read_guard(table: Arc<AuthTable>) -> BoxedFilter<(Response,)> {
 
 /// The read routes (without `/health`). With `read_auth`, each needs a known token.
 pub fn api(state: Arc<QueryState>, read_auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
-    let routes = read_api(state);
+    let routes = read_api(state, read_auth.clone());
     match read_auth {
         Some(table) => read_guard(table).or(routes).unify().boxed(),
         None => routes,
     }
 }
 
-fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
+fn read_api(state: Arc<QueryState>, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
+    let balances = warp::path!("users" / String / "balances")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(warp::any().map(move || auth.clone()))
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and_then(|user, s, auth, q, headers| balances(s, auth, user, q, headers));
+    let assets = warp::path("assets")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(raw_query())
+        .and_then(assets);
     // `/markets/{symbol}/NAME`, or `/NAME` for the default market.
     let in_market = |name: &'static str| {
         let prefixed = warp::path("markets")
@@ -613,6 +745,10 @@ fn read_api(state: Arc<QueryState>) -> BoxedFilter<(Response,)> {
         .or(order)
         .unify()
         .or(user_orders)
+        .unify()
+        .or(balances)
+        .unify()
+        .or(assets)
         .unify()
         .or(trades)
         .unify()

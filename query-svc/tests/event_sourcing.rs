@@ -24,6 +24,7 @@ fn placed(seq: u64) -> Envelope {
         ts_us: 1,
         v: SCHEMA_VERSION,
         event: Event::OrderPlaced {
+            balances: vec![],
             market: shared_events::DEFAULT_MARKET,
             order: Order {
                 id: seq + 2,

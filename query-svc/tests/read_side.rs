@@ -40,6 +40,7 @@ fn events() -> Vec<Envelope> {
         env(
             1,
             Event::OrderPlaced {
+                balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: 3,
@@ -61,6 +62,7 @@ fn events() -> Vec<Envelope> {
         env(
             2,
             Event::OrderCancelled {
+                balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order_id: 1,
                 user: "alice".into(),
@@ -71,6 +73,7 @@ fn events() -> Vec<Envelope> {
         env(
             3,
             Event::OrderPlaced {
+                balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: 4,
@@ -239,6 +242,7 @@ async fn user_orders_are_newest_first_and_limited() {
             &env(
                 i + 1,
                 Event::OrderPlaced {
+                    balances: vec![],
                     market: shared_events::DEFAULT_MARKET,
                     order: Order {
                         id: 3 + i,
@@ -421,6 +425,7 @@ fn big_log(n: u64) -> Vec<u8> {
         let id = 2 + seq;
         let event = if seq % 2 == 1 {
             Event::OrderPlaced {
+                balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id,
@@ -435,6 +440,7 @@ fn big_log(n: u64) -> Vec<u8> {
             }
         } else {
             Event::OrderPlaced {
+                balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id,

@@ -1,6 +1,8 @@
 //! Who may trade as whom: the `--auth-file` table of bearer tokens. Each line is
 //! `TOKEN USER` or `sha256:HEX USER` (the SHA-256 of the token, so the file need not
-//! hold the secret itself); `#` starts a comment. Tokens are kept only as hashes in
+//! hold the secret itself), optionally followed by the word `operator`: an operator
+//! token also moves money (`/deposit`, `/withdraw`, for any user) and reads every
+//! user's balances; a trader's token never does. `#` starts a comment. Tokens are kept only as hashes in
 //! memory and never appear in errors or logs. Both services read the same file.
 
 use crate::domain::is_valid_user;
@@ -16,7 +18,8 @@ pub const TOKEN_LEN_MAX: usize = 256;
 /// Token hashes and the user each one may act as.
 #[derive(Debug, Clone, Default)]
 pub struct AuthTable {
-    users: HashMap<[u8; 32], String>,
+    /// Each token's user, and whether the token is an operator's.
+    users: HashMap<[u8; 32], (String, bool)>,
 }
 
 fn sha256(token: &str) -> [u8; 32] {
@@ -57,9 +60,21 @@ impl AuthTable {
             }
             let at = format!("line {}", i + 1);
             let mut parts = line.split_whitespace();
-            let (Some(secret), Some(user), None) = (parts.next(), parts.next(), parts.next())
+            let (Some(secret), Some(user), role, None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
             else {
-                return Err(format!("{at}: expected `TOKEN USER` or `sha256:HEX USER`"));
+                return Err(format!(
+                    "{at}: expected `TOKEN USER` or `sha256:HEX USER`, optionally then `operator`"
+                ));
+            };
+            let operator = match role {
+                None => false,
+                Some("operator") => true,
+                Some(_) => {
+                    return Err(format!(
+                        "{at}: after the user only the word `operator` may follow"
+                    ));
+                }
             };
             if !is_valid_user(user) {
                 return Err(format!(
@@ -77,7 +92,7 @@ impl AuthTable {
                     ));
                 }
             };
-            if users.insert(hash, user.to_owned()).is_some() {
+            if users.insert(hash, (user.to_owned(), operator)).is_some() {
                 return Err(format!("{at}: the same token appears twice"));
             }
         }
@@ -86,7 +101,9 @@ impl AuthTable {
 
     /// The user a token may act as, if it is known.
     pub fn user_of(&self, token: &str) -> Option<&str> {
-        self.users.get(&sha256(token)).map(String::as_str)
+        self.users
+            .get(&sha256(token))
+            .map(|(user, _)| user.as_str())
     }
 
     pub fn len(&self) -> usize {
@@ -107,6 +124,18 @@ pub enum Access<'a> {
     Unknown,
     /// A known token acting as this user.
     User(&'a str),
+    /// A known operator token (acting as this user when it trades).
+    Operator(&'a str),
+}
+
+impl<'a> Access<'a> {
+    /// The user a known token acts as.
+    pub fn user(&self) -> Option<&'a str> {
+        match self {
+            Access::User(user) | Access::Operator(user) => Some(user),
+            Access::Missing | Access::Unknown => None,
+        }
+    }
 }
 
 impl AuthTable {
@@ -121,8 +150,11 @@ impl AuthTable {
         else {
             return Access::Unknown;
         };
-        self.user_of(token.trim())
-            .map_or(Access::Unknown, Access::User)
+        match self.users.get(&sha256(token.trim())) {
+            None => Access::Unknown,
+            Some((user, false)) => Access::User(user),
+            Some((user, true)) => Access::Operator(user),
+        }
     }
 }
 
@@ -152,6 +184,26 @@ mod tests {
         );
         assert_eq!(table.check(Some(b"Basic YWxpY2U6eA==")), Access::Unknown);
         assert_eq!(table.check(None), Access::Missing);
+    }
+
+    #[test]
+    fn operator_tokens_are_declared_per_line() {
+        let table = AuthTable::parse(
+            "alice-secret-token-0001 alice
+bank-secret-token-00001 bank operator
+",
+        )
+        .unwrap();
+        assert_eq!(
+            table.check(Some(b"Bearer bank-secret-token-00001")),
+            Access::Operator("bank")
+        );
+        assert_eq!(
+            table.check(Some(b"Bearer alice-secret-token-0001")).user(),
+            Some("alice")
+        );
+        let err = AuthTable::parse("bank-secret-token-00001 bank admin").unwrap_err();
+        assert!(err.contains("only the word `operator`"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! write a table of distinct names once ([`UserTable`]) and refer to a name by its
 //! `u32` index in it.
 
+use crate::accounts::Balance;
 use crate::domain::Side;
 use crate::market::Symbol;
 use crate::state::MarketSpec;
@@ -87,6 +88,27 @@ impl BodyWriter {
         }
     }
 
+    /// The balances of a model: a flag (0: accounts off, 1: on), then their count
+    /// and each one's user and asset (byte strings), available and held. See
+    /// [`BodyReader::balances`].
+    pub fn balances<'b>(
+        &mut self,
+        balances: Option<impl ExactSizeIterator<Item = (&'b str, Symbol, Balance)>>,
+    ) {
+        let Some(balances) = balances else {
+            self.u8(0);
+            return;
+        };
+        self.u8(1);
+        self.count(balances.len());
+        for (user, asset, balance) in balances {
+            self.bytes(user.as_bytes());
+            self.bytes(asset.as_str().as_bytes());
+            self.u64(balance.available);
+            self.u64(balance.held);
+        }
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
@@ -157,6 +179,11 @@ impl<'a> BodyReader<'a> {
     /// A reader of the next `n` bytes only (its errors name offsets in the whole
     /// body), which this one skips: for a section that is read elsewhere, such as
     /// on several threads at once.
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     pub fn split_off(&mut self, n: usize) -> Result<BodyReader<'a>, BodyError> {
         let start = self.pos;
         self.take(n)?;
@@ -216,6 +243,40 @@ impl<'a> BodyReader<'a> {
             });
         }
         Ok(markets)
+    }
+
+    /// Balances written by [`BodyWriter::balances`] (`None`: accounts off), each
+    /// user, asset and amount checked; whether a (user, asset) comes twice is the
+    /// caller's to check as it builds its map.
+    pub fn balances(&mut self) -> Result<Option<crate::accounts::BalanceList>, BodyError> {
+        match self.u8()? {
+            0 => return Ok(None),
+            1 => {}
+            flag => return Err(self.error(format!("accounts flag {flag} is neither 0 nor 1"))),
+        }
+        // A balance is at least two one-byte strings with their lengths and two u64s.
+        let n = self.count(crate::accounts::ACCOUNTS_MAX * 64, 26)?;
+        let mut balances = Vec::with_capacity(n);
+        for _ in 0..n {
+            let user = std::str::from_utf8(self.bytes()?)
+                .ok()
+                .filter(|u| crate::domain::is_valid_user(u))
+                .ok_or_else(|| self.error("a balance's user is not a valid user name"))?
+                .to_owned();
+            let asset = std::str::from_utf8(self.bytes()?)
+                .ok()
+                .and_then(|a| Symbol::parse(a).ok())
+                .ok_or_else(|| self.error("a balance's asset is not a valid symbol"))?;
+            let (available, held) = (self.u64()?, self.u64()?);
+            let max = crate::accounts::AMOUNT_MAX;
+            if available > max || held > max {
+                return Err(self.error(format!(
+                    "{user}'s {asset} balance {available}/{held} is out of bounds"
+                )));
+            }
+            balances.push((user, asset, Balance { available, held }));
+        }
+        Ok(Some(balances))
     }
 
     /// Succeeds only if every byte was read.

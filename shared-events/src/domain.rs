@@ -126,10 +126,12 @@ pub enum InvalidValue {
     Qty(String),
     #[error("order id must be a positive integer, got {0:?}")]
     OrderId(String),
+    #[error("amount must be an integer 1..={max}, got {0:?}", max = crate::accounts::AMOUNT_MAX)]
+    Amount(String),
 }
 
 /// Shortens what is echoed back in an error, so a huge input does not become a huge answer.
-fn echo(raw: &str) -> String {
+pub(crate) fn echo(raw: &str) -> String {
     const ECHO_CHARS_MAX: usize = 80;
     if raw.chars().count() <= ECHO_CHARS_MAX {
         raw.to_owned()
@@ -155,7 +157,7 @@ pub fn parse_user(raw: &str) -> Result<String, InvalidValue> {
 }
 
 /// Strict decimal: digits only (no sign, no spaces, no exponent), as `u64`.
-fn parse_decimal(raw: &str) -> Option<u64> {
+pub(crate) fn parse_decimal(raw: &str) -> Option<u64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -1,5 +1,6 @@
 //! Events (facts, past tense) and the envelope that gives each one its place in the log.
 
+use crate::accounts::{Asset, BalanceChange};
 use crate::domain::{Fill, Order};
 use crate::market::Symbol;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// - 1: the first schema (one market).
 /// - 2: every event names its `market`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: accounts: `OrderPlaced` and `OrderCancelled` record the `balances` they
+///   changed; `Deposited` and `Withdrawn`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Longest accepted idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
@@ -27,6 +30,10 @@ pub enum Event {
         order: Order,
         fills: Vec<Fill>,
         resting_qty: u64,
+        /// With accounts on: every balance the order changed (its hold, the fills'
+        /// settlement, a buyer's released difference); empty with accounts off.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        balances: Vec<BalanceChange>,
         /// The client's `Idempotency-Key`, recorded so retries are recognised after a restart.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
@@ -38,17 +45,40 @@ pub enum Event {
         order_id: u64,
         user: String,
         cancelled_qty: u64,
+        /// With accounts on: the hold released (empty with accounts off).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        balances: Vec<BalanceChange>,
         /// The client's `Idempotency-Key`, as for `OrderPlaced`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
+    /// `amount` of `asset` was paid in to `user`'s available balance (the seed's
+    /// `Topup`).
+    Deposited {
+        user: String,
+        asset: Asset,
+        amount: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
+    /// `amount` of `asset` was paid out of `user`'s available balance.
+    Withdrawn {
+        user: String,
+        asset: Asset,
+        amount: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
     },
 }
 
 impl Event {
-    /// The market it happened in.
-    pub fn market(&self) -> Symbol {
+    /// The market it happened in; `None` for a transfer, which is of no market.
+    pub fn market(&self) -> Option<Symbol> {
         match self {
-            Event::OrderPlaced { market, .. } | Event::OrderCancelled { market, .. } => *market,
+            Event::OrderPlaced { market, .. } | Event::OrderCancelled { market, .. } => {
+                Some(*market)
+            }
+            Event::Deposited { .. } | Event::Withdrawn { .. } => None,
         }
     }
 
@@ -57,6 +87,66 @@ impl Event {
         match self {
             Event::OrderPlaced { .. } => "OrderPlaced",
             Event::OrderCancelled { .. } => "OrderCancelled",
+            Event::Deposited { .. } => "Deposited",
+            Event::Withdrawn { .. } => "Withdrawn",
+        }
+    }
+
+    /// Every balance it changed, as (user, asset, available change, held change).
+    pub fn balance_changes(&self) -> impl Iterator<Item = (&str, Asset, i64, i64)> {
+        let (changes, transfer): (&[BalanceChange], _) = match self {
+            Event::OrderPlaced { balances, .. } | Event::OrderCancelled { balances, .. } => {
+                (balances, None)
+            }
+            Event::Deposited {
+                user,
+                asset,
+                amount,
+                ..
+            } => (
+                &[],
+                Some((
+                    user.as_str(),
+                    *asset,
+                    i64::try_from(*amount).unwrap_or(i64::MAX),
+                    0,
+                )),
+            ),
+            Event::Withdrawn {
+                user,
+                asset,
+                amount,
+                ..
+            } => (
+                &[],
+                Some((
+                    user.as_str(),
+                    *asset,
+                    -i64::try_from(*amount).unwrap_or(i64::MAX),
+                    0,
+                )),
+            ),
+        };
+        (changes.iter())
+            .map(|c| (c.user.as_str(), c.asset, c.available, c.held))
+            .chain(transfer)
+    }
+
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Event::OrderPlaced {
+                idempotency_key, ..
+            }
+            | Event::OrderCancelled {
+                idempotency_key, ..
+            }
+            | Event::Deposited {
+                idempotency_key, ..
+            }
+            | Event::Withdrawn {
+                idempotency_key, ..
+            } => idempotency_key.as_deref(),
         }
     }
 }

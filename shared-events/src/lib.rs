@@ -10,7 +10,8 @@
 //!
 //! - [`auth`]: the bearer-token table of `--auth-file`.
 //! - [`domain`]: `Order`, `Side`, `Fill`, value bounds and validators.
-//! - [`event`]: the events (`OrderPlaced`, `OrderCancelled`) and the [`Envelope`].
+//! - [`accounts`]: balances, holds, the balance changes events record.
+//! - [`event`]: the events (`OrderPlaced`, `OrderCancelled`, `Deposited`, `Withdrawn`) and the [`Envelope`].
 //! - [`codec`]: one envelope <-> one checksummed line; log scanning and recovery rules.
 //! - [`state`]: the genesis (`init.txt`) / snapshot book state.
 //! - [`snapshot`]: checkpoint files: format, atomic write, newest-valid load.
@@ -23,15 +24,15 @@
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
 //!
-//! ## Log format (`log.txt`), schema version 2
+//! ## Log format (`log.txt`), schema version 3
 //!
 //! The log is [JSON Lines](https://jsonlines.org): UTF-8, one event envelope per line,
 //! each line terminated by a single `\n` (0x0A). Lines are only ever appended.
 //!
 //! ```text
-//! {"seq":1,"ts_us":1795333664700544,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"0362290f"}
-//! {"seq":2,"ts_us":1795333664711391,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":17,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"4f843abb"}
-//! {"seq":3,"ts_us":1795333664720340,"v":2,"event":{"type":"OrderCancelled","data":{"market":"FOLD","order_id":1,"user":"alice","cancelled_qty":9}},"crc":"56496c46"}
+//! {"seq":1,"ts_us":1795333664700544,"v":3,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"d3daf1ac"}
+//! {"seq":2,"ts_us":1795333664711391,"v":3,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":17,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"29ec0ad4"}
+//! {"seq":3,"ts_us":1795333664720340,"v":3,"event":{"type":"OrderCancelled","data":{"market":"FOLD","order_id":1,"user":"alice","cancelled_qty":9}},"crc":"8247dbd5"}
 //! ```
 //!
 //! Members, in this order (writers emit exactly this order; readers parse JSON):
@@ -40,7 +41,7 @@
 //! |---------|--------|---------|
 //! | `seq`   | u64    | position in the log; the first line is 1, each next line is the previous + 1 |
 //! | `ts_us` | u64    | commit time, microseconds since the Unix epoch, writer's clock |
-//! | `v`     | u32    | the schema version the line was written with: this build writes `2` and reads `1` and `2` (see *Schema versions*) |
+//! | `v`     | u32    | the schema version the line was written with: this build writes `3` and reads `1` to `3` (see *Schema versions*) |
 //! | `event` | object | `{"type": <name>, "data": <fields>}`, see below |
 //! | `crc`   | string | CRC-32C (Castagnoli) of the line's bytes, always last |
 //!
@@ -54,6 +55,22 @@
 //! (`data`: `market`, `order_id`, `user`, `cancelled_qty`, optional `idempotency_key`).
 //! An `OrderPlaced` holds the complete outcome of matching, so a reader applies
 //! recorded facts and never re-runs matching.
+//!
+//! **With accounts on** ([`accounts`]), `OrderPlaced` and `OrderCancelled` also carry
+//! `balances`: every balance the event changed, once per user and asset, as
+//! `{user, asset, available, held}` with signed changes (an order's hold, each fill's
+//! settlement at the trade price, a buyer's released difference; a cancel's release).
+//! Two more events move money in and out: `Deposited` and `Withdrawn` (`data`:
+//! `user`, `asset`, `amount`, optional `idempotency_key`; of no market). A deposit,
+//! then a buy of 9 at 102 that takes 7 from erin at 101 and rests 2:
+//!
+//! ```text
+//! {"seq":1,"ts_us":1795333664700544,"v":3,"event":{"type":"Deposited","data":{"user":"zed","asset":"USD","amount":5000,"idempotency_key":"top-up-1"}},"crc":"548692b7"}
+//! {"seq":2,"ts_us":1795333664711391,"v":3,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":102,"qty":9},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7}],"resting_qty":2,"balances":[{"user":"zed","asset":"USD","available":-911,"held":204},{"user":"zed","asset":"FOLD","available":7,"held":0},{"user":"erin","asset":"FOLD","available":0,"held":-7},{"user":"erin","asset":"USD","available":707,"held":0}]}},"crc":"90730a80"}
+//! ```
+//!
+//! (zed's USD: 9 × 102 = 918 held at first, 7 × 101 = 707 paid to erin, 7 × 1
+//! released, 2 × 102 = 204 still held for the 2 resting.)
 //!
 //! **Checksum.** Every line ends with exactly the 18 bytes `,"crc":"XXXXXXXX"}` where
 //! `XXXXXXXX` is 8 lowercase hex digits. They are the CRC-32C of all the bytes of the
@@ -88,16 +105,18 @@
 //! |-----|--------------|
 //! | 1   | the first schema: one market, events do not name it |
 //! | 2   | every event's `data` starts with `market` ([`market::Symbol`]) |
+//! | 3   | accounts: `balances` on orders and cancels; `Deposited`, `Withdrawn` |
 //!
 //! A line is never rewritten: its CRC covers the bytes as written. A reader meets a
 //! line of an older version through the chain of upcasters in [`upcast`] (each a
 //! pure function from version N's event JSON to N+1's), applied when the line is
 //! decoded; a line of a version newer than the build is refused, naming the version.
-//! Version 1 lines are in [`market::DEFAULT_MARKET`] (`FOLD`); this one decodes as
-//! the first example line above says, at version 2:
+//! Version 1 lines are in [`market::DEFAULT_MARKET`] (`FOLD`); version 1 and 2 lines
+//! changed no balance. These two decode as the first example line above says:
 //!
 //! ```text
 //! {"seq":1,"ts_us":1795333664700544,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"1813a225"}
+//! {"seq":1,"ts_us":1795333664700544,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"0362290f"}
 //! ```
 //!
 //! **The rule for every later change:** record a fixture with the build before the
@@ -112,6 +131,7 @@
 //! and `orders`, the resting orders in time-priority order, ids strictly increasing,
 //! each naming its `market`; see [`state`].
 
+pub mod accounts;
 pub mod auth;
 pub mod binary;
 pub mod codec;
@@ -152,8 +172,17 @@ mod spec_tests {
             .filter_map(|l| l.strip_prefix("//! {\"seq\""))
             .map(|rest| format!("{{\"seq\"{rest}"))
             .collect();
-        assert_eq!(lines.len(), 4);
-        let (current, v1) = (&lines[..3], &lines[3]);
+        assert_eq!(lines.len(), 7);
+        let (current, accounts, older) = (&lines[..3], &lines[3..5], &lines[5..]);
+        for line in accounts {
+            let env = crate::decode_line(line.as_bytes()).unwrap();
+            assert_eq!(crate::encode(&env), format!("{line}\n").into_bytes());
+            crate::accounts::conserves(match &env.event {
+                crate::Event::OrderPlaced { balances, .. } => balances,
+                _ => &[],
+            })
+            .unwrap();
+        }
         let mut log = String::new();
         for line in current {
             let env = crate::decode_line(line.as_bytes()).unwrap();
@@ -169,9 +198,11 @@ mod spec_tests {
         .unwrap();
         assert_eq!(report.torn, None);
         assert_eq!(kinds, ["OrderPlaced", "OrderPlaced", "OrderCancelled"]);
-        let old = crate::decode_line(v1.as_bytes()).unwrap();
         let first = crate::decode_line(current[0].as_bytes()).unwrap();
-        assert_eq!((old.v, &old.event), (1, &first.event));
-        assert_eq!(old.event.market(), crate::DEFAULT_MARKET);
+        for (v, line) in (1..).zip(older) {
+            let old = crate::decode_line(line.as_bytes()).unwrap();
+            assert_eq!((old.v, &old.event), (v, &first.event));
+            assert_eq!(old.event.market(), Some(crate::DEFAULT_MARKET));
+        }
     }
 }

@@ -22,9 +22,11 @@
 //! [`DEFAULT_QUOTE`]): the market every event of schema version 1 is in. An order
 //! without `market` rests in the default market.
 
+use crate::accounts::{ACCOUNTS_MAX, AMOUNT_MAX, Balance, BalanceList, order_hold};
 use crate::domain::{PRICE_MAX, PRICE_MIN, QTY_MAX, QTY_MIN, Side, is_valid_user};
 use crate::market::{DEFAULT_BASE, DEFAULT_MARKET, DEFAULT_QUOTE, Symbol};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Most resting orders a state file may hold.
@@ -81,6 +83,9 @@ pub struct RestingOrder {
 
 /// The markets, their resting orders and the id counter: everything needed to
 /// continue from a point.
+/// Opening balances: user → asset → amount.
+pub type OpeningBalances = BTreeMap<String, BTreeMap<Symbol, u64>>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StateFile")]
 pub struct BookState {
@@ -92,6 +97,11 @@ pub struct BookState {
     /// Resting orders in time-priority order (oldest first), so ids strictly
     /// increase down the list.
     pub orders: Vec<RestingOrder>,
+    /// With accounts on (`init.txt`'s `accounts`): each user's opening balance per
+    /// asset, available and held together (what the user's resting orders hold is
+    /// taken from it). `None`: accounts off, orders need no funds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<OpeningBalances>,
 }
 
 /// A state as a file may spell it: `markets` and each order's `market` optional.
@@ -102,6 +112,8 @@ struct StateFile {
     markets: Option<Vec<MarketSpec>>,
     next_order_id: u64,
     orders: Vec<StateFileOrder>,
+    #[serde(default)]
+    accounts: Option<OpeningBalances>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +149,7 @@ impl From<StateFile> for BookState {
             markets,
             next_order_id: file.next_order_id,
             orders,
+            accounts: file.accounts,
         }
     }
 }
@@ -165,6 +178,7 @@ impl BookState {
             markets,
             next_order_id: 1,
             orders: Vec::new(),
+            accounts: None,
         }
     }
 
@@ -269,8 +283,107 @@ impl BookState {
                 ));
             }
         }
+        self.opening_balances()?;
         Ok(())
     }
+}
+
+impl BookState {
+    /// Every asset traded here (each market's base and quote), in order of first
+    /// appearance.
+    pub fn assets(&self) -> Vec<Symbol> {
+        assets_of(&self.markets)
+    }
+
+    /// With accounts on, each opening balance split into what the user's resting
+    /// orders hold and what is left available, by user then asset (`None`: accounts
+    /// off). `Err` names the account or order that does not fit: an asset no market
+    /// trades, an amount out of bounds, a resting order of an unfunded user or one
+    /// its owner's balance cannot hold.
+    pub fn opening_balances(&self) -> Result<Option<BalanceList>, String> {
+        let Some(accounts) = &self.accounts else {
+            return Ok(None);
+        };
+        if accounts.len() > ACCOUNTS_MAX {
+            return Err(format!("more than {ACCOUNTS_MAX} accounts"));
+        }
+        let assets = self.assets();
+        let mut balances: BTreeMap<(&str, Symbol), Balance> = BTreeMap::new();
+        for (user, funds) in accounts {
+            if !is_valid_user(user) {
+                return Err(format!(
+                    "accounts: user {user:?} must be 1..=64 characters of [A-Za-z0-9_.-]"
+                ));
+            }
+            for (&asset, &amount) in funds {
+                if !assets.contains(&asset) {
+                    return Err(format!(
+                        "accounts.{user}: asset {asset} is not traded here (assets: {})",
+                        assets
+                            .iter()
+                            .map(Symbol::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if amount > AMOUNT_MAX {
+                    return Err(format!(
+                        "accounts.{user}.{asset}: {amount} is more than {AMOUNT_MAX}"
+                    ));
+                }
+                balances.insert(
+                    (user.as_str(), asset),
+                    Balance {
+                        available: amount,
+                        held: 0,
+                    },
+                );
+            }
+        }
+        for (i, o) in self.orders.iter().enumerate() {
+            let at = || format!("orders[{i}] (id {})", o.id);
+            if !accounts.contains_key(&o.user) {
+                return Err(format!(
+                    "{}: user {} has no account (with accounts on, every user who trades is funded)",
+                    at(),
+                    o.user
+                ));
+            }
+            let market = &self.markets[self.market_index(o.market).expect("validated")];
+            let (asset, amount) = order_hold(market, o.side, o.price, o.qty)
+                .ok_or_else(|| format!("{}: price × qty overflows", at()))?;
+            let balance = balances.entry((o.user.as_str(), asset)).or_default();
+            if balance.available < amount {
+                return Err(format!(
+                    "{}: holds {amount} {asset}, but {} has {} {asset} left to hold",
+                    at(),
+                    o.user,
+                    balance.available
+                ));
+            }
+            balance.available -= amount;
+            balance.held += amount;
+        }
+        Ok(Some(
+            balances
+                .into_iter()
+                .map(|((user, asset), b)| (user.to_owned(), asset, b))
+                .collect(),
+        ))
+    }
+}
+
+/// Every asset of `markets` (each one's base and quote), in order of first appearance.
+pub fn assets_of(markets: &[MarketSpec]) -> Vec<Symbol> {
+    let mut assets = Vec::new();
+    for m in markets {
+        for a in [m.base, m.quote] {
+            if !assets.contains(&a) {
+                assets.push(a);
+            }
+        }
+    }
+    assets
 }
 
 #[cfg(test)]
@@ -295,6 +408,7 @@ mod tests {
             markets: vec![MarketSpec::DEFAULT],
             next_order_id: 3,
             orders,
+            accounts: None,
         }
     }
 

@@ -343,6 +343,7 @@ pub(crate) fn outcome_matches(
                 order,
                 fills,
                 resting_qty,
+                balances,
                 durable,
             },
             Event::OrderPlaced {
@@ -350,6 +351,7 @@ pub(crate) fn outcome_matches(
                 order: o,
                 fills: f,
                 resting_qty: r,
+                balances: b,
                 idempotency_key,
             },
             Command::Place {
@@ -367,6 +369,7 @@ pub(crate) fn outcome_matches(
                 && order == o
                 && fills == f
                 && resting_qty == r
+                && balances == b
                 && *durable
                 && idempotency_key == k
                 && (&o.user, o.side, o.price, o.qty) == (user, *side, *price, *qty)
@@ -377,12 +380,14 @@ pub(crate) fn outcome_matches(
                 market,
                 order_id,
                 cancelled_qty,
+                balances,
             },
             Event::OrderCancelled {
                 market: m,
                 order_id: id,
                 user: u,
                 cancelled_qty: q,
+                balances: b,
                 idempotency_key,
             },
             Command::Cancel {
@@ -395,8 +400,42 @@ pub(crate) fn outcome_matches(
                 && market == m
                 && order_id == id
                 && cancelled_qty == q
+                && balances == b
                 && idempotency_key == k
                 && (u, id) == (user, asked)
+        }
+        (
+            Outcome::Transferred {
+                seq,
+                user,
+                asset,
+                amount,
+                durable,
+                ..
+            },
+            Event::Deposited {
+                user: u,
+                asset: a,
+                amount: n,
+                idempotency_key,
+            }
+            | Event::Withdrawn {
+                user: u,
+                asset: a,
+                amount: n,
+                idempotency_key,
+            },
+            Command::Deposit {
+                idempotency_key: k, ..
+            }
+            | Command::Withdraw {
+                idempotency_key: k, ..
+            },
+        ) => {
+            *seq == env.seq
+                && (user, asset, amount) == (u, a, n)
+                && (cmd.user(), *durable) == (u.as_str(), true)
+                && idempotency_key == k
         }
         _ => false,
     };
@@ -428,6 +467,9 @@ impl Workload {
                 match &mut cmd {
                     Command::Place { price, .. } => *price = PRICE_HIGH + 1,
                     Command::Cancel { order_id, .. } => *order_id += 1,
+                    Command::Deposit { amount, .. } | Command::Withdraw { amount, .. } => {
+                        *amount += 1
+                    }
                 }
             }
             return cmd;

@@ -17,6 +17,28 @@ fn genesis() -> BookState {
     BookState::parse(include_str!("../../init.txt")).unwrap()
 }
 
+/// The shipped genesis with accounts on (`init-accounts.txt`).
+fn funded_genesis() -> BookState {
+    BookState::parse(include_str!("../../init-accounts.txt")).unwrap()
+}
+
+/// [`arb_command`], and deposits and withdrawals of every asset.
+fn arb_funded_command() -> impl Strategy<Value = Command> {
+    let user = prop_oneof![Just("alice"), Just("bob"), Just("zed")].prop_map(String::from);
+    let assets = funded_genesis().assets();
+    prop_oneof![
+        6 => arb_command(),
+        1 => (user, 0..assets.len(), 1u64..5_000, any::<bool>()).prop_map(move |(user, a, amount, deposit)| {
+            let asset = assets[a];
+            if deposit {
+                Command::Deposit { user, asset, amount, idempotency_key: None }
+            } else {
+                Command::Withdraw { user, asset, amount, idempotency_key: None }
+            }
+        }),
+    ]
+}
+
 /// Orders in each market of the shipped init.txt, priced around its book.
 fn arb_command() -> impl Strategy<Value = Command> {
     let user = prop_oneof![Just("alice"), Just("bob"), Just("zed")].prop_map(String::from);
@@ -38,7 +60,18 @@ proptest! {
 
     #[test]
     fn read_fold_of_the_log_equals_the_write_book(cmds in proptest::collection::vec(arb_command(), 0..120)) {
-        let genesis = genesis();
+        folds_agree(genesis(), cmds)?;
+    }
+
+    /// The same with accounts on: balances, holds and settlements agree too.
+    #[test]
+    fn with_accounts_the_folds_agree_on_every_balance(cmds in proptest::collection::vec(arb_funded_command(), 0..120)) {
+        folds_agree(funded_genesis(), cmds)?;
+    }
+}
+
+fn folds_agree(genesis: BookState, cmds: Vec<Command>) -> Result<(), TestCaseError> {
+    {
         let mut book = Book::from_state(&genesis);
         let mut log = Vec::new();
         let mut seq = 0;
@@ -46,7 +79,15 @@ proptest! {
             if let Ok(event) = book.decide(cmd) {
                 book.apply(&event).unwrap();
                 seq += 1;
-                shared_events::encode_into(&mut log, &Envelope { seq, ts_us: seq, v: SCHEMA_VERSION, event });
+                shared_events::encode_into(
+                    &mut log,
+                    &Envelope {
+                        seq,
+                        ts_us: seq,
+                        v: SCHEMA_VERSION,
+                        event,
+                    },
+                );
             }
         }
 
@@ -55,7 +96,8 @@ proptest! {
         let report = shared_events::scan(&log[..], LogCursor::start(), |env, _| {
             read.apply(&env).unwrap();
             replayed.apply(&env.event).unwrap();
-        }).unwrap();
+        })
+        .unwrap();
         prop_assert_eq!(report.cursor.next_seq, seq + 1);
         prop_assert_eq!(report.torn, None);
 
@@ -63,17 +105,39 @@ proptest! {
         prop_assert_eq!(&read.to_state(book.next_order_id()), &write_state);
         prop_assert_eq!(&replayed, &book);
         prop_assert_eq!(read.digest(), book.digest(), "the two sides' digests agree");
-        prop_assert!(read.market_digests().eq(book.market_digests()), "per market too");
+        prop_assert!(
+            read.market_digests().eq(book.market_digests()),
+            "per market too"
+        );
         let recomputed = Book::from_state(&write_state).digest();
-        prop_assert_eq!(book.digest(), recomputed, "the incremental digest equals a fresh one");
+        prop_assert_eq!(
+            book.digest(),
+            recomputed,
+            "the incremental digest equals a fresh one"
+        );
         for entry in read.orders.views(&read.markets) {
             let resting = book.resting_qty(entry.id);
-            prop_assert_eq!(entry.status == Status::Resting, resting.is_some(), "order {}", entry.id);
+            prop_assert_eq!(
+                entry.status == Status::Resting,
+                resting.is_some(),
+                "order {}",
+                entry.id
+            );
             if let Some(qty) = resting {
                 prop_assert_eq!(entry.qty - entry.filled_qty, qty, "order {}", entry.id);
             }
         }
+        prop_assert_eq!(read.accounts.is_some(), book.accounts().is_some());
+        if let (Some(read), Some(write)) = (&read.accounts, book.accounts()) {
+            prop_assert_eq!(read.sorted(), write.sorted(), "every balance agrees");
+            prop_assert_eq!(read.digest(), write.digest());
+            for ((asset, r), (a, w)) in read.totals().zip(write.totals()) {
+                prop_assert_eq!(asset, a);
+                prop_assert_eq!((r.available, r.held), (w.available, w.held));
+            }
+        }
     }
+    Ok(())
 }
 
 /// The read models agree: the same book, digest, orders, user lists and trades.
@@ -91,6 +155,8 @@ fn assert_same_read_model(a: &ReadModel, b: &ReadModel, next_order_id: u64) {
         );
     }
     assert_eq!(*a.trades.read().unwrap(), *b.trades.read().unwrap());
+    // The accounts, their totals (deposited and withdrawn too) included.
+    assert_eq!(a.accounts, b.accounts);
     let (va, vb) = (a.book_view(), b.book_view());
     for m in 0..a.markets.len() {
         assert_eq!(va.json(m), vb.json(m));
@@ -102,11 +168,13 @@ proptest! {
 
     #[test]
     fn snapshots_round_trip_and_fold_on_alike(
-        cmds in proptest::collection::vec(arb_command(), 0..120),
+        cmds in proptest::collection::vec(arb_funded_command(), 0..120),
         cut in any::<prop::sample::Index>(),
         kept in 0usize..8,
+        funded in any::<bool>(),
     ) {
-        let genesis = genesis();
+        // Both bodies with and without accounts.
+        let genesis = if funded { funded_genesis() } else { genesis() };
         let mut book = Book::from_state(&genesis);
         let mut events = Vec::new();
         for cmd in &cmds {

@@ -111,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + k,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                balances: vec![],
                 market: market_of(k),
                 order: Order {
                     id: seq,
@@ -150,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + seq,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                balances: vec![],
                 market: market_of(0),
                 order: Order {
                     id: seq,

@@ -64,6 +64,8 @@ impl ReadModel {
                 .expect("a trade of a held market");
             w.u16(market);
         }
+        drop(trades);
+        super::ReadAccounts::encode(self.accounts.as_ref(), &mut w);
         w.finish()
     }
 
@@ -195,6 +197,14 @@ impl ReadModel {
             (book, indexing.join().expect("the indexing thread panicked"))
         });
         let mut model = book;
+        let mut accounts = parts.accounts.clone();
+        model.accounts = super::ReadAccounts::decode(
+            &mut accounts,
+            shared_events::state::assets_of(&model.markets).into(),
+            &mut model.users,
+        )
+        .map_err(|e| e.to_string())?;
+        accounts.end().map_err(|e| e.to_string())?;
         model.orders = Arc::new(index?);
         *model.trades.write().expect("trades lock") = parts.trades.into();
         model.forget_finished();
@@ -347,6 +357,8 @@ struct Parts<'a> {
     held: Arc<[bool]>,
     orders: OrderRecords<'a>,
     trades: Vec<TradeView>,
+    /// Where the accounts section starts (read by [`ReadModel::decode`]).
+    accounts: BodyReader<'a>,
 }
 
 /// The parts of a read-side snapshot body: the id counter, the user names, the
@@ -399,7 +411,8 @@ fn decode_parts<'a>(r: &mut BodyReader<'a>, seq: u64) -> Result<Parts<'a>, BodyE
         }
         trades.push(trade);
     }
-    r.end()?;
+    // The accounts section is the rest of the body.
+    let accounts = r.split_off(r.remaining())?;
     Ok(Parts {
         next_order_id,
         names,
@@ -407,6 +420,7 @@ fn decode_parts<'a>(r: &mut BodyReader<'a>, seq: u64) -> Result<Parts<'a>, BodyE
         held: held.into(),
         orders,
         trades,
+        accounts,
     })
 }
 
@@ -458,6 +472,7 @@ mod tests {
             markets,
             next_order_id: 5001,
             orders,
+            accounts: None,
         };
         let model = ReadModel::from_state(&state, 0);
         let mut body = model.encode();
@@ -500,6 +515,7 @@ mod tests {
                 },
                 fills: vec![],
                 resting_qty: qty,
+                balances: vec![],
                 idempotency_key: None,
             },
         };

@@ -150,6 +150,8 @@ pub struct ReadModel {
     finishing: Vec<u64>,
     /// Most finished orders kept; beyond it the oldest is forgotten.
     pub finished_kept: usize,
+    /// With accounts on and every market held: the balances.
+    pub accounts: Option<ReadAccounts>,
 }
 
 impl Default for ReadModel {
@@ -167,6 +169,7 @@ impl Default for ReadModel {
             finished: VecDeque::new(),
             finishing: Vec::new(),
             finished_kept: FINISHED_ORDERS_KEPT_DEFAULT,
+            accounts: None,
         }
     }
 }
@@ -217,7 +220,23 @@ impl ReadModel {
             );
             model.rest(market, o.id, &o.user, o.side, o.price, o.qty);
         }
+        if model.holds_every_market()
+            && let Some(opening) = state.opening_balances().expect("a validated state")
+        {
+            let balances = (opening.into_iter())
+                .map(|(user, asset, b)| (model.users.intern(&user), asset, b))
+                .collect::<Vec<_>>();
+            let accounts =
+                ReadAccounts::new(state.assets().into(), balances).expect("a validated state");
+            model.accounts = Some(accounts);
+        }
         model
+    }
+
+    /// Whether this model holds every market (balances span markets: only such a
+    /// model keeps them).
+    pub fn holds_every_market(&self) -> bool {
+        self.held.iter().all(|&h| h)
     }
 
     /// An empty model of `markets` at `seq`.
@@ -253,10 +272,15 @@ impl ReadModel {
         level.orders.push_back((id, qty));
     }
 
-    /// Digest of every market's resting orders (the wrapping sum of the markets'
-    /// digests), comparable with the write side's.
+    /// Digest of the state: the wrapping sum of every market's resting orders'
+    /// digest and the accounts' digest, comparable with the write side's.
     pub fn digest(&self) -> u64 {
-        (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
+        (self.books.iter()).fold(self.accounts_digest(), |sum, b| sum.wrapping_add(b.digest))
+    }
+
+    /// Digest of every balance (0 without accounts), part of [`ReadModel::digest`].
+    pub fn accounts_digest(&self) -> u64 {
+        self.accounts.as_ref().map_or(0, ReadAccounts::digest)
     }
 
     /// Each held market's digest, in the order of [`ReadModel::markets`].
@@ -360,16 +384,42 @@ impl ReadModel {
         if seq != self.seq + 1 {
             return Err(misfit(format!("expected seq {}", self.seq + 1)));
         }
-        let Some(market) = self.market_index(env.event.market()) else {
+        let Some(symbol) = env.event.market() else {
+            // A transfer: balances only (a model holding some markets keeps none).
+            if let Some(accounts) = &mut self.accounts {
+                accounts
+                    .apply(&env.event, &mut self.users)
+                    .map_err(misfit)?;
+            } else if self.holds_every_market() {
+                return Err(misfit(format!(
+                    "a {} where accounts are off",
+                    env.event.kind()
+                )));
+            }
+            self.seq = seq;
+            return Ok(());
+        };
+        let Some(market) = self.market_index(symbol) else {
             return Err(misfit(format!(
-                "an event of market {}, which is not one of this model's markets",
-                env.event.market()
+                "an event of market {symbol}, which is not one of this model's markets"
             )));
         };
         if !self.held[usize::from(market)] {
             // Another replica's market: the event is in the log, not in this model.
             self.seq = seq;
             return Ok(());
+        }
+        // Balances first: they are checked against the accounts before any of the
+        // event changes the model, and the checks below change nothing either.
+        let mut accounts = self.accounts.clone();
+        match &mut accounts {
+            Some(accounts) => accounts
+                .apply(&env.event, &mut self.users)
+                .map_err(misfit)?,
+            None if self.holds_every_market() && env.event.balance_changes().next().is_some() => {
+                return Err(misfit("balance changes where accounts are off".to_owned()));
+            }
+            None => {}
         }
         match &env.event {
             Event::OrderPlaced {
@@ -401,7 +451,11 @@ impl ReadModel {
                     Status::Cancelled,
                 );
             }
+            Event::Deposited { .. } | Event::Withdrawn { .. } => {
+                unreachable!("a transfer is of no market")
+            }
         }
+        self.accounts = accounts;
         self.seq = seq;
         Ok(())
     }
@@ -633,10 +687,21 @@ impl ReadModel {
             })
             .collect();
         orders.sort_unstable_by_key(|o| o.id);
+        let accounts = self.accounts.as_ref().map(|accounts| {
+            let mut opening = shared_events::state::OpeningBalances::new();
+            for (user, asset, b) in accounts.sorted() {
+                opening
+                    .entry(user.to_owned())
+                    .or_default()
+                    .insert(asset, b.available + b.held);
+            }
+            opening
+        });
         BookState {
             markets: self.markets.to_vec(),
             next_order_id,
             orders,
+            accounts,
         }
     }
 
@@ -649,6 +714,7 @@ impl ReadModel {
             held: self.held.clone(),
             books: self.books.clone(),
             orders: self.orders.clone(),
+            accounts: self.accounts.clone(),
             json: (0..self.books.len()).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -667,8 +733,10 @@ fn narrow(value: u64) -> u32 {
     u32::try_from(value).expect("checked against the domain's bounds")
 }
 
+mod accounts;
 mod body;
 mod view;
 
+pub use accounts::{AssetTotals, ReadAccounts};
 pub use body::SNAPSHOT_ORDERS_MAX;
 pub use view::BookView;

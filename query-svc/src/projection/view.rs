@@ -74,14 +74,20 @@ pub struct BookView {
     pub(super) books: Vec<Sides>,
     /// The order index, for the owners of the resting orders.
     pub(super) orders: Arc<OrderIndex>,
+    /// The balances at `seq` (with accounts on, on a side holding every market).
+    pub accounts: Option<super::ReadAccounts>,
     /// Each market's `/orderbook` body, serialized by the first reader that wants it.
     pub(super) json: Vec<OnceLock<bytes::Bytes>>,
 }
 
 impl BookView {
-    /// Digest of every market's resting orders at `seq`.
+    /// Digest of the state at `seq`: every market's resting orders and the accounts.
     pub fn digest(&self) -> u64 {
-        (self.books.iter()).fold(0, |sum, b| sum.wrapping_add(b.digest))
+        let accounts = self
+            .accounts
+            .as_ref()
+            .map_or(0, super::ReadAccounts::digest);
+        (self.books.iter()).fold(accounts, |sum, b| sum.wrapping_add(b.digest))
     }
 
     /// Each held market's digest at `seq`, in the order of [`BookView::markets`].
