@@ -73,6 +73,8 @@ pub struct Holds {
     pub markets: Vec<String>,
     /// The deployment's default market.
     pub default: String,
+    /// Whether it keeps the balances (accounts on, every market held).
+    pub accounts: bool,
 }
 
 impl Holds {
@@ -82,7 +84,12 @@ impl Holds {
             .map(|m| m.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()?;
         let default = health["default_market"].as_str()?.to_owned();
-        Some(Holds { markets, default })
+        let accounts = health["read_accounts_digest"].is_string();
+        Some(Holds {
+            markets,
+            default,
+            accounts,
+        })
     }
 }
 
@@ -98,6 +105,9 @@ enum Wanted<'a> {
     /// `/orders/{id}`: an order of any market. Replicas holding the default market
     /// are asked first; on a 404, replicas holding markets not asked yet.
     Order,
+    /// `/users/{user}/balances`, `/assets`: balances, which only a replica holding
+    /// every market keeps.
+    Accounts,
 }
 
 fn wanted<'a>(path: &'a str, query: &'a str) -> Wanted<'a> {
@@ -106,6 +116,8 @@ fn wanted<'a>(path: &'a str, query: &'a str) -> Wanted<'a> {
         (Some("markets"), None) => Wanted::Any,
         (Some("markets"), Some(symbol)) => Wanted::Market(symbol.into()),
         (Some("orders"), Some(_)) => Wanted::Order,
+        (Some("assets"), _) => Wanted::Accounts,
+        (Some("users"), Some(_)) if path.ends_with("/balances") => Wanted::Accounts,
         (Some("events"), _) => form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "market")
             .map_or(Wanted::Default, |(_, v)| Wanted::Market(v)),
@@ -121,6 +133,7 @@ impl Replica {
             (None, _) | (_, Wanted::Any | Wanted::Order) => true,
             (Some(h), Wanted::Default) => h.markets.contains(&h.default),
             (Some(h), Wanted::Market(m)) => h.markets.iter().any(|held| held == m),
+            (Some(h), Wanted::Accounts) => h.accounts,
         }
     }
 }
@@ -265,8 +278,10 @@ fn side_of(path: &str) -> Option<Side> {
         _ => first,
     };
     match route {
-        "buy" | "sell" | "cancel" => Some(Side::Write),
-        "orderbook" | "orders" | "users" | "trades" | "events" | "markets" => Some(Side::Read),
+        "buy" | "sell" | "cancel" | "deposit" | "withdraw" => Some(Side::Write),
+        "orderbook" | "orders" | "users" | "trades" | "events" | "markets" | "assets" => {
+            Some(Side::Read)
+        }
         _ => None,
     }
 }
@@ -505,6 +520,8 @@ mod tests {
             ("/users/ann/orders", "", Wanted::Default),
             ("/events", "from=1&market=BOLT", market("BOLT")),
             ("/events", "from=1", Wanted::Default),
+            ("/users/ann/balances", "at=3", Wanted::Accounts),
+            ("/assets", "", Wanted::Accounts),
         ] {
             assert_eq!(wanted(path, query), want, "{path}?{query}");
         }
@@ -514,12 +531,15 @@ mod tests {
             holds: std::sync::RwLock::new(Some(Holds {
                 markets: markets.iter().map(|m| m.to_string()).collect(),
                 default: "FOLD".into(),
+                accounts: markets.len() == 3,
             })),
         };
         let (fold, acme) = (replica(&["FOLD"]), replica(&["ACME", "BOLT"]));
         assert!(fold.serves(&Wanted::Default) && !acme.serves(&Wanted::Default));
         assert!(acme.serves(&market("BOLT")) && !fold.serves(&market("BOLT")));
         assert!(fold.serves(&Wanted::Any) && acme.serves(&Wanted::Any));
+        let all = replica(&["FOLD", "ACME", "BOLT"]);
+        assert!(all.serves(&Wanted::Accounts) && !acme.serves(&Wanted::Accounts));
         let mut asked = Asked::default();
         asked.add(Some(&fold));
         assert!(asked.misses(&acme) && !asked.misses(&replica(&["FOLD"])));
@@ -539,7 +559,8 @@ mod tests {
             Holds::of(&health),
             Some(Holds {
                 markets: vec!["ACME".into()],
-                default: "FOLD".into()
+                default: "FOLD".into(),
+                accounts: false,
             })
         );
     }
