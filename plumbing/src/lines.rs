@@ -47,7 +47,7 @@ pub struct LineWindow {
     /// Bytes ever pushed, and ever removed from the front of `bytes`.
     pushed: u64,
     removed: u64,
-    /// The runs left out, oldest first; never two adjacent.
+    /// The runs left out, oldest first, as they were taken in.
     left_out: VecDeque<LeftOut>,
 }
 
@@ -112,10 +112,9 @@ impl LineWindow {
         if to == from {
             return;
         }
-        match self.left_out.back_mut() {
-            Some(last) if last.to == from => last.to = to,
-            _ => self.left_out.push_back(LeftOut { from, to }),
-        }
+        // Not merged with a run just before: a reader may have moved past that one
+        // already, and goes on from its end.
+        self.left_out.push_back(LeftOut { from, to });
         self.end = to;
     }
 
@@ -254,8 +253,8 @@ mod tests {
         w.leave_out(at(10, 4)); // seqs 2..=3, [3, 10)
         w.push(b"c"); // seq 4, [10, 12)
         w.push(b"d"); // seq 5, [12, 14)
-        w.leave_out(at(20, 7));
-        w.leave_out(at(25, 8)); // merged: seqs 6..=7, [14, 25)
+        w.leave_out(at(20, 7)); // seq 6, [14, 20)
+        w.leave_out(at(25, 8)); // seq 7, [20, 25): a run of its own
         assert_eq!(w.end(), at(25, 8));
         assert_eq!(w.held_bytes(), 7);
         let mut buf = [0u8; 32];
@@ -270,7 +269,9 @@ mod tests {
         assert_eq!((first.from, first.to), (at(3, 2), at(10, 4)));
         assert_eq!(w.left_out_after(3), Some(first));
         let second = w.left_out_after(10).unwrap();
-        assert_eq!((second.from, second.to), (at(14, 6), at(25, 8)));
+        assert_eq!((second.from, second.to), (at(14, 6), at(20, 7)));
+        let third = w.left_out_after(20).unwrap();
+        assert_eq!((third.from, third.to), (at(20, 7), at(25, 8)));
         assert_eq!(w.left_out_after(25), None);
         // Dropping goes over held lines and runs alike.
         w.drop_before(5);
