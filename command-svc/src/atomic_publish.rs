@@ -36,6 +36,14 @@ pub struct Outgoing {
     pub seq: u64,
     /// `Nats-Msg-Id`: `<seq>-<crc>-<writer>`.
     pub id: String,
+    /// Where the line starts in the log (its `Foldbook-Offset` header): the lines
+    /// before it, each with its newline, as in the file.
+    pub offset: u64,
+    /// The market whose subject it goes to (`None`: the stream's base subject, which
+    /// every reader takes): the market its head names ([`shared_events::peek_head`]),
+    /// so a line goes to a market's subject exactly when a reader holding other
+    /// markets would only check its head and move past it.
+    pub market: Option<shared_events::Symbol>,
     /// The line without its newline.
     pub payload: Bytes,
 }
@@ -336,6 +344,8 @@ pub struct Publisher {
     /// The stream's last seq as this writer knows it: set at the end of recovery,
     /// moved on by every stored batch.
     last_seq: u64,
+    /// Where the line after `last_seq` starts: the log's length in bytes.
+    end_offset: u64,
     /// Lines appended since the last sync, not published yet.
     staged: Vec<Outgoing>,
 }
@@ -347,6 +357,7 @@ impl Publisher {
         Publisher {
             writer: writer.into(),
             last_seq: 0,
+            end_offset: 0,
             staged: Vec::new(),
         }
     }
@@ -368,16 +379,26 @@ impl Publisher {
         self.last_seq
     }
 
-    /// Appends after seq `last_seq`, without recovery (copying a log in: the caller
-    /// checked what the stream holds).
-    pub fn continue_after(&mut self, last_seq: u64) {
+    /// Where the line after [`Self::last_seq`] starts.
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset
+    }
+
+    /// Appends after seq `last_seq`, whose line ends at byte `end_offset`, without
+    /// recovery (copying a log in: the caller checked what the stream holds).
+    pub fn continue_after(&mut self, last_seq: u64, end_offset: u64) {
         assert!(self.staged.is_empty(), "nothing staged");
         self.last_seq = last_seq;
+        self.end_offset = end_offset;
     }
 
     /// Stages the lines of `bytes` (whole lines, each ending in a newline) for the
     /// next sync, checking that each carries the seq it will get in the stream.
     pub fn stage(&mut self, bytes: &[u8]) {
+        let mut offset = self
+            .staged
+            .last()
+            .map_or(self.end_offset, |m| m.offset + m.payload.len() as u64 + 1);
         for line in bytes.split_inclusive(|&b| b == b'\n') {
             let line = line
                 .strip_suffix(b"\n")
@@ -391,11 +412,20 @@ impl Publisher {
             // The line ends with `,"crc":"XXXXXXXX"}`.
             let crc = std::str::from_utf8(&line[line.len() - 10..line.len() - 2])
                 .expect("a line's checksum is hex");
+            // The writer's lines are valid and laid out as peek_head reads them; a
+            // line it does not read goes where every reader takes it.
+            let market = shared_events::peek_head(line)
+                .ok()
+                .flatten()
+                .map(|h| h.market);
             self.staged.push(Outgoing {
                 seq,
                 id: format!("{seq}-{crc}-{}", self.writer),
+                offset,
+                market,
                 payload: Bytes::copy_from_slice(line),
             });
+            offset += line.len() as u64 + 1;
         }
     }
 
@@ -416,13 +446,19 @@ impl Publisher {
     /// landed; any other error for no certainty (the writer stops).
     pub fn settle(&mut self, commit: GroupCommit, shown: &str) -> io::Result<()> {
         let (batch, published) = commit.finish();
+        let mut moved_on = |stored: &[Outgoing]| {
+            if let Some(last) = stored.last() {
+                self.last_seq = last.seq;
+                self.end_offset = last.offset + last.payload.len() as u64 + 1;
+            }
+        };
         match published {
             Published::All => {
-                self.last_seq += batch.len() as u64;
+                moved_on(&batch);
                 Ok(())
             }
             Published::Fenced { landed, reason } => {
-                self.last_seq += landed as u64;
+                moved_on(&batch[..landed]);
                 tracing::warn!(
                     url = %shown,
                     landed,
@@ -446,11 +482,13 @@ impl Publisher {
         assert!(self.staged.is_empty(), "nothing is left staged");
         if published_now {
             assert_eq!(
-                self.last_seq, mark.seq,
+                (self.last_seq, self.end_offset),
+                (mark.seq, mark.offset),
                 "the durable mark is the stream's end"
             );
         }
         self.last_seq = mark.seq;
+        self.end_offset = mark.offset;
     }
 }
 
@@ -463,6 +501,8 @@ mod tests {
             .map(|seq| Outgoing {
                 seq,
                 id: format!("{seq}-00000000"),
+                offset: (seq - 1) * 7,
+                market: None,
                 payload: Bytes::from(format!("line {seq}")),
             })
             .collect()
@@ -551,11 +591,48 @@ mod tests {
     #[test]
     fn staging_names_each_line_by_seq_and_checksum() {
         let mut p = Publisher::new("W");
-        p.continue_after(6);
-        p.stage(b"{\"seq\":7,\"x\":1,\"crc\":\"0a0b0c0d\"}\n{\"seq\":8,\"crc\":\"ffffffff\"}\n");
+        p.continue_after(6, 600);
+        p.stage(b"{\"seq\":7,\"x\":1,\"crc\":\"0a0b0c0d\"}\n");
+        p.stage(b"{\"seq\":8,\"crc\":\"ffffffff\"}\n");
         let c = p.begin(ATOMIC_BATCH_MESSAGES_MAX).expect("staged");
         let ids: Vec<_> = c.messages().iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["7-0a0b0c0d-W", "8-ffffffff-W"]);
+        // Each line's offset follows the lines before it, across stagings.
+        let offsets: Vec<_> = c.messages().iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [600, 600 + 33]);
         assert!(p.begin(1).is_none());
+        assert_eq!(c.messages()[0].market, None, "not a line peek_head reads");
+    }
+
+    #[test]
+    fn each_line_goes_to_its_markets_subject_and_the_offset_moves_with_what_landed() {
+        // A line as the writer writes it (shared-events' format docs), as seq 1.
+        let placed = br#"{"seq":1,"ts_us":1795333664700544,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"0362290f"}"#;
+        let head = shared_events::peek_head(placed).expect("a valid line");
+        let mut p = Publisher::new("W");
+        let mut bytes = placed.to_vec();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(b"{\"seq\":2,\"crc\":\"ffffffff\"}\n");
+        p.stage(&bytes);
+        let mut c = p.begin(10).expect("staged");
+        let m = c.messages();
+        // The subject is the market peek_head reads (a reader holding others moves
+        // past exactly these lines), and the base subject for any other line.
+        assert_eq!(m[0].market, head.map(|h| h.market));
+        if let Some(head) = head {
+            assert_eq!(head.market.to_string(), "FOLD");
+        }
+        assert_eq!(m[1].market, None);
+        assert_eq!((m[0].offset, m[1].offset), (0, placed.len() as u64 + 1));
+        // Fenced after the first landed: the stream ends after it.
+        c.answered(
+            Answer::Refused(Refusal::WrongLastSequence, "stale".into()),
+            "S",
+            "a",
+            Duration::ZERO,
+        );
+        c.read_back(Ok(1));
+        assert!(p.settle(c, "S").is_err());
+        assert_eq!((p.last_seq(), p.end_offset()), (1, placed.len() as u64 + 1));
     }
 }

@@ -31,7 +31,10 @@ pub fn copy_log(
         .map_err(|e| e.to_string())?;
     let mut file = std::fs::File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
     let already = bounds.last_seq;
-    storage.continue_after(already);
+    // Where line `already + 1` starts in the file: known once the lines before it are read.
+    let mut resume_offset = (already == 0).then_some(0u64);
+    let mut read_bytes = 0u64;
+    let mut started = false;
     writeln!(
         out,
         "copying {} to {to} (the stream holds {already} events)",
@@ -52,6 +55,10 @@ pub fn copy_log(
             .decode_lines(&buf, |env, raw| {
                 if failure.is_some() {
                     return;
+                }
+                read_bytes += raw.len() as u64;
+                if env.seq == already {
+                    resume_offset = Some(read_bytes);
                 }
                 if env.seq == already && !prefix_checked {
                     // The stream's last message must be this very line.
@@ -78,6 +85,11 @@ pub fn copy_log(
         buf.drain(..used);
         let eof = n == 0;
         if in_batch >= crate::writer::BATCH_EVENTS_MAX || (eof && in_batch > 0) {
+            if !started {
+                let offset = resume_offset.expect("the lines up to the stream's were read");
+                storage.continue_after(already, offset);
+                started = true;
+            }
             storage.append(&batch).map_err(|e| e.to_string())?;
             storage.sync().map_err(|e| format!("publishing: {e}"))?;
             batch.clear();

@@ -1,8 +1,9 @@
 //! The write side's administration of its JetStream stream: creating it as an event
 //! log needs it (file storage, nothing ever discarded, no deletes or purges, dedupe
-//! window, atomic batches allowed), or checking that an existing one keeps every
-//! event, allowing atomic batches on it if it does not yet. Only the writer creates
-//! or checks the stream; readers only read it.
+//! window, atomic batches allowed, the base subject and one per market), or checking
+//! that an existing one keeps every event, allowing atomic batches and adding the
+//! markets' subjects on one made by an older build. Only the writer creates or checks
+//! the stream; readers only read it.
 //!
 //! A server that cannot publish atomic batches (older than 2.12) is refused: it would
 //! ignore the batch headers and store each message alone, and as the writer fences
@@ -38,6 +39,26 @@ pub fn ensure_stream(
             match context.get_stream(&config.name).await {
                 Ok(mut stream) => {
                     let mut info = stream.info().await.map_err(|e| e.to_string())?.clone();
+                    let missing: Vec<String> = (config.subjects.iter())
+                        .filter(|s| !info.config.subjects.contains(s))
+                        .cloned()
+                        .collect();
+                    let holds_base = info.config.subjects.contains(&config.subjects[0]);
+                    if holds_base && !missing.is_empty() {
+                        // A stream of an older build, all on the base subject: its
+                        // messages stay there, new ones go to the markets' subjects.
+                        let mut added = info.config.clone();
+                        added.subjects.extend(missing.iter().cloned());
+                        info = context
+                            .update_stream(added)
+                            .await
+                            .map_err(|e| format!("adding the markets' subjects to the stream: {e}"))?;
+                        tracing::info!(
+                            stream = %info.config.name,
+                            added = ?missing,
+                            "added the markets' subjects to the stream (made by an older build)"
+                        );
+                    }
                     if !info.config.allow_atomic_publish {
                         let mut allowed = info.config.clone();
                         allowed.allow_atomic_publish = true;
@@ -100,7 +121,8 @@ fn stream_config(js: &JetStream, replicas: usize) -> stream::Config {
     stream::Config {
         name: js.url().stream.clone(),
         description: Some("foldbook event log: one message per event, seq = event seq".into()),
-        subjects: vec![js.subject().to_owned()],
+        // The base subject first (ensure_stream relies on it).
+        subjects: vec![js.subject().to_owned(), js.url().keyed_subjects()],
         storage: stream::StorageType::File,
         num_replicas: replicas,
         retention: stream::RetentionPolicy::Limits,
@@ -161,17 +183,17 @@ fn parse_version(version: &str) -> Option<(u64, u64)> {
     Some((major, minor))
 }
 
-/// An existing stream must hold our subject in files and never drop a message.
+/// An existing stream must hold our subjects in files and never drop a message.
 fn check_config(
     js: &JetStream,
     config: &stream::Config,
     replicas: usize,
 ) -> Result<(), JetStreamError> {
-    let problem = if !config.subjects.iter().any(|s| s == js.subject()) {
+    let wanted = [js.subject().to_owned(), js.url().keyed_subjects()];
+    let problem = if !wanted.iter().all(|w| config.subjects.contains(w)) {
         Some(format!(
-            "the stream exists with subjects {:?}, not {}",
+            "the stream exists with subjects {:?}, not {wanted:?}",
             config.subjects,
-            js.subject()
         ))
     } else if config.retention != stream::RetentionPolicy::Limits {
         Some(format!(

@@ -4,6 +4,14 @@
 //! reads the stream's tail through [`JetStreamReader`] (plumbing's `jetstream::reader`); appending
 //! publishes.
 //!
+//! ## Subjects
+//!
+//! A line of a market (an event whose head names it, [`shared_events::peek_head`])
+//! is published on that market's subject, `foldbook.<STREAM>.<SYMBOL>`; any other
+//! line on the stream's base subject, `foldbook.<STREAM>`, which every reader takes
+//! (as were all lines of builds before per-market subjects). A reader holding only
+//! some markets consumes the base subject and its markets' only.
+//!
 //! ## Publishing
 //!
 //! `append` stages a group commit's lines; `sync` publishes them as one atomic batch
@@ -72,7 +80,9 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use plumbing::jetstream::{JetStream, JetStreamBounds, JetStreamError, JetStreamReader};
+use plumbing::jetstream::{
+    JetStream, JetStreamAddress, JetStreamBounds, JetStreamError, JetStreamReader, OFFSET_HEADER,
+};
 use plumbing::lines::Position;
 use shared_events::{LogCursor, LogRead, Watermark};
 use std::io;
@@ -151,10 +161,10 @@ impl JetStreamStorage {
         self.log.0.jetstream()
     }
 
-    /// Appends after seq `last_seq`, without recovery (copying a log in: the caller
-    /// checked what the stream holds).
-    pub fn continue_after(&mut self, last_seq: u64) {
-        self.publisher.continue_after(last_seq);
+    /// Appends after seq `last_seq`, whose line ends at byte `end_offset`, without
+    /// recovery (copying a log in: the caller checked what the stream holds).
+    pub fn continue_after(&mut self, last_seq: u64, end_offset: u64) {
+        self.publisher.continue_after(last_seq, end_offset);
     }
 
     /// This writer's id in its message ids.
@@ -188,12 +198,12 @@ impl JetStreamStorage {
             return Ok(());
         };
         let js = self.js().clone();
-        let (context, subject, stream) = (
+        let (context, url, stream) = (
             js.context().clone(),
-            js.subject().to_owned(),
+            js.url().clone(),
             js.url().stream.clone(),
         );
-        let commit = js.block_on(publish_batch(context, subject, stream, commit));
+        let commit = js.block_on(publish_batch(context, url, stream, commit));
         self.publisher.settle(commit, &js.url().to_string())
     }
 }
@@ -232,7 +242,7 @@ async fn stored_at_their_seqs(
 /// fresh batch id, the read-backs, the pauses, timed by the wall clock.
 async fn publish_batch(
     context: async_nats::jetstream::Context,
-    subject: String,
+    url: JetStreamAddress,
     stream: String,
     mut commit: GroupCommit,
 ) -> GroupCommit {
@@ -242,7 +252,7 @@ async fn publish_batch(
             Step::Publish(part) => {
                 let batch_id = nuid::next().to_string();
                 let part = &commit.messages()[part];
-                let answer = publish_atomic(&context, &subject, part, &batch_id).await;
+                let answer = publish_atomic(&context, &url, part, &batch_id).await;
                 commit.answered(answer, &stream, &batch_id, started.elapsed());
             }
             Step::ReadBack(part) => {
@@ -264,14 +274,16 @@ async fn publish_batch(
 /// answer says how all of them ended.
 async fn publish_atomic(
     context: &async_nats::jetstream::Context,
-    subject: &str,
+    url: &JetStreamAddress,
     part: &[Outgoing],
     batch_id: &str,
 ) -> Answer {
     let client = context.client();
     let (last, rest) = part.split_last().expect("a batch has messages");
+    let subject = |m: &Outgoing| subject_of(url, m);
     let headers = |i: usize, m: &Outgoing| {
         let mut headers = HeaderMap::new();
+        headers.insert(OFFSET_HEADER, m.offset.to_string());
         headers.insert(header::NATS_MESSAGE_ID, m.id.as_str());
         headers.insert(header::NATS_BATCH_ID, batch_id);
         headers.insert(header::NATS_BATCH_SEQUENCE, (i + 1).to_string());
@@ -282,7 +294,7 @@ async fn publish_atomic(
     };
     for (i, m) in rest.iter().enumerate() {
         let sent = client
-            .publish_with_headers(subject.to_owned(), headers(i, m), m.payload.clone())
+            .publish_with_headers(subject(m), headers(i, m), m.payload.clone())
             .await;
         if let Err(e) = sent {
             return Answer::NoAnswer(format!("publishing seq {}: {e}", m.seq));
@@ -293,7 +305,7 @@ async fn publish_atomic(
     let message = PublishMessage::build()
         .payload(last.payload.clone())
         .headers(commit);
-    let ack = match context.send_publish(subject.to_owned(), message).await {
+    let ack = match context.send_publish(subject(last), message).await {
         Ok(ack) => ack,
         Err(e) => return Answer::NoAnswer(format!("publishing seq {}: {e}", last.seq)),
     };
@@ -305,6 +317,14 @@ async fn publish_atomic(
             batch_size: ack.batch_size,
         },
         Err(e) => answer_of(&e),
+    }
+}
+
+/// The subject `m` is published on: its market's, or the stream's base subject.
+pub fn subject_of(url: &JetStreamAddress, m: &Outgoing) -> String {
+    match m.market {
+        Some(market) => url.subject_of(market.as_str()),
+        None => url.subject.clone(),
     }
 }
 

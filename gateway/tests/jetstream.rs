@@ -793,7 +793,10 @@ fn storage_after(
 ) -> command_svc::jetstream_storage::JetStreamStorage {
     let js = command_svc::connect(url, "foldbook test").unwrap();
     let (mut storage, _) = command_svc::jetstream_storage::JetStreamStorage::open(js, 1).unwrap();
-    storage.continue_after(last_seq);
+    // The offsets in the headers are those of writer "a"'s lines (nothing reads
+    // these stand-in lines as a log).
+    let end_offset = (1..=last_seq).map(|seq| line(seq, "a").len() as u64).sum();
+    storage.continue_after(last_seq, end_offset);
     storage
 }
 

@@ -515,3 +515,295 @@ async fn replicas_of_markets(log: &[&str]) {
         "{stderr}"
     );
 }
+
+/// One order in each market through `base`, with user `user`; the seq of the last.
+async fn one_order_per_market(client: &reqwest::Client, base: &str, user: &str) -> u64 {
+    let mut seq = 0;
+    for (m, price) in [("FOLD", 7), ("ACME", 8), ("BOLT", 9)] {
+        let placed = post_json(client, &format!("{base}/markets/{m}/buy/{user}/{price}")).await;
+        seq = placed["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{m}: {placed}"));
+    }
+    seq
+}
+
+/// The consumers of `stream` on the server at `addr`, as (filter subjects,
+/// messages delivered to the consumer).
+async fn consumers(addr: &str, stream: &str) -> Vec<(Vec<String>, u64)> {
+    let nc = async_nats::connect(format!("nats://{addr}")).await.unwrap();
+    let js = async_nats::jetstream::new(nc);
+    let stream = js.get_stream(stream).await.unwrap();
+    let infos: Vec<_> = stream.consumers().collect().await;
+    infos
+        .into_iter()
+        .map(|info| {
+            let info = info.unwrap();
+            let mut filter = info.config.filter_subjects.clone();
+            if !info.config.filter_subject.is_empty() {
+                filter.push(info.config.filter_subject.clone());
+            }
+            (filter, info.delivered.consumer_sequence)
+        })
+        .collect()
+}
+
+/// Each replica's digests against the write side's, for the markets it holds.
+fn assert_held_digests_agree(write: &Value, read: &Value) {
+    let digests = read["read_digests"].as_object().unwrap();
+    assert!(!digests.is_empty(), "{read}");
+    for (market, digest) in digests {
+        assert_eq!(
+            &write["write_digests"][market], digest,
+            "{market}: {write} {read}"
+        );
+    }
+}
+
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_jetstream_are_delivered_only_their_markets_lines() {
+    let nats = Nats::single();
+    let log = nats.log_url("FILTERED");
+    let dir = shipped_workdir();
+    let query = |markets: &str, snapshots: &str| {
+        Proc::start(
+            "query-svc",
+            dir.path(),
+            &[
+                "--log",
+                &log,
+                "--markets",
+                markets,
+                "--snapshots",
+                snapshots,
+            ],
+        )
+    };
+    let command = Proc::start("command-svc", dir.path(), &["--log", &log]);
+    let fold = query("FOLD", "snapshots-fold");
+    let others = query("ACME,BOLT", "snapshots-others");
+    let gw = Proc::start_proxy(dir.path(), &command, &[&fold, &others]);
+    let client = client();
+    let mut head = 0;
+    for round in 0..4 {
+        head = one_order_per_market(&client, &command.url, &format!("u{round}")).await;
+    }
+    assert_eq!(head, 12);
+
+    // Each line is on its market's subject, with its offset in the log.
+    let nc = async_nats::connect(format!("nats://{}", nats.nodes[0].addr()))
+        .await
+        .unwrap();
+    let stream = async_nats::jetstream::new(nc)
+        .get_stream("FILTERED")
+        .await
+        .unwrap();
+    let mut offset = 0u64;
+    for seq in 1..=head {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let market = ["FOLD", "ACME", "BOLT"][(seq as usize - 1) % 3];
+        assert_eq!(m.subject.as_str(), format!("foldbook.FILTERED.{market}"));
+        let header = m
+            .headers
+            .get("Foldbook-Offset")
+            .map(|v| v.as_str().to_owned());
+        assert_eq!(header, Some(offset.to_string()), "seq {seq}");
+        offset += m.payload.len() as u64 + 1;
+    }
+
+    // Both replicas apply every seq, each market read right through the gateway.
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    for replica in [&fold, &others] {
+        let read = applied(&client, &replica.url, head, Duration::from_secs(10)).await;
+        assert_held_digests_agree(&write, &read);
+    }
+    poll_until(
+        "the gateway knows the replicas' markets",
+        Duration::from_secs(10),
+        || async {
+            let h = get_json(&client, &format!("{}/health", gw.url)).await;
+            let known = h["query"]
+                .as_array()
+                .is_some_and(|q| q.iter().all(|r| r["markets"].is_array()));
+            if known {
+                Probe::Done(())
+            } else {
+                Probe::Pending(h.to_string())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    for m in ["FOLD", "ACME", "BOLT"] {
+        let book = get_json(
+            &client,
+            &format!("{}/markets/{m}/orderbook?min_seq={head}", gw.url),
+        )
+        .await;
+        assert_eq!(book["market"], m, "{book}");
+        let ours = (book["bids"].as_array().unwrap().iter())
+            .filter(|o| {
+                o["price"]
+                    == 7 + ["FOLD", "ACME", "BOLT"]
+                        .iter()
+                        .position(|x| *x == m)
+                        .unwrap()
+            })
+            .filter(|o| o["user"].as_str().is_some_and(|u| u.starts_with('u')))
+            .count();
+        assert_eq!(ours, 4, "this market's four orders: {book}");
+    }
+
+    // The server delivered each replica only its markets' messages: its consumer
+    // filters on the base subject and its markets', and was delivered no more
+    // messages than those hold (4 of FOLD, 8 of ACME and BOLT).
+    let found = consumers(&nats.nodes[0].addr(), "FILTERED").await;
+    let filtered = |subjects: &[&str]| -> Vec<u64> {
+        let wanted: Vec<String> = subjects.iter().map(|s| s.to_string()).collect();
+        (found.iter())
+            .filter(|(filter, _)| *filter == wanted)
+            .map(|(_, delivered)| *delivered)
+            .collect()
+    };
+    let fold_delivered = filtered(&["foldbook.FILTERED", "foldbook.FILTERED.FOLD"]);
+    let others_delivered = filtered(&[
+        "foldbook.FILTERED",
+        "foldbook.FILTERED.ACME",
+        "foldbook.FILTERED.BOLT",
+    ]);
+    assert_eq!(
+        fold_delivered.len(),
+        1,
+        "one consumer per replica: {found:?}"
+    );
+    assert_eq!(others_delivered.len(), 1, "{found:?}");
+    assert!(fold_delivered[0] <= 4, "{found:?}");
+    assert!(others_delivered[0] <= 8, "{found:?}");
+
+    // A write to a market a replica does not hold still moves its applied seq on:
+    // a read there waiting for it (min_seq, the default 1 s wait) is answered.
+    let bolt = post_json(
+        &client,
+        &format!("{}/markets/BOLT/sell/late/9", command.url),
+    )
+    .await;
+    let head = bolt["seq"].as_u64().unwrap();
+    let res = client
+        .get(format!("{}/orderbook?min_seq={head}", fold.url))
+        .send()
+        .await
+        .unwrap();
+    let (status, book) = status_and_json(res).await;
+    assert_eq!(status, 200, "{book}\n{}", fold.log());
+    assert!(book["seq"].as_u64() >= Some(head), "{book}");
+    let health = applied(&client, &fold.url, head, Duration::from_secs(10)).await;
+    assert_eq!(health["behind"], 0, "{health}");
+
+    // Restarted, the replica starts from the snapshot of its clean stop, taken
+    // after lines it never read (BOLT's), and goes on at the right offsets.
+    assert!(fold.terminate().success());
+    let fold = query("FOLD", "snapshots-fold");
+    assert!(
+        fold.logged("read side starts from a snapshot"),
+        "{}",
+        fold.log()
+    );
+    let head = one_order_per_market(&client, &command.url, "again").await;
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    for replica in [&fold, &others] {
+        let read = applied(&client, &replica.url, head, Duration::from_secs(10)).await;
+        assert_held_digests_agree(&write, &read);
+    }
+    drop(gw);
+}
+
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_an_older_build_is_read_by_every_replica_and_continued_per_market() {
+    let nats = Nats::single();
+    let log = nats.log_url("LEGACY");
+    let dir = shipped_workdir();
+    let client = client();
+
+    // Lines of every market, in a file log first.
+    let gw = Proc::start("gateway", dir.path(), &[]);
+    let mut old_head = 0;
+    for round in 0..3 {
+        old_head = one_order_per_market(&client, &gw.url, &format!("old{round}")).await;
+    }
+    assert!(gw.terminate().success());
+
+    // The stream as older builds made and wrote it: one subject, each line a
+    // plain message on it, without an offset header.
+    let nc = async_nats::connect(format!("nats://{}", nats.nodes[0].addr()))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nc);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LEGACY".into(),
+        subjects: vec!["foldbook.LEGACY".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let file = std::fs::read_to_string(dir.path().join("log.txt")).unwrap();
+    for line in file.lines() {
+        let ack = js
+            .publish("foldbook.LEGACY", line.as_bytes().to_vec().into())
+            .await
+            .unwrap();
+        ack.await.unwrap();
+    }
+
+    // The new writer adds the markets' subjects and goes on there.
+    let command = Proc::start("command-svc", dir.path(), &["--log", &log]);
+    assert!(
+        command.logged("added the markets' subjects to the stream"),
+        "{}",
+        command.log()
+    );
+    let mut stream = js.get_stream("LEGACY").await.unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(subjects, ["foldbook.LEGACY", "foldbook.LEGACY.*"]);
+    let mut head = 0;
+    for round in 0..3 {
+        head = one_order_per_market(&client, &command.url, &format!("new{round}")).await;
+    }
+    assert_eq!(head, old_head + 9);
+    let last = stream.get_raw_message(head).await.unwrap();
+    assert_eq!(last.subject.as_str(), "foldbook.LEGACY.BOLT");
+
+    // Replicas holding some markets, and one holding all, agree with the writer
+    // and with each other.
+    let query = |args: &[&str]| {
+        let mut all = vec!["--log", log.as_str()];
+        all.extend_from_slice(args);
+        Proc::start("query-svc", dir.path(), &all)
+    };
+    let fold = query(&["--markets", "FOLD", "--snapshots", "snapshots-fold"]);
+    let others = query(&["--markets", "ACME,BOLT", "--snapshots", "snapshots-others"]);
+    let every = query(&["--snapshots", "snapshots-every"]);
+    let write = get_json(&client, &format!("{}/health", command.url)).await;
+    let all = applied(&client, &every.url, head, Duration::from_secs(10)).await;
+    assert_eq!(all["read_digests"], write["write_digests"], "{all}");
+    for replica in [&fold, &others] {
+        let read = applied(&client, &replica.url, head, Duration::from_secs(10)).await;
+        assert_held_digests_agree(&write, &read);
+        for (market, digest) in read["read_digests"].as_object().unwrap() {
+            assert_eq!(&all["read_digests"][market], digest, "{market}");
+        }
+    }
+    // `verify` reads the old messages and the new, checking the new ones' offsets.
+    let out = run("command-svc", dir.path(), &["verify", &log]);
+    assert!(out.status.success(), "{out:?}");
+}

@@ -16,12 +16,22 @@
 //! timestamp of the newest message taken in: when the server stored it (by the
 //! server's clock). The tailer measures from the later of it and the envelope's
 //! `ts_us`. Each arriving message wakes the tailer.
+//!
+//! A replica holding only some markets (`--markets`) consumes only the stream's base
+//! subject and its markets' subjects ([`subjects_held`]). The seqs between two
+//! delivered messages are other markets' lines: left out of the window up to where
+//! the next delivered one starts (its `Foldbook-Offset` header), and told to the
+//! tailer as such ([`LogSource::left_out`]). When nothing is delivered for a while
+//! the feed asks the stream whether the lines after the last delivered one are all
+//! other markets' (plumbing's `jetstream::feed`), so writes to other markets alone
+//! still move the applied seq on (for `min_seq` and `/health`).
 
 use crate::history::OpenLog;
 use crate::source::LogSource;
 use plumbing::jetstream::{JetStream, JetStreamReader};
 use plumbing::lines::Position;
 use shared_events::source::LogRead;
+use shared_events::state::MarketSpec;
 use shared_events::{LogCursor, Watermark};
 use std::io;
 use std::sync::Arc;
@@ -42,10 +52,29 @@ pub struct JetStreamSource {
     wake: Option<SyncSender<()>>,
 }
 
+/// The subjects a replica holding `held` of `markets` consumes: the base subject
+/// and each held market's; `None` (every message) when it holds every market.
+pub fn subjects_held(js: &JetStream, markets: &[MarketSpec], held: &[bool]) -> Option<Vec<String>> {
+    if held.iter().all(|h| *h) {
+        return None;
+    }
+    let url = js.url();
+    let held = (markets.iter().zip(held)).filter(|(_, held)| **held);
+    Some(
+        std::iter::once(url.subject.clone())
+            .chain(held.map(|(m, _)| url.subject_of(m.symbol.as_str())))
+            .collect(),
+    )
+}
+
 impl JetStreamSource {
-    /// Follows the stream from `at`: where the tailer's model leaves off.
-    pub fn new(js: Arc<JetStream>, at: LogCursor) -> Self {
-        let mut log = JetStreamReader::new(js);
+    /// Follows the stream from `at`: where the tailer's model leaves off; only the
+    /// messages on `subjects`, when given.
+    pub fn new(js: Arc<JetStream>, at: LogCursor, subjects: Option<Vec<String>>) -> Self {
+        let mut log = match subjects {
+            Some(subjects) => JetStreamReader::filtered(js, subjects),
+            None => JetStreamReader::new(js),
+        };
         log.locate(Position {
             offset: at.offset,
             lines: at.lines,
@@ -111,6 +140,18 @@ impl LogSource for JetStreamSource {
 
     fn name(&self) -> String {
         self.log.jetstream().url().to_string()
+    }
+
+    fn left_out(&mut self, offset: u64) -> Option<(LogCursor, LogCursor)> {
+        // Moving past a run is reading it: what ends before is done with.
+        self.low_read = Some(self.low_read.map_or(offset, |low| low.min(offset)));
+        let cursor = |p: Position| LogCursor {
+            offset: p.offset,
+            lines: p.lines,
+            next_seq: p.next_seq,
+        };
+        let run = self.log.window().left_out_after(offset)?;
+        Some((cursor(run.from), cursor(run.to)))
     }
 }
 

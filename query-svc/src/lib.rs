@@ -338,7 +338,15 @@ pub fn start_with(config: &Config, js: Option<Arc<JetStream>>) -> Result<QuerySe
             let (model, cursor) =
                 load_model_holding(&genesis, &dir, &mut log, config.rebuild, &held);
             tracing::info!(url = %url, from_seq = cursor.next_seq, "following a JetStream stream");
-            let source = Box::new(jetstream_source::JetStreamSource::new(js.clone(), cursor));
+            let subjects = jetstream_source::subjects_held(&js, &model.markets, &model.held);
+            if let Some(subjects) = &subjects {
+                tracing::info!(url = %url, ?subjects, "consuming only the held markets' subjects");
+            }
+            let source = Box::new(jetstream_source::JetStreamSource::new(
+                js.clone(),
+                cursor,
+                subjects,
+            ));
             (
                 model,
                 cursor,

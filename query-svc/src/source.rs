@@ -2,9 +2,14 @@
 //! the log's bytes from an offset ([`LogRead`]), and a wake-up source. The tailer
 //! needs nothing else, so the same tailer code follows the file on disk
 //! ([`FileSource`]) and the simulator's seeded disk (`gateway::sim`).
+//!
+//! A source may leave lines out ([`LogSource::left_out`]): a JetStream consumer of
+//! only the held markets' subjects is not delivered the other markets' lines, only
+//! told where they lie. The tailer moves past them by seq and offset, as it moves
+//! past a line of another market it was delivered, without reading them.
 
 use shared_events::source::{FileLog, LogRead};
-use shared_events::{Watermark, watermark};
+use shared_events::{LogCursor, Watermark, watermark};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
@@ -22,6 +27,15 @@ pub trait LogSource: LogRead + Send + 'static {
 
     /// Names the log in messages.
     fn name(&self) -> String;
+
+    /// The first run of lines the source left out that ends after `offset`: from
+    /// where its first line starts to just past its last. Only lines of markets the
+    /// read side does not hold are left out, and only by a source that knows which
+    /// it holds (a filtered JetStream consumer); the others leave nothing out.
+    fn left_out(&mut self, offset: u64) -> Option<(LogCursor, LogCursor)> {
+        let _ = offset;
+        None
+    }
 }
 
 /// The log file and its watermark side file (`<log>.durable`), with change

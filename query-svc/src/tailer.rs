@@ -11,7 +11,10 @@
 //! each poll: it never skips an event.
 //!
 //! The log comes through a [`LogSource`] (the file, a JetStream stream, or the
-//! simulator's disk), and
+//! simulator's disk). A source may leave out runs of lines of markets this side does
+//! not hold (a filtered stream, [`LogSource::left_out`]): the tailer moves past each
+//! by seq and offset without reading it, as one step of the fold, so the cursor is
+//! always at a line's start and a snapshot's offset is always right. And
 //! [`Tailer::step`] is one round of reading, verifying, applying and publishing,
 //! callable without the thread.
 
@@ -120,17 +123,21 @@ pub struct Tailer {
 }
 
 /// One line as the tailer takes it in: decoded, or (a line of a market this side
-/// does not hold, `--markets`) only its checked head.
+/// does not hold, `--markets`) only its checked head; or a run of such lines the
+/// source left out, up to the cursor just past them.
 enum Line {
     Event(Envelope),
     Other(LineHead),
+    LeftOut(LogCursor),
 }
 
 impl Line {
-    fn ts_us(&self) -> u64 {
+    /// When it was committed (`None`: lines left out, whose time is not known).
+    fn ts_us(&self) -> Option<u64> {
         match self {
-            Line::Event(env) => env.ts_us,
-            Line::Other(head) => head.ts_us,
+            Line::Event(env) => Some(env.ts_us),
+            Line::Other(head) => Some(head.ts_us),
+            Line::LeftOut(_) => None,
         }
     }
 }
@@ -271,24 +278,53 @@ impl Tailer {
         if backlog >= PIPELINE_BYTES_MIN as u64 && self.fold.state.live.receiver_count() == 0 {
             return self.catch_up(end, mark);
         }
-        let want = (backlog as usize).min(READ_BYTES_MAX);
-        self.buf.resize(want, 0);
-        let got =
-            read_full_at(&mut *self.source, self.fold.cursor.offset, &mut self.buf).map_err(io)?;
-        self.buf.truncate(got);
-
+        // Read from the cursor up to `end` or READ_BYTES_MAX, moving past the runs
+        // of lines the source left out on the way.
+        self.buf.clear();
         let mut batch: Vec<(Line, usize, usize)> = Vec::new();
         let mut scan = self.fold.cursor;
-        let mut at = 0usize;
         let decoder = LineDecoder::new(&self.fold.model);
-        let decoded = scan.decode_lines_with(
-            &self.buf,
-            |line| decoder.decode(line),
-            |env, raw| {
-                batch.push((env, at, raw.len()));
-                at += raw.len();
-            },
-        );
+        let mut decoded = Ok(0);
+        let mut full = false;
+        while scan.offset < end {
+            if let Some((from, to)) = self.source.left_out(scan.offset)
+                && from.offset <= scan.offset
+            {
+                check_left_out(scan, from, to, end)?;
+                batch.push((Line::LeftOut(to), self.buf.len(), 0));
+                scan = to;
+                continue;
+            }
+            if self.buf.len() >= READ_BYTES_MAX {
+                full = true;
+                break;
+            }
+            let start = self.buf.len();
+            let want = ((end - scan.offset) as usize).min(READ_BYTES_MAX - start);
+            self.buf.resize(start + want, 0);
+            let got =
+                read_full_at(&mut *self.source, scan.offset, &mut self.buf[start..]).map_err(io)?;
+            self.buf.truncate(start + got);
+            let mut at = start;
+            decoded = scan.decode_lines_with(
+                &self.buf[start..],
+                |line| decoder.decode(line),
+                |env, raw| {
+                    batch.push((env, at, raw.len()));
+                    at += raw.len();
+                },
+            );
+            // A read that stopped short of `end` stopped at a run left out; anything
+            // else (a torn line, a bad one, nothing to read) ends the step.
+            match decoded {
+                Ok(used) if used == got && got > 0 && got < want => {}
+                Ok(_) => {
+                    full = got == READ_BYTES_MAX - start;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
         let mut applied = Applied::new(
             self.fold.model.seq,
             self.fold.state.live.receiver_count() > 0,
@@ -306,7 +342,7 @@ impl Tailer {
             return Err(StepError::Stuck(message));
         }
         match decoded {
-            Ok(_) => Ok(want == READ_BYTES_MAX),
+            Ok(_) => Ok(full),
             Err(bad) => Err(StepError::Stuck(format!("bad line in the log: {bad}"))),
         }
     }
@@ -374,11 +410,13 @@ impl Fold {
     ) -> Result<(), String> {
         self.apply_len(env, line.len() as u64, mark, applied)?;
         if applied.streaming {
-            let line = &line[..line.len() - 1];
-            applied.live.push(match env {
-                Line::Event(env) => LineEvent::new(env, line),
-                Line::Other(head) => LineEvent::of_head(head, line),
-            });
+            let raw = line.strip_suffix(b"\n").unwrap_or(line);
+            match env {
+                Line::Event(env) => applied.live.push(LineEvent::new(env, raw)),
+                Line::Other(head) => applied.live.push(LineEvent::of_head(head, raw)),
+                // Their events are not here: a stream wanting them reads the log.
+                Line::LeftOut(_) => {}
+            }
         }
         Ok(())
     }
@@ -395,6 +433,19 @@ impl Fold {
         match env {
             Line::Event(env) => self.model.apply(env),
             Line::Other(head) => self.model.skip(head.seq, head.market),
+            Line::LeftOut(to) => {
+                // Lines of markets this model does not hold: it only moves on, as
+                // `skip` does for each (checked against the cursor when read).
+                assert_eq!(
+                    self.model.seq + 1,
+                    self.cursor.next_seq,
+                    "model and cursor agree"
+                );
+                self.model.seq = to.next_seq - 1;
+                self.cursor = *to;
+                self.state.seek.note(self.cursor);
+                return Ok(());
+            }
         }
         .map_err(|e| e.to_string())?;
         self.cursor.offset += line_len;
@@ -403,7 +454,8 @@ impl Fold {
         self.state.seek.note(self.cursor);
         // Lag counts from when the event became durable (acknowledgeable), which
         // is at or after its commit timestamp.
-        let lag_us = applied.now_us.saturating_sub(env.ts_us().max(mark.ts_us));
+        let ts_us = env.ts_us().expect("a line read");
+        let lag_us = applied.now_us.saturating_sub(ts_us.max(mark.ts_us));
         self.lag.record(lag_us);
         self.lag_seconds.record(lag_us as f64 / 1e6);
         applied.lag_us = Some(lag_us);
@@ -503,9 +555,26 @@ fn decode_range(
     let mut buf: Vec<u8> = Vec::with_capacity(2 * PIPELINE_CHUNK_BYTES);
     let mut batch = Vec::with_capacity(PIPELINE_BATCH_EVENTS);
     loop {
+        // Complete lines end where a run left out starts: move past it.
+        if buf.is_empty()
+            && let Some((from, to)) = source.left_out(at)
+            && from.offset <= at
+        {
+            check_left_out(cursor, from, to, u64::MAX)?;
+            batch.push((Line::LeftOut(to), 0));
+            cursor = to;
+            at = to.offset;
+            if at >= stop_at {
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
+                }
+                return Ok(());
+            }
+            continue;
+        }
         let before = buf.len();
         buf.resize(
-            before + PIPELINE_CHUNK_BYTES.min((stop_at - at) as usize),
+            before + PIPELINE_CHUNK_BYTES.min(stop_at.saturating_sub(at) as usize),
             0,
         );
         let got = read_full_at(source, at, &mut buf[before..]).map_err(io)?;
@@ -546,6 +615,29 @@ fn decode_range(
             }
             return Ok(());
         }
+    }
+}
+
+/// Checks a run of lines left out against the cursor it should start at: it starts
+/// there and ends after it, within `end`. Else the source contradicts itself.
+fn check_left_out(
+    cursor: LogCursor,
+    from: LogCursor,
+    to: LogCursor,
+    end: u64,
+) -> Result<(), StepError> {
+    let fits = from == cursor
+        && to.offset > from.offset
+        && to.offset <= end
+        && to.next_seq > from.next_seq
+        && to.lines - from.lines == to.next_seq - from.next_seq;
+    if fits {
+        Ok(())
+    } else {
+        Err(StepError::Stuck(format!(
+            "the log leaves out lines from {from:?} to {to:?}, which do not follow the \
+             lines applied (up to {cursor:?}, durable up to byte {end})"
+        )))
     }
 }
 

@@ -654,14 +654,14 @@ mod tests {
                 .expect("a fence")
                 .landed
         };
-        b.publisher.continue_after(3);
+        b.publisher.continue_after(3, lines(1..=3).len() as u64);
         assert_eq!(fenced(&mut b, &line(4, 1)), 0);
         // Another writer's line identical to the stored one: fenced all the same.
-        b.publisher.continue_after(4);
+        b.publisher.continue_after(4, lines(1..=4).len() as u64);
         assert_eq!(fenced(&mut b, &lines(5..=5)), 0);
         // The same writer's line again (a retry of what landed): a duplicate, read
         // back, stored.
-        b.publisher.continue_after(4);
+        b.publisher.continue_after(4, lines(1..=4).len() as u64);
         b.publisher.resume_as(&writer);
         b.append(lines(5..=5).as_bytes()).unwrap();
         b.sync().expect("a duplicate that landed");

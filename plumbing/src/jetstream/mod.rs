@@ -16,6 +16,18 @@
 //! starts, and [`JetStreamReader::locate`] says which seq starts at an offset before
 //! reading from there.
 //!
+//! ## Subjects and offsets
+//!
+//! A stream's messages are on its base subject (`foldbook.<STREAM>`) or on a subject
+//! below it, one per key (`foldbook.<STREAM>.<KEY>`; the services key each market's
+//! lines by its symbol, [`JetStreamAddress::subject_of`]). The writer puts each line's
+//! offset in a header ([`OFFSET_HEADER`]), so a reader delivered only some subjects
+//! ([`JetStreamReader::filtered`]) knows where each delivered line lies and that the
+//! seqs between two of them are lines left out (their place known, their bytes not;
+//! `lines::LeftOut`); a reader of every message checks the header against the
+//! offset it computes. Messages of older builds have no header: they are all on the
+//! base subject, which every reader takes.
+//!
 //! ## Threads
 //!
 //! async-nats is asynchronous; the services' writer, tailer and history readers are
@@ -65,6 +77,13 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const FEED_BYTES_BUFFERED: usize = 8 << 20;
 /// Pause before a failed consumer is created again.
 pub const FEED_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a filtered feed waits without a message before it asks the stream
+/// whether everything up to its last seq that it would be delivered has been (so
+/// that lines of other subjects written meanwhile count as read): lines left out at
+/// the stream's end are noticed within this, plus a few requests' round trips.
+pub const FILTERED_IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// The header holding a message's line's byte offset in the log (decimal).
+pub const OFFSET_HEADER: &str = "Foldbook-Offset";
 /// Worker threads of the client's own runtime.
 const RUNTIME_THREADS: usize = 1;
 
@@ -94,6 +113,28 @@ pub struct JetStreamAddress {
     pub subject: String,
     /// How the address appears in logs and errors (never with credentials).
     pub shown: String,
+}
+
+impl JetStreamAddress {
+    /// The subject of the lines keyed `key` (one token: no dots, no wildcards):
+    /// `<subject>.<key>`.
+    pub fn subject_of(&self, key: &str) -> String {
+        debug_assert!(!key.is_empty() && !key.contains(['.', '*', '>', ' ']));
+        format!("{}.{key}", self.subject)
+    }
+
+    /// Every keyed subject: `<subject>.*`.
+    pub fn keyed_subjects(&self) -> String {
+        format!("{}.*", self.subject)
+    }
+}
+
+/// The offset an [`OFFSET_HEADER`] value says; `None` if it is not a plain decimal.
+pub fn parse_offset(value: &str) -> Option<u64> {
+    let plain = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (value.len() == 1 || !value.starts_with('0'));
+    plain.then(|| value.parse().ok()).flatten()
 }
 
 impl fmt::Display for JetStreamAddress {
@@ -334,6 +375,23 @@ pub fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_subjects_sit_below_the_base_subject_and_offsets_are_plain_decimals() {
+        let url = JetStreamAddress {
+            servers: vec![],
+            stream: "ORDERS".into(),
+            subject: "foldbook.ORDERS".into(),
+            shown: "nats://h/ORDERS".into(),
+        };
+        assert_eq!(url.subject_of("ACME"), "foldbook.ORDERS.ACME");
+        assert_eq!(url.keyed_subjects(), "foldbook.ORDERS.*");
+        assert_eq!(parse_offset("0"), Some(0));
+        assert_eq!(parse_offset("123456"), Some(123456));
+        for bad in ["", "-1", "+1", "01", "1 ", "1e3", "18446744073709551616"] {
+            assert_eq!(parse_offset(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn refusals_are_told_from_ordinary_connection_failures() {

@@ -3,7 +3,7 @@
 //! would make (see the module docs of [`super`]).
 
 use super::feed::{Feed, FeedItem, Wake};
-use super::{JetStream, READ_TIMEOUT};
+use super::{JetStream, OFFSET_HEADER, READ_TIMEOUT};
 use crate::lines::{LineWindow, Position};
 use std::io;
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
@@ -33,6 +33,9 @@ pub struct JetStreamReader {
     newest_ts_us: u64,
     /// The last trouble the feed reported, for error messages.
     trouble: Option<String>,
+    /// The subjects it is delivered (`None`: every message): the lines of others
+    /// are left out of the window.
+    filter: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for JetStreamReader {
@@ -60,6 +63,17 @@ impl JetStreamReader {
             seen: false,
             newest_ts_us: 0,
             trouble: None,
+            filter: None,
+        }
+    }
+
+    /// A reader of only the messages on `subjects`, located at the stream's start:
+    /// the seqs between two delivered messages are left out of its window (see the
+    /// module docs of [`super`]).
+    pub fn filtered(js: Arc<JetStream>, subjects: Vec<String>) -> Self {
+        JetStreamReader {
+            filter: Some(subjects),
+            ..JetStreamReader::new(js)
         }
     }
 
@@ -111,6 +125,7 @@ impl JetStreamReader {
             self.feed = Some(Feed::start(
                 &self.js,
                 self.window.end().next_seq,
+                self.filter.clone(),
                 self.wake.clone(),
             ));
         }
@@ -129,16 +144,48 @@ impl JetStreamReader {
     }
 
     /// Takes one item from the feed into the window, checking that it is the next
-    /// line: stream seq and place must agree, and a line holds no newline.
+    /// line: stream seq and place must agree (a filtered reader leaves out the seqs
+    /// between), its offset header (if any) must say where it lies, and a line holds
+    /// no newline.
     fn take(&mut self, item: FeedItem) -> io::Result<()> {
-        let (seq, payload, ts_us, pending, permits) = match item {
+        let bad = |message: String| {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {message}", self.js.url),
+            ))
+        };
+        let (seq, payload, ts_us, pending, permits, offset) = match item {
             FeedItem::Line {
                 seq,
                 payload,
                 ts_us,
                 pending,
                 permits,
-            } => (seq, payload, ts_us, pending, permits),
+                offset,
+            } => (seq, payload, ts_us, pending, permits, offset),
+            FeedItem::Through { seq, next_offset } => {
+                let end = self.window.end();
+                if seq >= end.next_seq {
+                    let left_out = seq + 1 - end.next_seq;
+                    if next_offset < end.offset + left_out {
+                        return bad(format!(
+                            "line {} is said to start at byte {next_offset}, too soon after \
+                             byte {} where line {} starts",
+                            seq + 1,
+                            end.offset,
+                            end.next_seq
+                        ));
+                    }
+                    self.window.leave_out(Position {
+                        offset: next_offset,
+                        lines: end.lines + left_out,
+                        next_seq: seq + 1,
+                    });
+                }
+                self.seen = true;
+                self.known_last = self.known_last.max(seq);
+                return Ok(());
+            }
             FeedItem::Trouble(trouble) => {
                 self.trouble = Some(trouble);
                 return Ok(());
@@ -149,28 +196,62 @@ impl JetStreamReader {
         }
         self.seen = true;
         self.trouble = None;
-        let expected = self.window.end().next_seq;
-        if seq != expected {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: stream message {seq} came where seq {expected} was expected \
-                     (messages were removed from the stream?)",
-                    self.js.url
-                ),
+        let end = self.window.end();
+        if seq > end.next_seq && self.filter.is_some() {
+            // The lines between are other subjects': left out, up to where this one
+            // starts.
+            let Some(offset) = offset else {
+                return bad(format!(
+                    "stream message {seq} has no {OFFSET_HEADER} header (an older build's): a \
+                     reader of only some markets cannot tell where it starts after the lines \
+                     left out before it (from seq {}); read the stream without --markets",
+                    end.next_seq
+                ));
+            };
+            let left_out = seq - end.next_seq;
+            if offset < end.offset + left_out {
+                return bad(format!(
+                    "stream message {seq} says it starts at byte {offset}, too soon after byte \
+                     {} where seq {} starts",
+                    end.offset, end.next_seq
+                ));
+            }
+            self.window.leave_out(Position {
+                offset,
+                lines: end.lines + left_out,
+                next_seq: seq,
+            });
+        }
+        let expected = self.window.end();
+        if seq != expected.next_seq {
+            return bad(format!(
+                "stream message {seq} came where seq {} was expected \
+                 (messages were removed from the stream?)",
+                expected.next_seq
+            ));
+        }
+        if let Some(offset) = offset
+            && offset != expected.offset
+        {
+            return bad(format!(
+                "stream message {seq} says it starts at byte {offset}, but the lines before it \
+                 end at byte {} (a snapshot of another log, or the stream was replaced?)",
+                expected.offset
             ));
         }
         if memchr::memchr(b'\n', &payload).is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: stream message {seq} holds a newline: it is not a log line",
-                    self.js.url
-                ),
+            return bad(format!(
+                "stream message {seq} holds a newline: it is not a log line"
             ));
         }
         self.window.push(&payload);
-        self.known_last = self.known_last.max(seq + pending);
+        // A filtered consumer's pending counts only its own subjects' messages.
+        let last = if self.filter.is_some() {
+            seq
+        } else {
+            seq + pending
+        };
+        self.known_last = self.known_last.max(last);
         self.newest_ts_us = ts_us;
         Ok(())
     }
@@ -203,7 +284,12 @@ impl JetStreamReader {
             }
         }
         if self.feed.is_none() {
-            self.feed = Some(Feed::start(&self.js, want, self.wake.clone()));
+            self.feed = Some(Feed::start(
+                &self.js,
+                want,
+                self.filter.clone(),
+                self.wake.clone(),
+            ));
         }
         let deadline = Instant::now() + READ_TIMEOUT;
         while self.window.end().next_seq == want {
