@@ -455,6 +455,7 @@ async fn health(up: Arc<Upstreams>) -> Result<Response, Infallible> {
                 serde_json::json!({ "url": r.url, "healthy": r.healthy.load(Ordering::Relaxed) });
             if let Some(holds) = &*r.holds.read().expect("holds lock") {
                 replica["markets"] = holds.markets.clone().into();
+                replica["accounts"] = holds.accounts.into();
             }
             replica
         })
