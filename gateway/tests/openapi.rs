@@ -427,6 +427,8 @@ fn sample(template: &str) -> String {
         .replace("{price}", "100")
         .replace("{order_id}", "2")
         .replace("{id}", "1")
+        .replace("{asset}", "USD")
+        .replace("{amount}", "5")
         .replace("/events", "/events?from=1")
 }
 
