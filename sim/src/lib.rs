@@ -2,7 +2,8 @@
 //!
 //! Crash tests with real processes find what happens to occur; this finds what can
 //! occur, and replays it exactly. One seed drives everything: a random workload
-//! (orders, cancels, idempotent retries and conflicting reuses of keys), faults on a
+//! (orders, cancels, idempotent retries and conflicting reuses of keys; on odd seeds
+//! with accounts on, `init-accounts.txt`, deposits and withdrawals too), faults on a
 //! simulated disk ([`disk`]: failed writes and syncs, writes torn at any byte, power
 //! cuts that keep none, some, some and garbage, or a scribbled last line of the
 //! unsynced bytes, a lost watermark file,
@@ -32,6 +33,10 @@
 //!
 //! - every acknowledged event is durable: the synced log starts with the bytes of
 //!   everything acknowledged, so a power cut cannot take one back;
+//! - with accounts on, on both sides: for every asset, available + held over all
+//!   users = opening balances + deposits − withdrawals; on the write side, every
+//!   user's held = what their resting orders hold; an order or withdrawal is refused
+//!   for want of funds only when what is available is less than what it needs;
 //! - the read side never applies beyond what is durable (its position is within the
 //!   synced bytes), and never skips a bad line;
 //! - at every seq both sides reach, their digests agree (of the markets the read
@@ -116,12 +121,100 @@ const QTY_MAX: u64 = 20;
 /// The simulated clock starts here (2026-01-01, microseconds).
 const CLOCK_START_US: u64 = 1_767_225_600_000_000;
 /// Each market's digest of a write-side book, in its markets' order.
+/// Each market's digest, in genesis order, then the accounts' (0 with accounts off).
 fn market_digests(book: &Book) -> Vec<u64> {
-    book.market_digests().map(|(_, d)| d).collect()
+    (book.market_digests().map(|(_, d)| d))
+        .chain([book.accounts_digest()])
+        .collect()
 }
 
 /// The genesis book: the shipped `init.txt`.
 const GENESIS: &str = include_str!("../../init.txt");
+/// The genesis with accounts on: the shipped `init-accounts.txt`.
+const FUNDED_GENESIS: &str = include_str!("../../init-accounts.txt");
+
+/// A seed's genesis: odd seeds run with accounts on (`init-accounts.txt`).
+pub(crate) fn genesis_of(seed: u64) -> &'static str {
+    if seed % 2 == 1 {
+        FUNDED_GENESIS
+    } else {
+        GENESIS
+    }
+}
+
+/// The accounts' invariants in a write-side book (accounts on): for every asset,
+/// available + held over all users = opening balances + deposits − withdrawals (the
+/// total the transfers applied so far made), and for every user and asset, held =
+/// what their resting orders still hold.
+pub(crate) fn check_write_accounts(book: &Book) -> Result<(), String> {
+    let Some(accounts) = book.accounts() else {
+        return Ok(());
+    };
+    for (asset, total) in accounts.totals() {
+        if total.available + total.held != accounts.supply(asset) {
+            return Err(format!(
+                "{asset} is not conserved: {} available + {} held, {} paid in",
+                total.available,
+                total.held,
+                accounts.supply(asset)
+            ));
+        }
+    }
+    let state = book.to_state();
+    let mut holds: BTreeMap<(String, shared_events::Symbol), u64> = BTreeMap::new();
+    for o in &state.orders {
+        let market = state
+            .markets
+            .iter()
+            .find(|m| m.symbol == o.market)
+            .expect("a listed market");
+        let (asset, amount) = shared_events::accounts::order_hold(market, o.side, o.price, o.qty)
+            .expect("a resting order's hold fits");
+        *holds.entry((o.user.clone(), asset)).or_default() += amount;
+    }
+    for (user, asset, balance) in accounts.sorted() {
+        let want = holds.remove(&(user.to_owned(), asset)).unwrap_or(0);
+        if balance.held != want {
+            return Err(format!(
+                "{user} holds {} {asset}, their resting orders {want}",
+                balance.held
+            ));
+        }
+    }
+    match holds.into_iter().next() {
+        Some(((user, asset), amount)) => Err(format!(
+            "{user}'s resting orders hold {amount} {asset}, which they do not hold"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The read side's accounts' conservation: for every asset, available + held over
+/// all users = opening balances + deposits − withdrawals, the read side's own counts.
+pub(crate) fn check_read_accounts(
+    model: &query_svc::projection::ReadModel,
+    genesis: &BookState,
+) -> Result<(), String> {
+    let Some(accounts) = &model.accounts else {
+        return Ok(());
+    };
+    let opening = genesis.opening_balances()?.unwrap_or_default();
+    for (asset, t) in accounts.totals() {
+        let paid_in: u128 = (opening.iter())
+            .filter(|(_, a, _)| *a == asset)
+            .map(|(_, _, b)| u128::from(b.available + b.held))
+            .sum::<u128>()
+            + t.deposited
+            - t.withdrawn;
+        if u128::from(t.available) + u128::from(t.held) != paid_in {
+            return Err(format!(
+                "at seq {} the read side's {asset} is not conserved: {} available + {} held, {paid_in} paid in",
+                model.seq, t.available, t.held
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// What a run does at a step, with its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +259,10 @@ pub struct Stats {
     pub reader_restarts: u64,
     /// Read sides started holding only some markets (`--markets`).
     pub partial_readers: u64,
+    /// Runs with accounts on (`init-accounts.txt`).
+    pub funded_runs: u64,
+    /// Deposits and withdrawals acknowledged.
+    pub transfers_acked: u64,
     /// On the stream: publishing attempts refused as stale, or as duplicates.
     pub refused_stale: u64,
     pub refused_duplicate: u64,
@@ -196,6 +293,8 @@ impl std::ops::AddAssign for Stats {
         self.snapshots_written += o.snapshots_written;
         self.reader_restarts += o.reader_restarts;
         self.partial_readers += o.partial_readers;
+        self.funded_runs += o.funded_runs;
+        self.transfers_acked += o.transfers_acked;
         self.refused_stale += o.refused_stale;
         self.refused_duplicate += o.refused_duplicate;
         self.unclear_answers += o.unclear_answers;
@@ -479,7 +578,29 @@ impl Workload {
             format!("key-{}", self.keys_made)
         });
         let user = (*rng.pick(USERS)).to_owned();
-        let cmd = if rng.percent(75) {
+        let cmd = if let Some(accounts) = book.accounts()
+            && rng.percent(12)
+        {
+            // With accounts on: money in and out, of every asset, now and then more
+            // than is available (422, nothing written).
+            let asset = *rng.pick(accounts.assets());
+            let amount = rng.range(1, 5_000);
+            if rng.percent(50) {
+                Command::Deposit {
+                    user,
+                    asset,
+                    amount,
+                    idempotency_key,
+                }
+            } else {
+                Command::Withdraw {
+                    user,
+                    asset,
+                    amount,
+                    idempotency_key,
+                }
+            }
+        } else if rng.percent(75) {
             // Every market of the genesis (the shipped init.txt has several), the
             // default most often.
             let markets = book.markets();
@@ -551,7 +672,8 @@ struct World {
 
 impl World {
     fn new(seed: u64) -> Result<Self, String> {
-        let genesis = BookState::parse(GENESIS)?;
+        let genesis = BookState::parse(genesis_of(seed))?;
+        let funded = genesis.accounts.is_some();
         let mut rng = Rng::new(seed);
         let disk = Disk::new(rng.next_u64());
         let mut write_digests = BTreeMap::new();
@@ -572,7 +694,10 @@ impl World {
             writer_snapshot_offset: 0,
             corrupt_line: None,
             trace: VecDeque::new(),
-            stats: Stats::default(),
+            stats: Stats {
+                funded_runs: u64::from(funded),
+                ..Stats::default()
+            },
         })
     }
 
@@ -628,6 +753,7 @@ impl World {
                 Action::Corrupt => self.corrupt()?,
             }
             self.check_acked_durable()?;
+            self.check_accounts()?;
         }
         // The end: the read side catches up, then the power goes once more.
         self.step += 1;
@@ -635,6 +761,17 @@ impl World {
         self.power_cut()?;
         self.poll()?;
         self.check_log_decodes()
+    }
+
+    /// With accounts on, both sides' accounts keep their invariants.
+    fn check_accounts(&self) -> Result<(), String> {
+        if let Some(writer) = &self.writer {
+            check_write_accounts(&writer.model().book)?;
+        }
+        if let Some(tailer) = &self.tailer {
+            check_read_accounts(tailer.model(), &self.genesis)?;
+        }
+        Ok(())
     }
 
     /// Every acknowledged event is on the platter, byte for byte.
@@ -747,10 +884,16 @@ impl World {
     /// a read side holding every market), if known.
     fn write_digest(&self, seq: u64, held: &[bool]) -> Option<u64> {
         let digests = self.write_digests.get(&seq)?;
+        // The accounts' digest (last) counts for a read side holding every market,
+        // the one kind that keeps balances.
+        let accounts = match held.iter().all(|h| *h) {
+            true => *digests.last().expect("the accounts' digest"),
+            false => 0,
+        };
         Some(
             (digests.iter().zip(held))
                 .filter(|(_, held)| **held)
-                .fold(0u64, |sum, (d, _)| sum.wrapping_add(*d)),
+                .fold(accounts, |sum, (d, _)| sum.wrapping_add(*d)),
         )
     }
 
@@ -912,6 +1055,9 @@ impl World {
                 .map(|(m, _)| m.symbol)
                 .collect();
             write.orders.retain(|o| held_markets.contains(&o.market));
+            if held.iter().any(|h| !h) {
+                write.accounts = None;
+            }
             if read.to_state(book.next_order_id()) != write {
                 return Err(format!(
                     "at seq {seq} the read side's book differs from the write side's"
@@ -1066,6 +1212,9 @@ impl World {
                     let env = &events[(expected_seq - head - 1) as usize];
                     outcome_matches(outcome, env, cmd)?;
                     expected_seq += 1;
+                    if cmd.is_transfer() {
+                        self.stats.transfers_acked += 1;
+                    }
                     if let Some(k) = key_of(cmd) {
                         firsts.push((k.to_owned(), cmd.clone(), outcome.clone()));
                     }
@@ -1075,6 +1224,16 @@ impl World {
                 (Err(Rejection::KeyReused), None) if key_of(cmd).is_some() => {}
                 (Err(Rejection::NotResting(_) | Rejection::NotOwner(_)), None)
                     if matches!(cmd, Command::Cancel { .. }) => {}
+                // With accounts on, an order or withdrawal the money does not cover
+                // (the property tests check that it really does not).
+                (
+                    Err(Rejection::InsufficientFunds {
+                        needed, available, ..
+                    }),
+                    None,
+                ) if self.genesis.accounts.is_some()
+                    && matches!(cmd, Command::Place { .. } | Command::Withdraw { .. })
+                    && available < needed => {}
                 (answer, None) => {
                     return Err(format!("unexpected answer {answer:?} to {cmd:?}"));
                 }

@@ -124,7 +124,8 @@ struct StreamWorld {
 
 impl StreamWorld {
     fn new(seed: u64) -> Result<Self, String> {
-        let genesis = BookState::parse(GENESIS)?;
+        let genesis = BookState::parse(genesis_of(seed))?;
+        let funded = genesis.accounts.is_some();
         let mut rng = Rng::new(seed);
         let clock = Arc::new(AtomicU64::new(CLOCK_START_US));
         let stream = Stream::new(rng.next_u64(), clock.clone());
@@ -145,7 +146,10 @@ impl StreamWorld {
             workload: Workload::default(),
             checked: LogCursor::start(),
             trace: VecDeque::new(),
-            stats: Stats::default(),
+            stats: Stats {
+                funded_runs: u64::from(funded),
+                ..Stats::default()
+            },
         })
     }
 
@@ -215,6 +219,12 @@ impl StreamWorld {
                 self.tail("notified")?;
             }
             self.check_stream()?;
+            for writer in self.writers.iter().flatten() {
+                check_write_accounts(&writer.model().book)?;
+            }
+            if let Some(tailer) = &self.tailer {
+                check_read_accounts(tailer.model(), &self.genesis)?;
+            }
         }
         // The end: the read side catches up, the writer is killed and recovered, a
         // read side rebuilt from genesis agrees.
@@ -404,6 +414,17 @@ impl StreamWorld {
             {
                 Ok(())
             }
+            // With accounts on, what the money does not cover.
+            Err(DispatchError::Rejected(Rejection::InsufficientFunds {
+                needed,
+                available,
+                ..
+            })) if self.genesis.accounts.is_some()
+                && matches!(cmd, Command::Place { .. } | Command::Withdraw { .. })
+                && available < needed =>
+            {
+                Ok(())
+            }
             Err(DispatchError::Unavailable(why)) if failed => {
                 let _ = why;
                 Ok(())
@@ -451,6 +472,9 @@ impl StreamWorld {
             return Err(format!("seq {seq} was acknowledged twice (now to {cmd:?})"));
         }
         self.stats.events_acked += 1;
+        if cmd.is_transfer() {
+            self.stats.transfers_acked += 1;
+        }
         Ok(())
     }
 

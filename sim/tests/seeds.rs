@@ -58,6 +58,11 @@ fn seeded_simulation_keeps_every_invariant() {
         );
         assert!(total.retries_answered > 0, "{total:?}");
         assert!(total.partial_readers > 0, "{total:?}");
+        // Half the seeds run with accounts on, and move money in and out.
+        assert!(
+            total.funded_runs > 0 && total.transfers_acked > 0,
+            "{total:?}"
+        );
     }
 }
 
@@ -84,5 +89,9 @@ fn seeded_stream_simulation_keeps_every_invariant() {
             "{total:?}"
         );
         assert!(total.retries_answered > 0, "{total:?}");
+        assert!(
+            total.funded_runs > 0 && total.transfers_acked > 0,
+            "{total:?}"
+        );
     }
 }
