@@ -738,6 +738,104 @@ async fn the_web_ui_switches_markets() {
     page.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
+async fn the_web_ui_shows_your_balances_and_deposits() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("init.txt"),
+        include_str!("../../init-accounts.txt"),
+    )
+    .unwrap();
+    let gw = Proc::start("gateway", dir.path(), &[]);
+    let mut driver = Driver::start();
+    let page = Page::open(
+        &mut driver,
+        "accounts page",
+        &format!("{}/?user=zed", gw.url),
+    )
+    .await;
+    page.wait_loaded().await;
+    page.wait_text("zed has no account", "#account-caption", |t| {
+        t.contains("zed has no account yet")
+    })
+    .await;
+    assert_eq!(
+        page.js("document.getElementById('user').value", vec![])
+            .await,
+        "zed",
+        "the order form acts for you"
+    );
+
+    // Without money, the server's refusal is shown as it says it.
+    page.place("buy", "zed", "101", "3").await;
+    let shown = page
+        .wait_text("the refusal", "#order-result", |t| {
+            t.starts_with("Rejected")
+        })
+        .await;
+    assert!(
+        shown.contains("Rejected (422): insufficient funds: 303 USD needed, 0 available"),
+        "{shown}"
+    );
+
+    // A deposit from the page opens the account.
+    page.js(
+        "(() => { const s = document.getElementById('deposit-asset'); s.value = 'USD'; return s.value; })()",
+        vec![],
+    )
+    .await;
+    page.type_into("#deposit-amount", "1000").await;
+    page.find("#deposit").await.click().await.unwrap();
+    page.wait_text("the deposit", "#deposit-result", |t| {
+        t.starts_with("Deposited 1000 USD for zed (event 1)")
+    })
+    .await;
+    page.wait_text("zed's USD", "#balances tr[data-asset=\"USD\"]", |t| {
+        t.contains("1000") && t.ends_with('0')
+    })
+    .await;
+
+    // An order holds and settles; a bid resting holds at its limit.
+    page.place("buy", "zed", "101", "3").await;
+    page.wait_text("the buy", "#order-result", |t| {
+        t.starts_with("Placed order 16 (event 2)")
+    })
+    .await;
+    page.place("buy", "zed", "100", "2").await;
+    page.wait_text("the bid", "#order-result", |t| {
+        t.starts_with("Placed order 17 (event 3)")
+    })
+    .await;
+    let usd = page
+        .wait_text(
+            "zed's USD after both",
+            "#balances tr[data-asset=\"USD\"]",
+            |t| t.contains("497") && t.contains("200"),
+        )
+        .await;
+    assert!(usd.starts_with("USD"), "{usd}");
+    page.wait_text("zed's FOLD", "#balances tr[data-asset=\"FOLD\"]", |t| {
+        t.contains('3')
+    })
+    .await;
+
+    // A deposit made elsewhere (of no market, so not in this market's feed) shows
+    // up in the balances as the applied seq moves on.
+    let elsewhere = client()
+        .post(format!("{}/deposit/zed/EUR/5", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 200);
+    page.wait_text("zed's EUR", "#balances tr[data-asset=\"EUR\"]", |t| {
+        t.contains('5')
+    })
+    .await;
+    page.close().await;
+}
+
 /// Rewrites `docs/ui.png` (the README's picture): a book with some orders, trades
 /// and events. Run on purpose: `cargo test -p gateway --test browser -- --ignored screenshot`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
