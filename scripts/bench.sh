@@ -12,6 +12,7 @@
 #   BENCH_ONLY=reads,writes scripts/bench.sh  a subset of: reads,writes,lag,replay,rss
 #   BENCH_ONLY=nats scripts/bench.sh          durable writes on JetStream (not in the default set)
 #   BENCH_ONLY=soak scripts/bench.sh          the memory soak (not in the default set)
+#   BENCH_ONLY=accounts scripts/bench.sh      durable orders with accounts on vs off, RSS per funded user
 #   ROUNDS=5 DURATION=10 scripts/bench.sh     more and longer runs
 #
 # This script only builds (cargo build --release --locked --workspace --bins) and

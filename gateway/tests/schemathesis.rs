@@ -50,9 +50,21 @@ fn support_file(name: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_wrong() {
+    attack(None).await;
+}
+
+/// The same with accounts on (`init-accounts.txt`): the hooks fund every user an
+/// order names before its first order, so orders trade with money; after the attack
+/// every asset is conserved and both sides' accounts digests agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_wrong_with_accounts() {
+    attack(Some(include_str!("../../init-accounts.txt"))).await;
+}
+
 // One scenario, read top to bottom: its steps build on each other's state,
 // so it stays one function.
-async fn schemathesis_finds_nothing_wrong() {
+async fn attack(init: Option<&str>) {
     let version = installed_version().unwrap_or_else(|why| {
         panic!(
             "schemathesis is not installed ({why}); scripts/test.sh installs it, or: \
@@ -67,6 +79,9 @@ async fn schemathesis_finds_nothing_wrong() {
     }
 
     let dir = workdir();
+    if let Some(init) = init {
+        std::fs::write(dir.path().join("init.txt"), init).unwrap();
+    }
     let gateway = Proc::start("gateway", dir.path(), &[]);
     let output = dir.path().join("schemathesis.out");
     let mut args = vec![
@@ -101,6 +116,15 @@ async fn schemathesis_finds_nothing_wrong() {
         // Its example database and reports go to the temporary directory.
         .current_dir(dir.path())
         .env("SCHEMATHESIS_HOOKS", support_file("hooks.py"))
+        .env(
+            "FOLDBOOK_FUND_URL",
+            if init.is_some() {
+                gateway.url.as_str()
+            } else {
+                ""
+            },
+        )
+        .env("FOLDBOOK_FUND_ASSETS", "FOLD,USD,ACME,BOLT,EUR")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&output).unwrap())
         .stderr(Stdio::from(
@@ -160,4 +184,22 @@ async fn schemathesis_finds_nothing_wrong() {
         "schemathesis placed no order: {health}"
     );
     assert!(!gateway.log().contains("panicked"), "{}", gateway.log());
+    if init.is_some() {
+        assert_eq!(
+            health["write_accounts_digest"], health["read_accounts_digest"],
+            "{health}"
+        );
+        let assets = get_json(&client, &format!("{}/assets", gateway.url)).await;
+        let usd = &assets["assets"]["USD"];
+        let paid_in = |k: &str| usd[k].as_u64().unwrap();
+        assert!(
+            paid_in("deposited") > 0,
+            "the hooks funded no one: {assets}"
+        );
+        assert_eq!(
+            paid_in("available") + paid_in("held"),
+            15 * 100_000 + paid_in("deposited") - paid_in("withdrawn"),
+            "USD is conserved: {assets}"
+        );
+    }
 }

@@ -40,6 +40,7 @@ pub enum Section {
     Soak,
     Nats,
     Markets,
+    Accounts,
 }
 
 impl Section {
@@ -53,6 +54,7 @@ impl Section {
             Section::Soak => "soak",
             Section::Nats => "nats",
             Section::Markets => "markets",
+            Section::Accounts => "accounts",
         }
     }
 }
@@ -68,7 +70,7 @@ fn seconds(text: &str) -> Result<u64, String> {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Sections to run, comma-separated: reads,writes,lag,replay,rss (the
-    /// default set), soak, nats and markets on request.
+    /// default set), soak, nats, markets and accounts on request.
     #[arg(
         long = "only",
         env = "BENCH_ONLY",

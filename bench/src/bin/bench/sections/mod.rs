@@ -2,6 +2,7 @@
 //! [`Runner`]. Baseline and ours alternate (baseline, ours, baseline, ours, ...),
 //! one server at a time, each on 127.0.0.1 with a free port.
 
+mod accounts;
 mod lag;
 mod markets;
 mod nats;
@@ -27,6 +28,7 @@ pub async fn run(runner: &mut Runner, section: Section) -> anyhow::Result<()> {
         Section::Soak => soak::run(runner).await,
         Section::Nats => nats::run(runner).await,
         Section::Markets => markets::run(runner).await,
+        Section::Accounts => accounts::run(runner).await,
     }
 }
 

@@ -109,7 +109,7 @@ async fn split_rss(r: &Runner, dir: &Path, name: &str) -> anyhow::Result<(u64, u
 
 /// RSS once two samples [`SETTLE_GAP`] apart are within [`SETTLE_KB_MAX`] (the
 /// tailer's last batch and transient buffers released), at most [`SETTLE_TIMEOUT`].
-async fn settled_rss(proc: &Proc) -> anyhow::Result<u64> {
+pub(super) async fn settled_rss(proc: &Proc) -> anyhow::Result<u64> {
     let last = std::cell::Cell::new(proc.rss_kb().context("no VmRSS in /proc")?);
     let last = &last;
     let what = format!("a steady RSS of pid {}", proc.pid());
