@@ -426,7 +426,7 @@ async fn kill_9_under_load_loses_no_acknowledged_deposit() {
                             acked.keys.push((user, key, body["seq"].as_u64().unwrap()));
                         } else {
                             let user = ["alice", "bob", "carol", "dave"][c - DEPOSITORS];
-                            let side = if i % 2 == 0 { "buy" } else { "sell" };
+                            let side = if i.is_multiple_of(2) { "buy" } else { "sell" };
                             let url =
                                 format!("{base}/{side}/{user}/{}", 95 + (i * 7 + c as u64) % 11);
                             let Ok(res) = client.post(&url).send().await else {
