@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A curl walk-through against a running server: places, matches and cancels orders,
-# reads them back, and checks each answer. Leaves its orders in the log.
+# reads them back, and checks each answer; with accounts on (init-accounts.txt) it
+# funds its user first and checks deposits, withdrawals and balances too. Leaves
+# its orders and transfers in the log.
 #
 #   scripts/smoke.sh                        against http://127.0.0.1:8080
 #   scripts/smoke.sh http://127.0.0.1:18080
@@ -27,6 +29,21 @@ field() { # name: a number from $body
 
 say "health"
 call GET /health 200
+say "accounts: on (fund this user) or off"
+out=$(curl -sS -o /dev/null -w '%{http_code}' "$base/assets")
+accounts=no
+if [ "$out" = 200 ]; then
+    accounts=yes
+    call GET /assets 200
+    assets=$(grep -o '"[A-Z][A-Z0-9]*":{"deposited"' <<<"$body" | cut -d'"' -f2)
+    for asset in $assets; do
+        call POST "/deposit/$user/$asset/1000000" 200
+    done
+    say "nothing bought without the money"
+    call POST "/buy/poor$user/100" 422
+else
+    echo "   accounts are off here (GET /assets is $out)"
+fi
 say "a buy below the best ask rests"
 call POST "/buy/$user/50?qty=2" 201
 id=$(sed -n 's/.*"order":{"id":\([0-9]*\).*/\1/p' <<<"$body")
@@ -61,6 +78,13 @@ call GET "/markets/NOSUCHMARKET/orderbook" 404
 say "recent trades and this user's orders"
 call GET "/trades?limit=3" 200
 call GET "/users/$user/orders" 200
+if [ "$accounts" = yes ]; then
+    say "balances, a withdrawal, and one beyond what is available"
+    call GET "/users/$user/balances" 200
+    first=$(head -n1 <<<"$assets")
+    call POST "/withdraw/$user/$first/1" 200
+    call POST "/withdraw/$user/$first/1000000000" 422
+fi
 say "metrics"
 curl -fsS "$base/metrics" | grep -c '^foldbook_' | sed 's/^/   metric lines: /'
 printf '\nsmoke.sh: all %d steps passed against %s\n' "$step" "$base"
