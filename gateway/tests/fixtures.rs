@@ -26,7 +26,8 @@ fn fixtures_dir() -> PathBuf {
 }
 
 /// The genesis state of every fixture recorded by this file (each fixture keeps the
-/// `init.txt` it was recorded with: v1's has one market, no `markets` list).
+/// `init.txt` it was recorded with: v1's has one market, no `markets` list; v2's
+/// three markets, no accounts; v3's accounts too).
 const FIXTURE_INIT: &str = r#"{
   "markets": [
     {"symbol": "FOLD", "base": "FOLD", "quote": "USD"},
@@ -46,7 +47,17 @@ const FIXTURE_INIT: &str = r#"{
     {"id": 9, "market": "ACME", "user": "alice", "side": "buy",  "price": 98,  "qty": 4},
     {"id": 10, "market": "ACME", "user": "bob",  "side": "sell", "price": 102, "qty": 6},
     {"id": 11, "market": "BOLT", "user": "carol", "side": "sell", "price": 100, "qty": 3}
-  ]
+  ],
+  "accounts": {
+    "alice": {"USD": 50000, "FOLD": 500, "ACME": 100, "EUR": 10000, "BOLT": 50},
+    "bob":   {"USD": 50000, "FOLD": 500, "ACME": 100, "EUR": 10000, "BOLT": 50},
+    "carol": {"USD": 50000, "FOLD": 500, "ACME": 100, "EUR": 10000, "BOLT": 50},
+    "dave":  {"USD": 50000, "FOLD": 500, "ACME": 100, "EUR": 10000, "BOLT": 50},
+    "erin":  {"USD": 50000, "FOLD": 500, "ACME": 100, "EUR": 10000, "BOLT": 50},
+    "frank": {"USD": 50000, "FOLD": 500, "ACME": 100, "EUR": 10000, "BOLT": 50},
+    "grace": {"USD": 500, "FOLD": 10},
+    "heidi": {"USD": 500, "FOLD": 10}
+  }
 }
 "#;
 
@@ -102,7 +113,7 @@ async fn run_workload(client: &reqwest::Client, base: &str) -> Vec<serde_json::V
     let mut exchanges = Vec::new();
     for i in 0..WORKLOAD_REQUESTS {
         let user = USERS[rng.below(USERS.len() as u64) as usize];
-        let (path, key) = match rng.below(10) {
+        let (path, key) = match rng.below(12) {
             0..=5 => {
                 let side = if rng.below(2) == 0 { "buy" } else { "sell" };
                 let price = 96 + rng.below(9);
@@ -130,6 +141,23 @@ async fn run_workload(client: &reqwest::Client, base: &str) -> Vec<serde_json::V
                 // The same key for another order: 409.
                 let (_, key) = keyed[rng.below(keyed.len() as u64) as usize].clone();
                 (format!("/buy/{user}/1?qty=1"), Some(key))
+            }
+            // Money in and out (404 where accounts are off), some keyed and some
+            // beyond what is available (422).
+            10 | 11 => {
+                let (route, asset) = match rng.below(4) {
+                    0 => ("withdraw", "USD"),
+                    1 => ("withdraw", "FOLD"),
+                    2 => ("deposit", "USD"),
+                    _ => ("deposit", "ACME"),
+                };
+                let amount = [1, 50, 999, 100_000][rng.below(4) as usize];
+                let key = (i % 3 == 0).then(|| format!("t{i}"));
+                let path = format!("/{route}/{user}/{asset}/{amount}");
+                if let Some(key) = &key {
+                    keyed.push((path.clone(), key.clone()));
+                }
+                (path, key)
             }
             _ => (format!("/sell/{user}/105"), None),
         };
@@ -169,6 +197,13 @@ fn read_paths(head: u64, markets: &[String]) -> Vec<String> {
             .iter()
             .map(|u| format!("/users/{u}/orders?limit=1000")),
     );
+    paths.extend(USERS.iter().map(|u| format!("/users/{u}/balances")));
+    paths.extend(
+        USERS
+            .iter()
+            .map(|u| format!("/users/{u}/balances?at={}", head / 2)),
+    );
+    paths.push("/assets".to_owned());
     paths
 }
 
@@ -320,7 +355,29 @@ async fn replay_one(fixture: &Path, genesis: bool) {
     still_says(&recorded["reads"], &now, "reads").unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_digests_agree(&client, &gateway.url).await;
 
-    // The old log goes on with lines of this build.
+    // The old log goes on with lines of this build (with accounts on, zoe is paid
+    // in first).
+    let accounts = client
+        .get(format!("{}/assets", gateway.url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == 200;
+    let mut written = 0;
+    if accounts {
+        for asset in ["USD", "FOLD"] {
+            let (status, body) = send(
+                &client,
+                &gateway.url,
+                &format!("/deposit/zoe/{asset}/100000"),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{what}: {body}");
+            written += 1;
+        }
+    }
     for i in 0..20 {
         let side = if i % 2 == 0 { "buy" } else { "sell" };
         let (status, body) = send(
@@ -333,7 +390,7 @@ async fn replay_one(fixture: &Path, genesis: bool) {
         assert_eq!(status, 201, "{what}: {body}");
     }
     let grown = caught_up(&client, &gateway.url).await;
-    assert_eq!(grown, head + 20, "{what}");
+    assert_eq!(grown, head + 20 + written, "{what}");
     let book = get_json(&client, &format!("{}/orderbook", gateway.url)).await;
     assert_digests_agree(&client, &gateway.url).await;
 
