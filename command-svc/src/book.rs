@@ -4,13 +4,13 @@
 //! startup is `apply` over the log; live commands are `decide` then `apply`.
 
 use crate::accounts::Accounts;
-use crate::command::{Command, Rejection};
+use crate::command::{Command, OrderOptions, Rejection};
 use shared_events::accounts::{Asset, BalanceChange, Ledger, conserves, order_hold};
 use shared_events::binary::{BodyError, BodyReader, BodyWriter, UserTable};
 use shared_events::domain::resting_fingerprint;
 use shared_events::interner::Interner;
 use shared_events::state::{MarketSpec, RestingOrder};
-use shared_events::{BookState, Event, Fill, Order, Side, Symbol};
+use shared_events::{BookState, Event, Fill, Order, Side, Stp, Symbol, TimeInForce};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -260,40 +260,42 @@ impl Book {
                 side,
                 price,
                 qty,
+                options,
                 idempotency_key,
             } => {
                 let at = self
                     .market_index(*market)
                     .ok_or(Rejection::UnknownMarket(*market))?;
-                let mut remaining = *qty;
-                let mut fills = Vec::new();
-                for (maker_id, maker_price, maker) in self.matchable(at, *side, *price) {
-                    if remaining == 0 {
-                        break;
-                    }
-                    if fills.len() == FILLS_PER_EVENT_MAX {
-                        return Err(Rejection::TooManyFills);
-                    }
-                    let traded = remaining.min(maker.qty);
-                    fills.push(Fill {
-                        maker_id,
-                        maker_user: maker.user.to_string(),
-                        price: maker_price,
-                        qty: traded,
-                    });
-                    remaining -= traded;
-                }
+                let taken = self.take_from_book(at, user, *side, *price, *qty, options)?;
+                let placed = Placed::decide(*qty, options, &taken)?;
                 let balances = match &self.accounts {
                     None => Vec::new(),
-                    Some(accounts) => settle(
-                        accounts,
-                        &self.markets[usize::from(at)],
-                        user,
-                        *side,
-                        *price,
-                        *qty,
-                        &fills,
-                    )?,
+                    Some(accounts) => {
+                        let spec = &self.markets[usize::from(at)];
+                        let hold = match (side, options.market, options.max_cost) {
+                            (Side::Buy, true, Some(max_cost)) => (spec.quote, max_cost),
+                            (Side::Buy, true, None) => return Err(Rejection::MaxCostNeeded),
+                            _ => order_hold(spec, *side, *price, *qty)
+                                .ok_or_else(|| too_big(*price, *qty))?,
+                        };
+                        let mut ledger = Ledger::new();
+                        settle(
+                            &mut ledger,
+                            accounts,
+                            spec,
+                            Taker {
+                                user,
+                                side: *side,
+                                price: *price,
+                                hold,
+                                available_extra: 0,
+                                rests: placed.resting_qty,
+                                unfilled: placed.unfilled_qty,
+                            },
+                            &taken,
+                        )?;
+                        ledger.into_changes()
+                    }
                 };
                 let order = Order {
                     id: self.next_order_id,
@@ -305,12 +307,31 @@ impl Book {
                 Ok(Event::OrderPlaced {
                     market: *market,
                     order,
-                    fills,
-                    resting_qty: remaining,
+                    fills: taken.fills,
+                    resting_qty: placed.resting_qty,
+                    tif: options.tif,
+                    post_only: options.post_only,
+                    stp: options.stp,
+                    market_order: options.market,
+                    max_cost: options.max_cost,
+                    unfilled_qty: placed.unfilled_qty,
+                    cancelled_makers: taken.cancelled.into_iter().map(|(c, _)| c).collect(),
                     balances,
                     idempotency_key: idempotency_key.clone(),
                 })
             }
+            Command::Amend {
+                user,
+                order_id,
+                qty,
+                price: new_price,
+                idempotency_key,
+            } => self.decide_amend(user, *order_id, *qty, *new_price, idempotency_key),
+            Command::CancelAll {
+                user,
+                market,
+                idempotency_key,
+            } => self.decide_cancel_all(user, *market, idempotency_key),
             Command::Cancel {
                 user,
                 order_id,
@@ -392,6 +413,46 @@ impl Book {
     /// so a misfit event leaves the book as it was.
     pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
         self.check_balances(event)?;
+        if let Event::OrdersCancelled {
+            market,
+            user,
+            orders,
+            ..
+        } = event
+        {
+            // Of one market or of several: each order names its own.
+            let mut at = Vec::with_capacity(orders.len());
+            for o in orders {
+                let place = self.market_index(o.market).and_then(|m| {
+                    let &(rested, side, price) = self.index.get(&o.order_id)?;
+                    let r = self
+                        .sides(rested)
+                        .levels(side)
+                        .get(&price)?
+                        .get(&o.order_id)?;
+                    (rested == m && *r.user == **user && r.qty == o.qty).then_some((m, side, price))
+                });
+                match place {
+                    Some(p) if market.is_none_or(|m| m == o.market) => at.push(p),
+                    _ => {
+                        return Err(FoldError(format!(
+                            "cancel-all of order {}, which is not resting like that",
+                            o.order_id
+                        )));
+                    }
+                }
+            }
+            if (1..orders.len())
+                .any(|i| orders[..i].iter().any(|p| p.order_id == orders[i].order_id))
+            {
+                return Err(FoldError("a cancel-all lists an order twice".into()));
+            }
+            for (o, (m, side, price)) in orders.iter().zip(at) {
+                self.take(m, o.order_id, side, price, o.qty);
+            }
+            self.apply_balances(event);
+            return Ok(());
+        }
         let Some(symbol) = event.market() else {
             // A transfer: balances only.
             self.apply_balances(event);
@@ -407,6 +468,8 @@ impl Book {
                 order,
                 fills,
                 resting_qty,
+                unfilled_qty,
+                cancelled_makers,
                 ..
             } => {
                 if order.id < self.next_order_id {
@@ -416,25 +479,38 @@ impl Book {
                     )));
                 }
                 let filled: u64 = fills.iter().map(|f| f.qty).sum();
-                if filled + resting_qty != order.qty {
+                if filled + resting_qty + unfilled_qty != order.qty {
                     return Err(FoldError(format!(
-                        "order {}: fills {filled} + resting {resting_qty} != qty {}",
+                        "order {}: fills {filled} + resting {resting_qty} + unfilled {unfilled_qty} != qty {}",
                         order.id, order.qty
                     )));
                 }
                 let maker_side = order.side.opposite();
-                for f in fills {
-                    let resting = self.resting_qty(f.maker_id);
-                    let at = self.index.get(&f.maker_id).copied();
-                    if at != Some((market, maker_side, f.price)) || resting < Some(f.qty) {
+                self.check_fills(market, symbol, order.id, maker_side, fills)?;
+                let mut cancelled = Vec::with_capacity(cancelled_makers.len());
+                for c in cancelled_makers {
+                    let at = self.index.get(&c.order_id).copied();
+                    let fits = at.is_some_and(|(m, side, price)| {
+                        let r = &self.sides(m).levels(side)[&price][&c.order_id];
+                        (m, side) == (market, maker_side)
+                            && *r.user == *order.user
+                            && c.user == order.user
+                            && r.qty == c.qty
+                            && !fills.iter().any(|f| f.maker_id == c.order_id)
+                    });
+                    if !fits {
                         return Err(FoldError(format!(
-                            "order {} fills {} of maker {} at {}, which is not resting like that in market {}",
-                            order.id, f.qty, f.maker_id, f.price, symbol
+                            "order {} cancels maker {}, which is not a resting order of its user like that",
+                            order.id, c.order_id
                         )));
                     }
+                    cancelled.push(at.expect("checked").2);
                 }
                 for f in fills {
                     self.take(market, f.maker_id, maker_side, f.price, f.qty);
+                }
+                for (c, price) in cancelled_makers.iter().zip(cancelled) {
+                    self.take(market, c.order_id, maker_side, price, c.qty);
                 }
                 if *resting_qty > 0 {
                     self.rest(
@@ -467,11 +543,89 @@ impl Book {
                 }
                 self.take(market, *order_id, side, price, *cancelled_qty);
             }
-            Event::Deposited { .. } | Event::Withdrawn { .. } => {
-                unreachable!("a transfer is of no market")
+            Event::OrderAmended {
+                order_id,
+                user,
+                side,
+                price,
+                qty,
+                new_price,
+                new_qty,
+                new_order_id,
+                fills,
+                resting_qty,
+                ..
+            } => {
+                let rests = self.index.get(order_id) == Some(&(market, *side, *price))
+                    && self.sides(market).levels(*side)[price]
+                        .get(order_id)
+                        .is_some_and(|r| *r.user == **user && r.qty == *qty);
+                if !rests {
+                    return Err(FoldError(format!(
+                        "amend of order {order_id}, which is not resting like that"
+                    )));
+                }
+                match new_order_id {
+                    None => {
+                        if new_price != price
+                            || new_qty >= qty
+                            || !fills.is_empty()
+                            || resting_qty != new_qty
+                        {
+                            return Err(FoldError(format!(
+                                "amend of order {order_id} keeps its place but does not only reduce it"
+                            )));
+                        }
+                        self.take(market, *order_id, *side, *price, qty - new_qty);
+                    }
+                    Some(new_id) => {
+                        let filled: u64 = fills.iter().map(|f| f.qty).sum();
+                        if *new_id < self.next_order_id || filled + resting_qty != *new_qty {
+                            return Err(FoldError(format!(
+                                "amend of order {order_id} into {new_id}: a used id, or fills {filled} + resting {resting_qty} != {new_qty}"
+                            )));
+                        }
+                        self.check_fills(market, symbol, *new_id, side.opposite(), fills)?;
+                        self.take(market, *order_id, *side, *price, *qty);
+                        for f in fills {
+                            self.take(market, f.maker_id, side.opposite(), f.price, f.qty);
+                        }
+                        if *resting_qty > 0 {
+                            self.rest(market, *new_id, user, *side, *new_price, *resting_qty);
+                        }
+                        self.next_order_id = new_id + 1;
+                    }
+                }
+            }
+            Event::Deposited { .. } | Event::Withdrawn { .. } | Event::OrdersCancelled { .. } => {
+                unreachable!("handled above")
             }
         }
         self.apply_balances(event);
+        Ok(())
+    }
+
+    /// Whether every fill of order `taker` takes from a maker resting in `market` on
+    /// `maker_side` at the fill's price, at most what it has.
+    fn check_fills(
+        &self,
+        market: u16,
+        symbol: Symbol,
+        taker: u64,
+        maker_side: Side,
+        fills: &[Fill],
+    ) -> Result<(), FoldError> {
+        for (i, f) in fills.iter().enumerate() {
+            let resting = self.resting_qty(f.maker_id);
+            let at = self.index.get(&f.maker_id).copied();
+            let twice = fills[..i].iter().any(|g| g.maker_id == f.maker_id);
+            if at != Some((market, maker_side, f.price)) || resting < Some(f.qty) || twice {
+                return Err(FoldError(format!(
+                    "order {taker} fills {} of maker {} at {}, which is not resting like that in market {symbol}",
+                    f.qty, f.maker_id, f.price
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -576,24 +730,332 @@ fn check_distinct(changes: &[BalanceChange]) -> Result<(), String> {
     Ok(())
 }
 
-/// The balance changes of an order of `user` in `market` for `qty` at `price`
-/// with `fills`: its hold (all of it, from what is available), then each fill's
-/// settlement at the maker's price, a buyer's difference to its limit released.
-/// What is left holds the rest. Refused if the user cannot hold the order or a
-/// balance would leave its bounds.
+fn too_big(price: u64, qty: u64) -> Rejection {
+    Rejection::OutOfBounds(format!("price {price} × qty {qty} does not fit in 64 bits"))
+}
+
+/// What an incoming order takes from the book: its fills, the resting orders of
+/// its own user that self-trade prevention cancelled (with their prices), and why
+/// matching stopped before the order was done, if it did.
+#[derive(Debug, Default)]
+struct Taken {
+    fills: Vec<Fill>,
+    cancelled: Vec<(shared_events::CancelledOrder, u64)>,
+    filled: u64,
+    /// What the fills cost, in the quote asset.
+    spent: u64,
+    stopped: Option<&'static str>,
+}
+
+/// Where an order ends: what of it rests and what is cancelled instead.
+struct Placed {
+    resting_qty: u64,
+    unfilled_qty: u64,
+}
+
+impl Placed {
+    /// The rules of time in force, market orders and self-trade prevention, given
+    /// what the order took: a fill-or-kill fills entirely or is refused; an IOC or
+    /// market order, or one self-trade prevention stopped, never rests; an order
+    /// that would change nothing is refused (409), so nothing is written.
+    fn decide(qty: u64, options: &OrderOptions, taken: &Taken) -> Result<Placed, Rejection> {
+        let remaining = qty - taken.filled;
+        if options.tif == TimeInForce::Fok && remaining > 0 {
+            return Err(Rejection::Unchanged(format!(
+                "a fill-or-kill order for {qty} could fill only {} now",
+                taken.filled
+            )));
+        }
+        let rests = options.tif == TimeInForce::Gtc && !options.market && taken.stopped.is_none();
+        let resting_qty = if rests { remaining } else { 0 };
+        if taken.fills.is_empty() && taken.cancelled.is_empty() && resting_qty == 0 {
+            let why = match (options.market, taken.stopped) {
+                (_, Some(why)) => format!("{why} cancelled the whole order"),
+                (true, None) => "a market order found nothing to match".to_owned(),
+                (false, None) => {
+                    "an immediate-or-cancel order found nothing to match at its price".to_owned()
+                }
+            };
+            return Err(Rejection::Unchanged(why));
+        }
+        Ok(Placed {
+            resting_qty,
+            unfilled_qty: remaining - resting_qty,
+        })
+    }
+}
+
+impl Book {
+    /// What an order of `user` on `side` at `price` for `qty` takes from the book of
+    /// `market`, best price first, oldest first: fills, and self-trade prevention's
+    /// cancels; a market buy stops where `max_cost` runs out. A post-only order that
+    /// would take anything is refused.
+    fn take_from_book(
+        &self,
+        market: u16,
+        user: &str,
+        side: Side,
+        price: u64,
+        qty: u64,
+        options: &OrderOptions,
+    ) -> Result<Taken, Rejection> {
+        let mut taken = Taken::default();
+        if options.post_only {
+            if let Some((_, at, _)) = self.matchable(market, side, price).next() {
+                return Err(Rejection::Unchanged(format!(
+                    "a post-only order would take liquidity (the best {} is at {at})",
+                    if side == Side::Buy { "ask" } else { "bid" }
+                )));
+            }
+            return Ok(taken);
+        }
+        let mut remaining = qty;
+        for (maker_id, maker_price, maker) in self.matchable(market, side, price) {
+            if remaining == 0 {
+                break;
+            }
+            if taken.fills.len() + taken.cancelled.len() == FILLS_PER_EVENT_MAX {
+                return Err(Rejection::TooManyFills);
+            }
+            if *maker.user == *user && !options.stp.is_none() {
+                let order = shared_events::CancelledOrder {
+                    order_id: maker_id,
+                    user: user.to_owned(),
+                    qty: maker.qty,
+                };
+                match options.stp {
+                    Stp::CancelTaker => taken.stopped = Some("self-trade prevention"),
+                    Stp::CancelMaker => {
+                        taken.cancelled.push((order, maker_price));
+                        continue;
+                    }
+                    Stp::CancelBoth => {
+                        taken.cancelled.push((order, maker_price));
+                        taken.stopped = Some("self-trade prevention");
+                    }
+                    Stp::None => unreachable!("checked above"),
+                }
+                break;
+            }
+            let mut traded = remaining.min(maker.qty);
+            if let (Side::Buy, Some(max_cost)) = (side, options.max_cost) {
+                let affordable = (max_cost - taken.spent) / maker_price;
+                if affordable < traded {
+                    traded = affordable;
+                    taken.stopped = Some("its max_cost");
+                }
+            }
+            if traded > 0 {
+                taken.fills.push(Fill {
+                    maker_id,
+                    maker_user: maker.user.to_string(),
+                    price: maker_price,
+                    qty: traded,
+                });
+                remaining -= traded;
+                taken.filled += traded;
+                // At most price × qty of the order, within the domain's bounds.
+                taken.spent += maker_price * traded;
+            }
+            if taken.stopped.is_some() {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// An amend of `user`'s resting order `order_id` to `qty` left (and `new_price`).
+    fn decide_amend(
+        &self,
+        user: &str,
+        order_id: u64,
+        qty: u64,
+        new_price: Option<u64>,
+        idempotency_key: &Option<String>,
+    ) -> Result<Event, Rejection> {
+        let (market, side, price) = *self
+            .index
+            .get(&order_id)
+            .ok_or(Rejection::NotResting(order_id))?;
+        let resting = &self.sides(market).levels(side)[&price][&order_id];
+        if *resting.user != *user {
+            return Err(Rejection::NotOwner(order_id));
+        }
+        let new_price = new_price.unwrap_or(price);
+        let spec = &self.markets[usize::from(market)];
+        if new_price == price && qty == resting.qty {
+            return Err(Rejection::Unchanged(format!(
+                "order {order_id} already rests {qty} at {price}: the amend changes nothing"
+            )));
+        }
+        let old_hold =
+            order_hold(spec, side, price, resting.qty).expect("a resting order's hold fits");
+        let keeps_place = new_price == price && qty < resting.qty;
+        let mut ledger = Ledger::new();
+        let (fills, resting_qty, new_order_id) = if keeps_place {
+            if let Some(accounts) = &self.accounts {
+                let (asset, new_hold) = order_hold(spec, side, price, qty).expect("smaller");
+                let released = signed(old_hold.1 - new_hold)?;
+                ledger
+                    .add(user, asset, released, -released)
+                    .map_err(|_| overflow())?;
+                check_ledger(accounts, &ledger)?;
+            }
+            (Vec::new(), qty, None)
+        } else {
+            let taken =
+                self.take_from_book(market, user, side, new_price, qty, &OrderOptions::default())?;
+            let resting_qty = qty - taken.filled;
+            if let Some(accounts) = &self.accounts {
+                let (asset, released) = old_hold;
+                let released_signed = signed(released)?;
+                ledger
+                    .add(user, asset, released_signed, -released_signed)
+                    .map_err(|_| overflow())?;
+                let hold = order_hold(spec, side, new_price, qty)
+                    .ok_or_else(|| too_big(new_price, qty))?;
+                settle(
+                    &mut ledger,
+                    accounts,
+                    spec,
+                    Taker {
+                        user,
+                        side,
+                        price: new_price,
+                        hold,
+                        available_extra: released,
+                        rests: resting_qty,
+                        unfilled: 0,
+                    },
+                    &taken,
+                )?;
+            }
+            (taken.fills, resting_qty, Some(self.next_order_id))
+        };
+        Ok(Event::OrderAmended {
+            market: spec.symbol,
+            order_id,
+            user: user.to_owned(),
+            side,
+            price,
+            qty: resting.qty,
+            new_price,
+            new_qty: qty,
+            new_order_id,
+            fills,
+            resting_qty,
+            balances: ledger.into_changes(),
+            idempotency_key: idempotency_key.clone(),
+        })
+    }
+
+    /// A cancel-all of `user`'s resting orders (in `market`, if named), the oldest
+    /// [`shared_events::CANCELS_PER_EVENT_MAX`] of them.
+    fn decide_cancel_all(
+        &self,
+        user: &str,
+        market: Option<Symbol>,
+        idempotency_key: &Option<String>,
+    ) -> Result<Event, Rejection> {
+        let only = match market {
+            Some(m) => Some(self.market_index(m).ok_or(Rejection::UnknownMarket(m))?),
+            None => None,
+        };
+        // A scan of every resting order: a cancel-all is rare, and an index per user
+        // would cost every resting order memory.
+        let mut mine: Vec<(u64, u16, Side, u64, u64)> = (self.index.iter())
+            .filter(|(_, (m, _, _))| only.is_none_or(|o| o == *m))
+            .filter_map(|(&id, &(m, side, price))| {
+                let r = &self.sides(m).levels(side)[&price][&id];
+                (*r.user == *user).then_some((id, m, side, price, r.qty))
+            })
+            .collect();
+        if mine.is_empty() {
+            return Err(Rejection::Unchanged(format!(
+                "{user} has no resting orders{}",
+                market.map_or(String::new(), |m| format!(" in market {m}"))
+            )));
+        }
+        mine.sort_unstable_by_key(|o| o.0);
+        mine.truncate(shared_events::CANCELS_PER_EVENT_MAX);
+        let mut ledger = Ledger::new();
+        if let Some(accounts) = &self.accounts {
+            for &(_, m, side, price, qty) in &mine {
+                let (asset, held) = order_hold(&self.markets[usize::from(m)], side, price, qty)
+                    .expect("a resting order's hold fits");
+                let held = signed(held)?;
+                ledger
+                    .add(user, asset, held, -held)
+                    .map_err(|_| overflow())?;
+            }
+            check_ledger(accounts, &ledger)?;
+        }
+        Ok(Event::OrdersCancelled {
+            market,
+            user: user.to_owned(),
+            orders: (mine.iter())
+                .map(|&(order_id, m, _, _, qty)| shared_events::MarketOrder {
+                    market: self.markets[usize::from(m)].symbol,
+                    order_id,
+                    qty,
+                })
+                .collect(),
+            balances: ledger.into_changes(),
+            idempotency_key: idempotency_key.clone(),
+        })
+    }
+}
+
+/// Whether the changes so far keep every balance and total in bounds.
+fn check_ledger(accounts: &Accounts, ledger: &Ledger) -> Result<(), Rejection> {
+    let changes = ledger.clone().into_changes();
+    accounts
+        .check(
+            changes
+                .iter()
+                .map(|c| (c.user.as_str(), c.asset, c.available, c.held)),
+        )
+        .map_err(Rejection::OutOfBounds)
+}
+
+/// The incoming order, as its settlement needs it.
+struct Taker<'a> {
+    user: &'a str,
+    side: Side,
+    /// Its limit (a market order's: the bound).
+    price: u64,
+    /// What it holds while it matches: the asset and the amount (a limit buy's
+    /// price × qty, a market buy's `max_cost`, a sell's qty).
+    hold: (Asset, u64),
+    /// Available besides the balance before the event (an amend's released hold).
+    available_extra: u64,
+    /// What of it rests, and what is cancelled instead.
+    rests: u64,
+    unfilled: u64,
+}
+
+/// Adds an order's balance changes to `ledger`: its hold (all of it, from what is
+/// available), each fill's settlement at the maker's price, then the release of
+/// what it no longer needs (a buyer's difference to its limit, the unfilled part),
+/// and the release of the makers self-trade prevention cancelled. Refused if the
+/// user cannot hold the order or a balance would leave its bounds.
 fn settle(
+    ledger: &mut Ledger,
     accounts: &Accounts,
     market: &MarketSpec,
-    user: &str,
-    side: Side,
-    price: u64,
-    qty: u64,
-    fills: &[Fill],
-) -> Result<Vec<BalanceChange>, Rejection> {
-    let too_big =
-        || Rejection::OutOfBounds(format!("price {price} × qty {qty} does not fit in 64 bits"));
-    let (asset, hold) = order_hold(market, side, price, qty).ok_or_else(too_big)?;
-    let available = accounts.balance(user, asset).available;
+    taker: Taker,
+    taken: &Taken,
+) -> Result<(), Rejection> {
+    let Taker {
+        user,
+        side,
+        price,
+        hold: (asset, hold),
+        available_extra,
+        rests,
+        unfilled,
+    } = taker;
+    let available = accounts.balance(user, asset).available + available_extra;
     if available < hold {
         return Err(Rejection::InsufficientFunds {
             asset,
@@ -602,24 +1064,24 @@ fn settle(
         });
     }
     let (base, quote) = (market.base, market.quote);
-    let mut ledger = Ledger::new();
     let mut add = |who: &str, asset: Asset, available: i64, held: i64| {
         ledger
             .add(who, asset, available, held)
             .map_err(|_| overflow())
     };
-    // The hold: from available to held.
-    let hold = signed(hold)?;
-    add(user, asset, -hold, hold)?;
-    for f in fills {
+    let hold_signed = signed(hold)?;
+    add(user, asset, -hold_signed, hold_signed)?;
+    for f in &taken.fills {
         // Within the domain's bounds (price, qty <= 10^9, 10^6): no overflow.
-        let paid = signed(f.price.checked_mul(f.qty).ok_or_else(too_big)?)?;
+        let paid = signed(
+            f.price
+                .checked_mul(f.qty)
+                .ok_or_else(|| too_big(f.price, f.qty))?,
+        )?;
         let qty = signed(f.qty)?;
         match side {
             Side::Buy => {
-                // Held at the limit, paid at the maker's price, the rest released.
-                let held = signed(price.checked_mul(f.qty).ok_or_else(too_big)?)?;
-                add(user, quote, held - paid, -held)?;
+                add(user, quote, 0, -paid)?;
                 add(user, base, qty, 0)?;
                 add(&f.maker_user, base, 0, -qty)?;
                 add(&f.maker_user, quote, paid, 0)?;
@@ -632,15 +1094,26 @@ fn settle(
             }
         }
     }
-    let changes = ledger.into_changes();
-    accounts
-        .check(
-            changes
-                .iter()
-                .map(|c| (c.user.as_str(), c.asset, c.available, c.held)),
-        )
-        .map_err(Rejection::OutOfBounds)?;
-    Ok(changes)
+    // What the order still holds when it is done: a resting buy price × its rest,
+    // a resting sell its rest; the rest of the hold goes back.
+    let release = match side {
+        Side::Buy => {
+            let keeps = price
+                .checked_mul(rests)
+                .ok_or_else(|| too_big(price, rests))?;
+            hold - taken.spent - keeps
+        }
+        Side::Sell => unfilled,
+    };
+    let release = signed(release)?;
+    add(user, asset, release, -release)?;
+    for (c, maker_price) in &taken.cancelled {
+        let (asset, held) = order_hold(market, side.opposite(), *maker_price, c.qty)
+            .expect("a resting order's hold fits");
+        let held = signed(held)?;
+        add(&c.user, asset, held, -held)?;
+    }
+    check_ledger(accounts, ledger)
 }
 
 /// Most resting orders a write-side snapshot may hold (the same bound as a state file).
@@ -942,6 +1415,7 @@ mod tests {
 
     fn place_in(market: Symbol, user: &str, side: Side, price: u64, qty: u64) -> Command {
         Command::Place {
+            options: Default::default(),
             market,
             user: user.into(),
             side,
@@ -974,6 +1448,13 @@ mod tests {
         assert_eq!(
             event,
             Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: order(2, "b", Side::Buy, 100, 3),
                 fills: vec![],
@@ -1145,6 +1626,13 @@ mod tests {
         let mut book = given(vec![order(1, "a", Side::Sell, 100, 1)]);
         let before = book.clone();
         let bad = Event::OrderPlaced {
+            tif: Default::default(),
+            post_only: false,
+            stp: Default::default(),
+            market_order: false,
+            max_cost: None,
+            unfilled_qty: 0,
+            cancelled_makers: vec![],
             market: shared_events::DEFAULT_MARKET,
             order: order(2, "b", Side::Buy, 100, 2),
             fills: vec![fill(1, "a", 100, 2)],
@@ -1234,6 +1722,7 @@ mod tests {
         let market = prop_oneof![3 => Just(FOLD), 1 => Just(ACME)];
         prop_oneof![
             4 => (market, user.clone(), side, 95u64..=105, 1u64..=10).prop_map(|(market, user, side, price, qty)| Command::Place {
+                options: Default::default(),
                 market, user, side, price, qty, idempotency_key: None
             }),
             1 => (user, 1u64..=40).prop_map(|(user, order_id)| Command::Cancel { user, order_id, idempotency_key: None }),

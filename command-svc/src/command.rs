@@ -3,7 +3,21 @@
 //! the book's state, and each says which HTTP status it maps to.
 
 use shared_events::accounts::Asset;
-use shared_events::{Side, Symbol};
+use shared_events::{Side, Stp, Symbol, TimeInForce};
+
+/// How an order trades besides its price and quantity (the defaults: a plain
+/// good-till-cancelled limit order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderOptions {
+    pub tif: TimeInForce,
+    pub post_only: bool,
+    pub stp: Stp,
+    /// A market order: it matches at any price (its `price` is the bound: the
+    /// highest for a buy, the lowest for a sell) and never rests.
+    pub market: bool,
+    /// A market buy's most it may spend, in the quote asset.
+    pub max_cost: Option<u64>,
+}
 
 /// A validated request to change the book.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +29,21 @@ pub enum Command {
         side: Side,
         price: u64,
         qty: u64,
+        options: OrderOptions,
+        idempotency_key: Option<String>,
+    },
+    /// Changes a resting order's quantity (what is left to fill) and maybe price.
+    Amend {
+        user: String,
+        order_id: u64,
+        qty: u64,
+        price: Option<u64>,
+        idempotency_key: Option<String>,
+    },
+    /// Cancels every resting order of the user (in one market, if named).
+    CancelAll {
+        user: String,
+        market: Option<Symbol>,
         idempotency_key: Option<String>,
     },
     Cancel {
@@ -44,6 +73,8 @@ impl Command {
         match self {
             Command::Place { user, .. }
             | Command::Cancel { user, .. }
+            | Command::Amend { user, .. }
+            | Command::CancelAll { user, .. }
             | Command::Deposit { user, .. }
             | Command::Withdraw { user, .. } => user,
         }
@@ -62,6 +93,12 @@ impl Command {
                 idempotency_key, ..
             }
             | Command::Withdraw {
+                idempotency_key, ..
+            }
+            | Command::Amend {
+                idempotency_key, ..
+            }
+            | Command::CancelAll {
                 idempotency_key, ..
             } => idempotency_key.as_deref(),
         }
@@ -104,6 +141,17 @@ pub enum Rejection {
     /// 404: a transfer of an asset no market trades.
     #[error("asset {0} is not traded here (GET /assets lists them)")]
     UnknownAsset(Asset),
+    /// 409: the command would change nothing (a fill-or-kill that cannot fill
+    /// entirely, a post-only order that would take, an IOC or market order that
+    /// finds nothing to match, an amend to the same values, a cancel-all with
+    /// nothing resting); the message says which.
+    #[error("{0}; nothing was written")]
+    Unchanged(String),
+    /// 422: with accounts on, a market buy must say what it may spend.
+    #[error(
+        "with accounts on, a market buy must say the most it may spend: ?max_cost=N (in the quote asset)"
+    )]
+    MaxCostNeeded,
     /// 422: the order would match more resting orders than one event may record.
     #[error("order would match more than {max} resting orders; place it in smaller parts", max = crate::book::FILLS_PER_EVENT_MAX)]
     TooManyFills,
@@ -120,8 +168,9 @@ impl Rejection {
             Rejection::NotOwner(_) => 403,
             Rejection::TooManyFills
             | Rejection::InsufficientFunds { .. }
-            | Rejection::OutOfBounds(_) => 422,
-            Rejection::KeyReused => 409,
+            | Rejection::OutOfBounds(_)
+            | Rejection::MaxCostNeeded => 422,
+            Rejection::KeyReused | Rejection::Unchanged(_) => 409,
         }
     }
 }

@@ -2,11 +2,11 @@
 //! validate everything before the writer sees it, and answer every failure with a
 //! JSON `{"error": ...}` body; [`recover`] does the same for warp's own rejections.
 
-use crate::command::Command;
+use crate::command::{Command, OrderOptions};
 use crate::writer::{CommandHandle, DispatchError};
 use serde::Serialize;
 use shared_events::auth::{Access, AuthTable};
-use shared_events::{Side, Symbol, domain};
+use shared_events::{Side, Stp, Symbol, TimeInForce, domain};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -68,7 +68,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
 }
 
 /// Validates a place request: `[/markets/{market}]/{side}/{user}/{price}?qty=N`
-/// (`market` already resolved).
+/// with `tif`, `post_only`, `stp`; `{price}` = `market` is a market order (with
+/// `max_cost` for a buy). `market` is already resolved.
 pub fn parse_place(
     market: Symbol,
     side: Side,
@@ -77,18 +78,94 @@ pub fn parse_place(
     query: &str,
     headers: &HeaderMap,
 ) -> Result<Command, String> {
-    let params = domain::parse_query(query, &["qty"])?;
+    let is_market = price == "market";
+    let mut allowed = vec!["qty", "tif", "post_only", "stp"];
+    if is_market {
+        allowed.push("max_cost");
+    }
+    let params = domain::parse_query(query, &allowed).map_err(|e| {
+        if !is_market && query.contains("max_cost") {
+            format!("{e}; max_cost is for market orders: /{side}/{{user}}/market?qty=N&max_cost=M")
+        } else {
+            e
+        }
+    })?;
     let user = domain::parse_user(user).map_err(|e| e.to_string())?;
-    let price = domain::parse_price(price).map_err(|e| e.to_string())?;
+    let price = if is_market {
+        match side {
+            Side::Buy => domain::PRICE_MAX,
+            Side::Sell => domain::PRICE_MIN,
+        }
+    } else {
+        domain::parse_price(price).map_err(|e| e.to_string())?
+    };
     let qty = domain::query_value(&params, "qty", 1, |raw| {
         domain::parse_qty(raw).map_err(|e| e.to_string())
     })?;
+    let tif = domain::query_value(&params, "tif", TimeInForce::Gtc, TimeInForce::parse)?;
+    let post_only = domain::query_value(&params, "post_only", false, |raw| match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("post_only must be true or false, got {raw:?}")),
+    })?;
+    let stp = domain::query_value(&params, "stp", Stp::None, Stp::parse)?;
+    let max_cost = domain::query_value(&params, "max_cost", None, |raw| {
+        shared_events::accounts::parse_amount(raw)
+            .map(Some)
+            .map_err(|e| format!("max_cost: {e}"))
+    })?;
+    if is_market && tif != TimeInForce::Gtc {
+        return Err("a market order is immediate-or-cancel already: leave tif out".into());
+    }
+    if post_only && (is_market || tif != TimeInForce::Gtc) {
+        return Err(
+            "post_only is for orders that rest: not with tif=ioc, tif=fok or a market order".into(),
+        );
+    }
+    if max_cost.is_some() && side == Side::Sell {
+        return Err("max_cost bounds what a market buy spends; a sell has its qty".into());
+    }
     Ok(Command::Place {
         market,
         user,
         side,
         price,
         qty,
+        options: OrderOptions {
+            tif,
+            post_only,
+            stp,
+            market: is_market,
+            max_cost,
+        },
+        idempotency_key: idempotency_key(headers)?,
+    })
+}
+
+/// Validates an amend: `/amend/{user}/{order_id}?qty=N[&price=P]`.
+pub fn parse_amend(
+    user: &str,
+    order_id: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Command, String> {
+    let params = domain::parse_query(query, &["qty", "price"])?;
+    let user = domain::parse_user(user).map_err(|e| e.to_string())?;
+    let order_id = domain::parse_order_id(order_id).map_err(|e| e.to_string())?;
+    let qty = domain::query_value(&params, "qty", None, |raw| {
+        domain::parse_qty(raw).map(Some).map_err(|e| e.to_string())
+    })?
+    .ok_or("an amend needs qty: the quantity left to fill (and maybe price)")?;
+    let price = domain::query_value(&params, "price", None, |raw| {
+        domain::parse_price(raw)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(Command::Amend {
+        user,
+        order_id,
+        qty,
+        price,
         idempotency_key: idempotency_key(headers)?,
     })
 }
@@ -263,6 +340,7 @@ async fn dispatch(
 /// bearer token of the user in its path.
 pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(Response,)> {
     let stats = handle.stats.clone();
+    let cancel_stats = handle.stats.clone();
     let with_handle = warp::any().map(move || (handle.clone(), auth.clone()));
     let place = move |side: Side| {
         let stats = stats.clone();
@@ -306,6 +384,41 @@ pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(
                 parse_cancel(&user, &id, &query, &headers).map_err(Invalid::Request)
             },
         );
+    let amend = warp::path("amend")
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .map(
+            |user: String, id: String, query: String, headers: HeaderMap| {
+                parse_amend(&user, &id, &query, &headers).map_err(Invalid::Request)
+            },
+        );
+    let cancel_all = warp::path("cancel-all")
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .map(move |user: String, query: String, headers: HeaderMap| {
+            let params = domain::parse_query(&query, &["market"])?;
+            let user = domain::parse_user(&user).map_err(|e| e.to_string())?;
+            let market = match params.iter().find(|(k, _)| k == "market") {
+                None => None,
+                Some((_, raw)) => Some(
+                    cancel_stats
+                        .market(raw)
+                        .ok_or_else(|| Invalid::Market(raw.clone()))?,
+                ),
+            };
+            Ok(Command::CancelAll {
+                user,
+                market,
+                idempotency_key: idempotency_key(&headers)?,
+            })
+        });
     let transfer = |deposit: bool| {
         warp::path(if deposit { "deposit" } else { "withdraw" })
             .and(warp::path::param::<String>())
@@ -336,6 +449,10 @@ pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(
                 .or(transfer(true))
                 .unify()
                 .or(transfer(false))
+                .unify()
+                .or(amend)
+                .unify()
+                .or(cancel_all)
                 .unify(),
         )
         .and(warp::header::headers_cloned())

@@ -36,7 +36,7 @@ fn key_of_event(event: &Event) -> Option<&str> {
 }
 
 /// Whether `cmd` asks for what `event` recorded: the same request, retried.
-fn same_request(cmd: &Command, event: &Event) -> bool {
+pub fn same_request(cmd: &Command, event: &Event) -> bool {
     match (cmd, event) {
         (
             Command::Place {
@@ -45,11 +45,17 @@ fn same_request(cmd: &Command, event: &Event) -> bool {
                 side,
                 price,
                 qty,
+                options,
                 ..
             },
             Event::OrderPlaced {
                 market: placed_in,
                 order,
+                tif,
+                post_only,
+                stp,
+                market_order,
+                max_cost,
                 ..
             },
         ) => {
@@ -58,7 +64,39 @@ fn same_request(cmd: &Command, event: &Event) -> bool {
                 && order.side == *side
                 && order.price == *price
                 && order.qty == *qty
+                && (options.tif, options.post_only, options.stp) == (*tif, *post_only, *stp)
+                && (options.market, options.max_cost) == (*market_order, *max_cost)
         }
+        (
+            Command::Amend {
+                user,
+                order_id,
+                qty,
+                price,
+                ..
+            },
+            Event::OrderAmended {
+                order_id: id,
+                user: owner,
+                new_qty,
+                new_price,
+                price: old_price,
+                ..
+            },
+        ) => {
+            id == order_id
+                && owner == user
+                && new_qty == qty
+                && *new_price == price.unwrap_or(*old_price)
+        }
+        (
+            Command::CancelAll { user, market, .. },
+            Event::OrdersCancelled {
+                user: owner,
+                market: in_market,
+                ..
+            },
+        ) => owner == user && market == in_market,
         (
             Command::Cancel { user, order_id, .. },
             Event::OrderCancelled {
@@ -172,6 +210,13 @@ mod tests {
             ts_us: 0,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: seq,
@@ -194,6 +239,7 @@ mod tests {
 
     fn place_in(market: shared_events::Symbol, key: &str, price: u64) -> Command {
         Command::Place {
+            options: Default::default(),
             market,
             user: "a".into(),
             side: Side::Buy,

@@ -56,6 +56,7 @@ pub fn verify(
         None => None,
     };
     let (mut placed, mut cancelled, mut transfers) = (0u64, 0u64, 0u64);
+    let (mut amended, mut cancelled_all) = (0u64, 0u64);
     // Lines by the schema version they were written with (older ones are read
     // through the upcasters).
     let mut versions: std::collections::BTreeMap<u32, u64> = Default::default();
@@ -68,6 +69,8 @@ pub fn verify(
             shared_events::Event::Deposited { .. } | shared_events::Event::Withdrawn { .. } => {
                 transfers += 1
             }
+            shared_events::Event::OrderAmended { .. } => amended += 1,
+            shared_events::Event::OrdersCancelled { .. } => cancelled_all += 1,
         }
         if misfit.is_none()
             && let Some(book) = book.as_mut()
@@ -82,9 +85,19 @@ pub fn verify(
             let head = report.cursor.next_seq - 1;
             writeln!(
                 out,
-                "events: {head} (seq 1..={head}): {placed} OrderPlaced, {cancelled} OrderCancelled{}",
+                "events: {head} (seq 1..={head}): {placed} OrderPlaced, {cancelled} OrderCancelled{}{}{}",
                 if transfers > 0 {
                     format!(", {transfers} Deposited or Withdrawn")
+                } else {
+                    String::new()
+                },
+                if amended > 0 {
+                    format!(", {amended} OrderAmended")
+                } else {
+                    String::new()
+                },
+                if cancelled_all > 0 {
+                    format!(", {cancelled_all} OrdersCancelled")
                 } else {
                     String::new()
                 }

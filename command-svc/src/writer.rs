@@ -23,6 +23,11 @@ use crate::model::WriteModel;
 use crate::storage::Storage;
 use serde::Serialize;
 use shared_events::accounts::{Asset, BalanceChange};
+use shared_events::{CancelledOrder, MarketOrder, TimeInForce};
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 use shared_events::snapshot::Checkpointer;
 use shared_events::state::MarketSpec;
 use shared_events::{Envelope, Event, Fill, LogCursor, Order, SCHEMA_VERSION, Symbol, Watermark};
@@ -69,7 +74,46 @@ pub enum Outcome {
         order: Order,
         fills: Vec<Fill>,
         resting_qty: u64,
+        /// Time in force, when not `gtc`.
+        #[serde(skip_serializing_if = "TimeInForce::is_gtc")]
+        tif: TimeInForce,
+        /// A market order.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        market_order: bool,
+        /// What was cancelled instead of resting (IOC, market order, STP).
+        #[serde(skip_serializing_if = "is_zero")]
+        unfilled_qty: u64,
+        /// Resting orders of the same user self-trade prevention cancelled.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        cancelled_makers: Vec<CancelledOrder>,
         /// With accounts on: the balances it changed.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        balances: Vec<BalanceChange>,
+        durable: bool,
+    },
+    /// An amend.
+    Amended {
+        seq: u64,
+        market: Symbol,
+        order_id: u64,
+        /// When it lost its place: the id it rests under now.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        new_order_id: Option<u64>,
+        price: u64,
+        qty: u64,
+        fills: Vec<Fill>,
+        resting_qty: u64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        balances: Vec<BalanceChange>,
+        durable: bool,
+    },
+    /// A cancel-all.
+    CancelledAll {
+        seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        market: Option<Symbol>,
+        user: String,
+        cancelled: Vec<MarketOrder>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         balances: Vec<BalanceChange>,
         durable: bool,
@@ -101,17 +145,24 @@ impl Outcome {
         match self {
             Outcome::Placed { seq, .. }
             | Outcome::Cancelled { seq, .. }
-            | Outcome::Transferred { seq, .. } => *seq,
+            | Outcome::Transferred { seq, .. }
+            | Outcome::Amended { seq, .. }
+            | Outcome::CancelledAll { seq, .. } => *seq,
         }
     }
 
-    fn new(env: &Envelope, durable: bool) -> Outcome {
+    /// The answer to the command that `env` records (`durable`: synced first).
+    pub fn new(env: &Envelope, durable: bool) -> Outcome {
         let market = env.event.market().unwrap_or(shared_events::DEFAULT_MARKET);
         match &env.event {
             Event::OrderPlaced {
                 order,
                 fills,
                 resting_qty,
+                tif,
+                market_order,
+                unfilled_qty,
+                cancelled_makers,
                 balances,
                 ..
             } => Outcome::Placed {
@@ -120,6 +171,45 @@ impl Outcome {
                 order: order.clone(),
                 fills: fills.clone(),
                 resting_qty: *resting_qty,
+                tif: *tif,
+                market_order: *market_order,
+                unfilled_qty: *unfilled_qty,
+                cancelled_makers: cancelled_makers.clone(),
+                balances: balances.clone(),
+                durable,
+            },
+            Event::OrderAmended {
+                order_id,
+                new_order_id,
+                new_price,
+                new_qty,
+                fills,
+                resting_qty,
+                balances,
+                ..
+            } => Outcome::Amended {
+                seq: env.seq,
+                market,
+                order_id: *order_id,
+                new_order_id: *new_order_id,
+                price: *new_price,
+                qty: *new_qty,
+                fills: fills.clone(),
+                resting_qty: *resting_qty,
+                balances: balances.clone(),
+                durable,
+            },
+            Event::OrdersCancelled {
+                market,
+                user,
+                orders,
+                balances,
+                ..
+            } => Outcome::CancelledAll {
+                seq: env.seq,
+                market: *market,
+                user: user.clone(),
+                cancelled: orders.clone(),
                 balances: balances.clone(),
                 durable,
             },

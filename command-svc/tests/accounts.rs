@@ -44,6 +44,7 @@ fn genesis() -> BookState {
 
 fn place(market: Symbol, user: &str, side: Side, price: u64, qty: u64) -> Command {
     Command::Place {
+        options: Default::default(),
         market,
         user: user.into(),
         side,

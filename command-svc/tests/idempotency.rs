@@ -96,6 +96,7 @@ mod idempotency {
         let disk = FakeDisk::default();
         let (handle, task) = spawn_on(&disk, FsyncMode::Always);
         let cmd = Command::Place {
+            options: Default::default(),
             market: shared_events::DEFAULT_MARKET,
             user: "u".into(),
             side: Side::Buy,

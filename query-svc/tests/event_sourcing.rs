@@ -24,6 +24,13 @@ fn placed(seq: u64) -> Envelope {
         ts_us: 1,
         v: SCHEMA_VERSION,
         event: Event::OrderPlaced {
+            tif: Default::default(),
+            post_only: false,
+            stp: Default::default(),
+            market_order: false,
+            max_cost: None,
+            unfilled_qty: 0,
+            cancelled_makers: vec![],
             balances: vec![],
             market: shared_events::DEFAULT_MARKET,
             order: Order {

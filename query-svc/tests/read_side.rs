@@ -40,6 +40,13 @@ fn events() -> Vec<Envelope> {
         env(
             1,
             Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
@@ -73,6 +80,13 @@ fn events() -> Vec<Envelope> {
         env(
             3,
             Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
@@ -242,6 +256,13 @@ async fn user_orders_are_newest_first_and_limited() {
             &env(
                 i + 1,
                 Event::OrderPlaced {
+                    tif: Default::default(),
+                    post_only: false,
+                    stp: Default::default(),
+                    market_order: false,
+                    max_cost: None,
+                    unfilled_qty: 0,
+                    cancelled_makers: vec![],
                     balances: vec![],
                     market: shared_events::DEFAULT_MARKET,
                     order: Order {
@@ -425,6 +446,13 @@ fn big_log(n: u64) -> Vec<u8> {
         let id = 2 + seq;
         let event = if seq % 2 == 1 {
             Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
@@ -440,6 +468,13 @@ fn big_log(n: u64) -> Vec<u8> {
             }
         } else {
             Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 balances: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {

@@ -128,9 +128,14 @@ fn head_of(line: &[u8]) -> Option<LineHead> {
         return None;
     }
     let rest = rest.strip_prefix(b",\"event\":{\"type\":\"")?;
-    let (kind, rest) = ["OrderPlaced", "OrderCancelled"]
-        .into_iter()
-        .find_map(|kind| Some((kind, rest.strip_prefix(kind.as_bytes())?)))?;
+    let (kind, rest) = [
+        "OrderPlaced",
+        "OrderCancelled",
+        "OrderAmended",
+        "OrdersCancelled",
+    ]
+    .into_iter()
+    .find_map(|kind| Some((kind, rest.strip_prefix(kind.as_bytes())?)))?;
     let rest = rest.strip_prefix(b"\",\"data\":{\"market\":\"")?;
     let end = rest.iter().position(|&b| b == b'"')?;
     let market = Symbol::parse(std::str::from_utf8(&rest[..end]).ok()?).ok()?;
@@ -469,6 +474,13 @@ mod tests {
             ts_us: 1_700_000_000_000_000 + seq,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 market: crate::DEFAULT_MARKET,
                 order: Order {
                     id: seq + 10,
@@ -700,6 +712,13 @@ mod tests {
             )
                 .prop_map(|(order, fills, resting_qty, balances, idempotency_key)| {
                     Event::OrderPlaced {
+                        tif: Default::default(),
+                        post_only: false,
+                        stp: Default::default(),
+                        market_order: false,
+                        max_cost: None,
+                        unfilled_qty: 0,
+                        cancelled_makers: vec![],
                         market: crate::DEFAULT_MARKET,
                         order,
                         fills,
@@ -751,6 +770,49 @@ mod tests {
                         }
                     }
                 }),
+            (
+                1u64..u64::MAX,
+                "[a-z]{1,8}",
+                1u64..=1_000_000_000,
+                1u64..=1_000_000,
+                proptest::option::of(1u64..u64::MAX),
+                proptest::collection::vec((1u64..u64::MAX, 1u64..=1_000_000), 0..3),
+            )
+                .prop_map(
+                    |(order_id, user, new_price, new_qty, new_order_id, orders)| {
+                        if orders.is_empty() {
+                            Event::OrderAmended {
+                                market: crate::DEFAULT_MARKET,
+                                order_id,
+                                user,
+                                side: Side::Sell,
+                                price: 7,
+                                qty: 3,
+                                new_price,
+                                new_qty,
+                                new_order_id,
+                                fills: vec![],
+                                resting_qty: new_qty,
+                                balances: vec![],
+                                idempotency_key: None,
+                            }
+                        } else {
+                            Event::OrdersCancelled {
+                                market: new_order_id.map(|_| crate::DEFAULT_MARKET),
+                                user,
+                                orders: (orders.into_iter())
+                                    .map(|(order_id, qty)| crate::event::MarketOrder {
+                                        market: crate::DEFAULT_MARKET,
+                                        order_id,
+                                        qty,
+                                    })
+                                    .collect(),
+                                balances: vec![],
+                                idempotency_key: None,
+                            }
+                        }
+                    }
+                ),
         ]
     }
 

@@ -59,6 +59,76 @@ pub struct Order {
     pub qty: u64,
 }
 
+/// How long an order may stay: `gtc` rests until filled or cancelled (the
+/// default); `ioc` fills what it can at once and cancels the rest; `fok` fills all
+/// of it at once or nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeInForce {
+    #[default]
+    Gtc,
+    Ioc,
+    Fok,
+}
+
+impl TimeInForce {
+    pub fn is_gtc(&self) -> bool {
+        *self == TimeInForce::Gtc
+    }
+
+    pub fn parse(raw: &str) -> Result<TimeInForce, String> {
+        match raw {
+            "gtc" => Ok(TimeInForce::Gtc),
+            "ioc" => Ok(TimeInForce::Ioc),
+            "fok" => Ok(TimeInForce::Fok),
+            _ => Err(format!("tif must be gtc, ioc or fok, got {:?}", echo(raw))),
+        }
+    }
+}
+
+/// Self-trade prevention: what happens when an order would trade with a resting
+/// order of the same user. `none` (the default): it trades. `cancel_taker`: the
+/// rest of the incoming order is cancelled; `cancel_maker`: that resting order is
+/// cancelled and matching goes on; `cancel_both`: both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stp {
+    #[default]
+    None,
+    CancelTaker,
+    CancelMaker,
+    CancelBoth,
+}
+
+impl Stp {
+    pub fn is_none(&self) -> bool {
+        *self == Stp::None
+    }
+
+    pub fn parse(raw: &str) -> Result<Stp, String> {
+        match raw {
+            "none" => Ok(Stp::None),
+            "cancel_taker" => Ok(Stp::CancelTaker),
+            "cancel_maker" => Ok(Stp::CancelMaker),
+            "cancel_both" => Ok(Stp::CancelBoth),
+            _ => Err(format!(
+                "stp must be none, cancel_taker, cancel_maker or cancel_both, got {:?}",
+                echo(raw)
+            )),
+        }
+    }
+}
+
+/// A resting order cancelled by an event other than its owner's cancel (self-trade
+/// prevention, cancel-all), with what was left of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelledOrder {
+    pub order_id: u64,
+    pub user: String,
+    /// The quantity it still had resting.
+    pub qty: u64,
+}
+
 /// One match between an incoming (taker) order and a resting (maker) order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fill {

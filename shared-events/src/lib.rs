@@ -24,15 +24,15 @@
 //! - [`openapi`]: the HTTP API's OpenAPI document (`openapi.json`), which every
 //!   binary serves, as data.
 //!
-//! ## Log format (`log.txt`), schema version 3
+//! ## Log format (`log.txt`), schema version 4
 //!
 //! The log is [JSON Lines](https://jsonlines.org): UTF-8, one event envelope per line,
 //! each line terminated by a single `\n` (0x0A). Lines are only ever appended.
 //!
 //! ```text
-//! {"seq":1,"ts_us":1795333664700544,"v":3,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"d3daf1ac"}
-//! {"seq":2,"ts_us":1795333664711391,"v":3,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":17,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"29ec0ad4"}
-//! {"seq":3,"ts_us":1795333664720340,"v":3,"event":{"type":"OrderCancelled","data":{"market":"FOLD","order_id":1,"user":"alice","cancelled_qty":9}},"crc":"8247dbd5"}
+//! {"seq":1,"ts_us":1795333664700544,"v":4,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"eb281727"}
+//! {"seq":2,"ts_us":1795333664711391,"v":4,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":17,"user":"yan","side":"sell","price":99,"qty":1},"fills":[{"maker_id":1,"maker_user":"alice","price":99,"qty":1}],"resting_qty":0}},"crc":"1f18ed28"}
+//! {"seq":3,"ts_us":1795333664720340,"v":4,"event":{"type":"OrderCancelled","data":{"market":"FOLD","order_id":1,"user":"alice","cancelled_qty":9}},"crc":"a5b630ce"}
 //! ```
 //!
 //! Members, in this order (writers emit exactly this order; readers parse JSON):
@@ -41,7 +41,7 @@
 //! |---------|--------|---------|
 //! | `seq`   | u64    | position in the log; the first line is 1, each next line is the previous + 1 |
 //! | `ts_us` | u64    | commit time, microseconds since the Unix epoch, writer's clock |
-//! | `v`     | u32    | the schema version the line was written with: this build writes `3` and reads `1` to `3` (see *Schema versions*) |
+//! | `v`     | u32    | the schema version the line was written with: this build writes `4` and reads `1` to `4` (see *Schema versions*) |
 //! | `event` | object | `{"type": <name>, "data": <fields>}`, see below |
 //! | `crc`   | string | CRC-32C (Castagnoli) of the line's bytes, always last |
 //!
@@ -65,12 +65,25 @@
 //! then a buy of 9 at 102 that takes 7 from erin at 101 and rests 2:
 //!
 //! ```text
-//! {"seq":1,"ts_us":1795333664700544,"v":3,"event":{"type":"Deposited","data":{"user":"zed","asset":"USD","amount":5000,"idempotency_key":"top-up-1"}},"crc":"548692b7"}
-//! {"seq":2,"ts_us":1795333664711391,"v":3,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":102,"qty":9},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7}],"resting_qty":2,"balances":[{"user":"zed","asset":"USD","available":-911,"held":204},{"user":"zed","asset":"FOLD","available":7,"held":0},{"user":"erin","asset":"FOLD","available":0,"held":-7},{"user":"erin","asset":"USD","available":707,"held":0}]}},"crc":"90730a80"}
+//! {"seq":1,"ts_us":1795333664700544,"v":4,"event":{"type":"Deposited","data":{"user":"zed","asset":"USD","amount":5000,"idempotency_key":"top-up-1"}},"crc":"25f24904"}
+//! {"seq":2,"ts_us":1795333664711391,"v":4,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":102,"qty":9},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7}],"resting_qty":2,"balances":[{"user":"zed","asset":"USD","available":-911,"held":204},{"user":"zed","asset":"FOLD","available":7,"held":0},{"user":"erin","asset":"FOLD","available":0,"held":-7},{"user":"erin","asset":"USD","available":707,"held":0}]}},"crc":"75c72396"}
 //! ```
 //!
 //! (zed's USD: 9 × 102 = 918 held at first, 7 × 101 = 707 paid to erin, 7 × 1
 //! released, 2 × 102 = 204 still held for the 2 resting.)
+//!
+//! **Order types** (version 4). `OrderPlaced` also records, each left out when it
+//! has its default: `tif` (`gtc`, `ioc`, `fok`), `post_only`, `stp` (`none`,
+//! `cancel_taker`, `cancel_maker`, `cancel_both`), `market_order` (its
+//! `order.price` is then the bound it matched up to) with `max_cost`, `unfilled_qty`
+//! (what was cancelled instead of resting; fills + `resting_qty` + `unfilled_qty` =
+//! `order.qty`) and `cancelled_makers` [{order_id, user, qty}] (self-trade
+//! prevention's). `OrderAmended` (`data`: `market`, `order_id`, `user`, `side`,
+//! `price`, `qty` before, `new_price`, `new_qty`, `new_order_id` when the order lost
+//! its place, `fills`, `resting_qty`, `balances`, `idempotency_key`) and
+//! `OrdersCancelled` (`data`: `market` when one was named, `user`, `orders`
+//! [{market, order_id, qty}], `balances`, `idempotency_key`) are the amend and the
+//! cancel-all.
 //!
 //! **Checksum.** Every line ends with exactly the 18 bytes `,"crc":"XXXXXXXX"}` where
 //! `XXXXXXXX` is 8 lowercase hex digits. They are the CRC-32C of all the bytes of the
@@ -106,17 +119,21 @@
 //! | 1   | the first schema: one market, events do not name it |
 //! | 2   | every event's `data` starts with `market` ([`market::Symbol`]) |
 //! | 3   | accounts: `balances` on orders and cancels; `Deposited`, `Withdrawn` |
+//! | 4   | order types: `tif`, `post_only`, `stp`, `market_order`, `max_cost`, `unfilled_qty`, `cancelled_makers` on `OrderPlaced`; `OrderAmended`, `OrdersCancelled` |
 //!
 //! A line is never rewritten: its CRC covers the bytes as written. A reader meets a
 //! line of an older version through the chain of upcasters in [`upcast`] (each a
 //! pure function from version N's event JSON to N+1's), applied when the line is
 //! decoded; a line of a version newer than the build is refused, naming the version.
 //! Version 1 lines are in [`market::DEFAULT_MARKET`] (`FOLD`); version 1 and 2 lines
-//! changed no balance. These two decode as the first example line above says:
+//! changed no balance; a version 1 to 3 order was a good-till-cancelled limit order
+//! without self-trade prevention. These three decode as the first example line
+//! above says:
 //!
 //! ```text
 //! {"seq":1,"ts_us":1795333664700544,"v":1,"event":{"type":"OrderPlaced","data":{"order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"1813a225"}
 //! {"seq":1,"ts_us":1795333664700544,"v":2,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"0362290f"}
+//! {"seq":1,"ts_us":1795333664700544,"v":3,"event":{"type":"OrderPlaced","data":{"market":"FOLD","order":{"id":16,"user":"zed","side":"buy","price":101,"qty":8},"fills":[{"maker_id":5,"maker_user":"erin","price":101,"qty":7},{"maker_id":8,"maker_user":"heidi","price":101,"qty":1}],"resting_qty":0}},"crc":"d3daf1ac"}
 //! ```
 //!
 //! **The rule for every later change:** record a fixture with the build before the
@@ -151,8 +168,8 @@ pub use codec::{
     BadLine, LineError, LineHead, LogCursor, ScanError, ScanReport, TornTail, decode_line, encode,
     encode_into, peek_head, scan, scan_until,
 };
-pub use domain::{Fill, InvalidValue, Order, Side};
-pub use event::{Envelope, Event, SCHEMA_VERSION};
+pub use domain::{CancelledOrder, Fill, InvalidValue, Order, Side, Stp, TimeInForce};
+pub use event::{CANCELS_PER_EVENT_MAX, Envelope, Event, MarketOrder, SCHEMA_VERSION};
 pub use location::{JetStreamUrl, LogLocation};
 pub use market::{DEFAULT_MARKET, Symbol};
 pub use source::{FileLog, LogRead};
@@ -172,7 +189,7 @@ mod spec_tests {
             .filter_map(|l| l.strip_prefix("//! {\"seq\""))
             .map(|rest| format!("{{\"seq\"{rest}"))
             .collect();
-        assert_eq!(lines.len(), 7);
+        assert_eq!(lines.len(), 8);
         let (current, accounts, older) = (&lines[..3], &lines[3..5], &lines[5..]);
         for line in accounts {
             let env = crate::decode_line(line.as_bytes()).unwrap();

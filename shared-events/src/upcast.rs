@@ -32,6 +32,7 @@ pub fn upcast(from: u32, event: &mut Value) -> Result<(), String> {
         match version {
             1 => upcast_v1_v2(event)?,
             2 => upcast_v2_v3(event)?,
+            3 => upcast_v3_v4(event)?,
             _ => unreachable!("every version below SCHEMA_VERSION has an upcaster"),
         }
     }
@@ -62,9 +63,21 @@ pub fn upcast_v2_v3(event: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Version 3 → 4: order types. A version-3 order was a good-till-cancelled limit
+/// order without self-trade prevention that rested whatever it did not fill, and
+/// amends and cancel-alls did not exist: every field version 4 adds is absent,
+/// which reads as exactly that. The shape is otherwise the same.
+pub fn upcast_v3_v4(event: &mut Value) -> Result<(), String> {
+    event
+        .get_mut("data")
+        .and_then(Value::as_object_mut)
+        .ok_or("a version 3 event without a \"data\" object")?;
+    Ok(())
+}
+
 /// Whether a line of version `v` decodes straight into the current shape, without
 /// the JSON detour of [`upcast`]: when every upcaster from `v` on changes nothing
-/// in a well-formed event (2 → 3 only adds what an older line cannot hold).
+/// in a well-formed event (2 → 3 and 3 → 4 only add what an older line cannot hold).
 pub fn decodes_as_current(v: u32) -> bool {
     (2..=SCHEMA_VERSION).contains(&v)
 }

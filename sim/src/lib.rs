@@ -84,7 +84,7 @@ use query_svc::QueryState;
 use query_svc::history::Archive;
 use query_svc::tailer::{StepError, Tailer, TailerSetup};
 use rng::Rng;
-use shared_events::{BookState, Envelope, Event, LogCursor, ScanError, Side};
+use shared_events::{BookState, Envelope, LogCursor, ScanError, Side};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -434,110 +434,10 @@ pub(crate) fn outcome_matches(
     env: &Envelope,
     cmd: &Command,
 ) -> Result<(), String> {
-    let ok = match (outcome, &env.event, cmd) {
-        (
-            Outcome::Placed {
-                seq,
-                market,
-                order,
-                fills,
-                resting_qty,
-                balances,
-                durable,
-            },
-            Event::OrderPlaced {
-                market: m,
-                order: o,
-                fills: f,
-                resting_qty: r,
-                balances: b,
-                idempotency_key,
-            },
-            Command::Place {
-                market: asked_in,
-                user,
-                side,
-                price,
-                qty,
-                idempotency_key: k,
-            },
-        ) => {
-            *seq == env.seq
-                && market == m
-                && m == asked_in
-                && order == o
-                && fills == f
-                && resting_qty == r
-                && balances == b
-                && *durable
-                && idempotency_key == k
-                && (&o.user, o.side, o.price, o.qty) == (user, *side, *price, *qty)
-        }
-        (
-            Outcome::Cancelled {
-                seq,
-                market,
-                order_id,
-                cancelled_qty,
-                balances,
-            },
-            Event::OrderCancelled {
-                market: m,
-                order_id: id,
-                user: u,
-                cancelled_qty: q,
-                balances: b,
-                idempotency_key,
-            },
-            Command::Cancel {
-                user,
-                order_id: asked,
-                idempotency_key: k,
-            },
-        ) => {
-            *seq == env.seq
-                && market == m
-                && order_id == id
-                && cancelled_qty == q
-                && balances == b
-                && idempotency_key == k
-                && (u, id) == (user, asked)
-        }
-        (
-            Outcome::Transferred {
-                seq,
-                user,
-                asset,
-                amount,
-                durable,
-                ..
-            },
-            Event::Deposited {
-                user: u,
-                asset: a,
-                amount: n,
-                idempotency_key,
-            }
-            | Event::Withdrawn {
-                user: u,
-                asset: a,
-                amount: n,
-                idempotency_key,
-            },
-            Command::Deposit {
-                idempotency_key: k, ..
-            }
-            | Command::Withdraw {
-                idempotency_key: k, ..
-            },
-        ) => {
-            *seq == env.seq
-                && (user, asset, amount) == (u, a, n)
-                && (cmd.user(), *durable) == (u.as_str(), true)
-                && idempotency_key == k
-        }
-        _ => false,
-    };
+    // The answer is the logged event's, and the event is what the command asked for.
+    let ok = *outcome == Outcome::new(env, true)
+        && command_svc::idempotency::same_request(cmd, &env.event)
+        && key_of(cmd) == env.event.idempotency_key();
     if ok {
         Ok(())
     } else {
@@ -565,7 +465,10 @@ impl Workload {
             if rng.percent(CONFLICT_PERCENT) {
                 match &mut cmd {
                     Command::Place { price, .. } => *price = PRICE_HIGH + 1,
-                    Command::Cancel { order_id, .. } => *order_id += 1,
+                    Command::Cancel { order_id, .. } | Command::Amend { order_id, .. } => {
+                        *order_id += 1
+                    }
+                    Command::CancelAll { market, .. } => *market = None,
                     Command::Deposit { amount, .. } | Command::Withdraw { amount, .. } => {
                         *amount += 1
                     }
@@ -610,6 +513,7 @@ impl Workload {
                 rng.pick(markets).symbol
             };
             Command::Place {
+                options: Default::default(),
                 market,
                 user,
                 side: if rng.percent(50) {

@@ -49,6 +49,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
     const MIDS: [u64; 3] = [100, 250, 1200];
     prop_oneof![
         4 => (user.clone(), side, 0usize..3, 0u64..=11, 1u64..=25).prop_map(move |(user, side, m, offset, qty)| Command::Place {
+            options: Default::default(),
             market: markets[m].symbol, user, side, price: MIDS[m] - 5 + offset, qty, idempotency_key: None
         }),
         1 => (user, 1u64..=60).prop_map(|(user, order_id)| Command::Cancel { user, order_id, idempotency_key: None }),

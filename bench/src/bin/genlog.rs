@@ -111,6 +111,13 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + k,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 balances: vec![],
                 market: market_of(k),
                 order: Order {
@@ -151,6 +158,13 @@ fn main() -> anyhow::Result<()> {
             ts_us: ts0 + seq,
             v: SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 balances: vec![],
                 market: market_of(0),
                 order: Order {

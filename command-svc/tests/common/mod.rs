@@ -29,6 +29,7 @@ pub fn files() -> (tempfile::TempDir, Config) {
 
 pub fn buy(user: &str, price: u64, qty: u64) -> Command {
     Command::Place {
+        options: Default::default(),
         market: shared_events::DEFAULT_MARKET,
         user: user.into(),
         side: Side::Buy,

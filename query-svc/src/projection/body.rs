@@ -429,6 +429,7 @@ fn status_byte(status: Status) -> u8 {
         Status::Resting => 0,
         Status::Filled => 1,
         Status::Cancelled => 2,
+        Status::Replaced => 3,
     }
 }
 
@@ -437,6 +438,7 @@ fn status_of(byte: u8) -> Option<Status> {
         0 => Some(Status::Resting),
         1 => Some(Status::Filled),
         2 => Some(Status::Cancelled),
+        3 => Some(Status::Replaced),
         _ => None,
     }
 }
@@ -505,6 +507,13 @@ mod tests {
             ts_us: 1,
             v: shared_events::SCHEMA_VERSION,
             event: Event::OrderPlaced {
+                tif: Default::default(),
+                post_only: false,
+                stp: Default::default(),
+                market_order: false,
+                max_cost: None,
+                unfilled_qty: 0,
+                cancelled_makers: vec![],
                 market: shared_events::DEFAULT_MARKET,
                 order: Order {
                     id: 1,

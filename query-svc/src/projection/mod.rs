@@ -32,7 +32,11 @@ pub const TRADES_KEPT: usize = 1_000;
 pub enum Status {
     Resting,
     Filled,
+    /// Left the book unfilled (in part): its owner's cancel or cancel-all, self-trade
+    /// prevention, or the unfilled rest of an IOC or market order.
     Cancelled,
+    /// Amended to a new price or a larger quantity: it rests on under a new id.
+    Replaced,
 }
 
 /// One order as `/orders/{id}` shows it.
@@ -384,6 +388,15 @@ impl ReadModel {
         if seq != self.seq + 1 {
             return Err(misfit(format!("expected seq {}", self.seq + 1)));
         }
+        if let Event::OrdersCancelled {
+            market,
+            user,
+            orders,
+            ..
+        } = &env.event
+        {
+            return self.apply_cancel_all(seq, *market, user, orders, &env.event);
+        }
         let Some(symbol) = env.event.market() else {
             // A transfer: balances only (a model holding some markets keeps none).
             if let Some(accounts) = &mut self.accounts {
@@ -426,11 +439,96 @@ impl ReadModel {
                 order,
                 fills,
                 resting_qty,
+                unfilled_qty,
+                cancelled_makers,
                 ..
             } => {
-                self.check_placed(market, order, fills, *resting_qty)
+                self.check_placed(market, order, fills, *resting_qty + *unfilled_qty)
                     .map_err(misfit)?;
+                let makers = self
+                    .check_cancelled_makers(market, order, fills, cancelled_makers)
+                    .map_err(misfit)?;
+                for (c, price) in cancelled_makers.iter().zip(makers) {
+                    let side = order.side.opposite();
+                    self.take(
+                        market,
+                        c.order_id,
+                        side,
+                        price,
+                        c.qty,
+                        seq,
+                        Status::Cancelled,
+                    );
+                }
                 self.apply_placed(seq, market, order, fills, *resting_qty);
+            }
+            Event::OrderAmended {
+                order_id,
+                user,
+                side,
+                price,
+                qty,
+                new_price,
+                new_qty,
+                new_order_id,
+                fills,
+                resting_qty,
+                ..
+            } => {
+                let (rested, at) = self
+                    .check_cancelled(market, *order_id, user, *qty)
+                    .map_err(misfit)?;
+                if (rested, at) != (*side, *price) {
+                    return Err(misfit(format!(
+                        "amend of order {order_id} names another side or price than it rests at"
+                    )));
+                }
+                match new_order_id {
+                    None => {
+                        if new_price != price
+                            || new_qty >= qty
+                            || !fills.is_empty()
+                            || resting_qty != new_qty
+                        {
+                            return Err(misfit(format!(
+                                "amend of order {order_id} keeps its place but does not only reduce it"
+                            )));
+                        }
+                        let less = qty - new_qty;
+                        self.take(
+                            market,
+                            *order_id,
+                            *side,
+                            *price,
+                            less,
+                            seq,
+                            Status::Cancelled,
+                        );
+                        // What it was ordered less by: ordered = filled + resting stays true.
+                        self.orders.with_mut(*order_id, |o| o.qty -= narrow(less));
+                    }
+                    Some(new_id) => {
+                        let order = Order {
+                            id: *new_id,
+                            user: user.clone(),
+                            side: *side,
+                            price: *new_price,
+                            qty: *new_qty,
+                        };
+                        self.check_placed(market, &order, fills, *resting_qty)
+                            .map_err(misfit)?;
+                        self.take(
+                            market,
+                            *order_id,
+                            *side,
+                            *price,
+                            *qty,
+                            seq,
+                            Status::Replaced,
+                        );
+                        self.apply_placed(seq, market, &order, fills, *resting_qty);
+                    }
+                }
             }
             Event::OrderCancelled {
                 order_id,
@@ -451,13 +549,98 @@ impl ReadModel {
                     Status::Cancelled,
                 );
             }
-            Event::Deposited { .. } | Event::Withdrawn { .. } => {
-                unreachable!("a transfer is of no market")
+            Event::Deposited { .. } | Event::Withdrawn { .. } | Event::OrdersCancelled { .. } => {
+                unreachable!("handled above")
             }
         }
         self.accounts = accounts;
         self.seq = seq;
         Ok(())
+    }
+
+    /// A cancel-all: each listed order of a held market leaves the book (orders of
+    /// markets this model does not hold are another replica's); the balances, when
+    /// kept, follow. Checked whole before anything changes.
+    fn apply_cancel_all(
+        &mut self,
+        seq: u64,
+        market: Option<Symbol>,
+        user: &str,
+        orders: &[shared_events::MarketOrder],
+        event: &Event,
+    ) -> Result<(), FoldError> {
+        let misfit = |message: String| FoldError { seq, message };
+        let mut taken = Vec::with_capacity(orders.len());
+        for (i, o) in orders.iter().enumerate() {
+            let Some(m) = self.market_index(o.market) else {
+                return Err(misfit(format!(
+                    "a cancel-all in market {}, which is not one of this model's",
+                    o.market
+                )));
+            };
+            if market.is_some_and(|named| named != o.market)
+                || orders[..i].iter().any(|p| p.order_id == o.order_id)
+            {
+                return Err(misfit(format!(
+                    "cancel-all of order {} does not fit its market or comes twice",
+                    o.order_id
+                )));
+            }
+            if !self.held[usize::from(m)] {
+                continue;
+            }
+            let (side, price) = self
+                .check_cancelled(m, o.order_id, user, o.qty)
+                .map_err(&misfit)?;
+            taken.push((m, o, side, price));
+        }
+        let mut accounts = self.accounts.clone();
+        match &mut accounts {
+            Some(accounts) => accounts.apply(event, &mut self.users).map_err(&misfit)?,
+            None if self.holds_every_market() && event.balance_changes().next().is_some() => {
+                return Err(misfit("balance changes where accounts are off".to_owned()));
+            }
+            None => {}
+        }
+        for (m, o, side, price) in taken {
+            self.take(m, o.order_id, side, price, o.qty, seq, Status::Cancelled);
+        }
+        self.accounts = accounts;
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Whether the makers self-trade prevention cancelled rest in `market` on the
+    /// other side as the event says, orders of the taker's own user, none of them
+    /// also filled. Their prices.
+    fn check_cancelled_makers(
+        &self,
+        market: u16,
+        order: &Order,
+        fills: &[Fill],
+        makers: &[shared_events::CancelledOrder],
+    ) -> Result<Vec<u64>, String> {
+        let mut prices = Vec::with_capacity(makers.len());
+        for (i, c) in makers.iter().enumerate() {
+            if c.user != order.user
+                || fills.iter().any(|f| f.maker_id == c.order_id)
+                || makers[..i].iter().any(|d| d.order_id == c.order_id)
+            {
+                return Err(format!(
+                    "order {} cancels maker {} of another user, or twice",
+                    order.id, c.order_id
+                ));
+            }
+            let (side, price) = self.check_cancelled(market, c.order_id, &c.user, c.qty)?;
+            if side != order.side.opposite() {
+                return Err(format!(
+                    "order {} cancels maker {} on its own side",
+                    order.id, c.order_id
+                ));
+            }
+            prices.push(price);
+        }
+        Ok(prices)
     }
 
     /// Whether an `OrderPlaced` fits the model: a new id, values in bounds, fills and
@@ -557,7 +740,7 @@ impl ReadModel {
         }
         self.next_order_id = order.id + 1;
         let user = self.users.intern(&order.user);
-        let filled = order.qty - resting_qty;
+        let filled: u64 = fills.iter().map(|f| f.qty).sum();
         self.insert_order(
             order.id,
             IndexedOrder {
@@ -568,8 +751,12 @@ impl ReadModel {
                 filled_qty: narrow(filled),
                 status: if resting_qty > 0 {
                     Status::Resting
-                } else {
+                } else if filled == order.qty {
                     Status::Filled
+                } else {
+                    // An IOC's or market order's unfilled rest, or self-trade
+                    // prevention's: cancelled instead of resting.
+                    Status::Cancelled
                 },
                 seq,
                 market,
