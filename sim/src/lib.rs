@@ -2,7 +2,9 @@
 //!
 //! Crash tests with real processes find what happens to occur; this finds what can
 //! occur, and replays it exactly. One seed drives everything: a random workload
-//! (orders, cancels, idempotent retries and conflicting reuses of keys; on odd seeds
+//! (orders of every type: limit GTC, IOC, FOK, post-only, market orders, each with
+//! self-trade prevention now and then; amends, cancels and cancel-alls; idempotent
+//! retries and conflicting reuses of keys; on odd seeds
 //! with accounts on, `init-accounts.txt`, deposits and withdrawals too), faults on a
 //! simulated disk ([`disk`]: failed writes and syncs, writes torn at any byte, power
 //! cuts that keep none, some, some and garbage, or a scribbled last line of the
@@ -75,7 +77,7 @@ mod stream_run;
 pub use stream_run::run_stream_seed;
 
 use command_svc::book::Book;
-use command_svc::command::{Command, Rejection};
+use command_svc::command::{Command, OrderOptions, Rejection};
 use command_svc::model::WriteModel;
 use command_svc::storage::OpenError;
 use command_svc::writer::{FsyncMode, Outcome, Writer, WriterOptions};
@@ -84,7 +86,7 @@ use query_svc::QueryState;
 use query_svc::history::Archive;
 use query_svc::tailer::{StepError, Tailer, TailerSetup};
 use rng::Rng;
-use shared_events::{BookState, Envelope, LogCursor, ScanError, Side};
+use shared_events::{BookState, Envelope, LogCursor, ScanError, Side, Stp, TimeInForce};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -512,17 +514,98 @@ impl Workload {
             } else {
                 rng.pick(markets).symbol
             };
+            let side = if rng.percent(50) {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let qty = rng.range(1, QTY_MAX);
+            // Every order type: mostly plain limit orders.
+            let stp = match rng.below(8) {
+                0 => Stp::CancelTaker,
+                1 => Stp::CancelMaker,
+                2 => Stp::CancelBoth,
+                _ => Stp::None,
+            };
+            let (price, options) = match rng.below(12) {
+                0 => (
+                    rng.range(PRICE_LOW, PRICE_HIGH),
+                    OrderOptions {
+                        tif: TimeInForce::Ioc,
+                        stp,
+                        ..OrderOptions::default()
+                    },
+                ),
+                1 => (
+                    rng.range(PRICE_LOW, PRICE_HIGH),
+                    OrderOptions {
+                        tif: TimeInForce::Fok,
+                        stp,
+                        ..OrderOptions::default()
+                    },
+                ),
+                2 => (
+                    rng.range(PRICE_LOW, PRICE_HIGH),
+                    OrderOptions {
+                        post_only: true,
+                        ..OrderOptions::default()
+                    },
+                ),
+                3 => {
+                    let (price, max_cost) = match side {
+                        Side::Buy => (
+                            shared_events::domain::PRICE_MAX,
+                            Some(qty * rng.range(PRICE_LOW, 2 * PRICE_HIGH)),
+                        ),
+                        Side::Sell => (shared_events::domain::PRICE_MIN, None),
+                    };
+                    (
+                        price,
+                        OrderOptions {
+                            market: true,
+                            max_cost,
+                            stp,
+                            ..OrderOptions::default()
+                        },
+                    )
+                }
+                _ => (
+                    rng.range(PRICE_LOW, PRICE_HIGH),
+                    OrderOptions {
+                        stp,
+                        ..OrderOptions::default()
+                    },
+                ),
+            };
             Command::Place {
-                options: Default::default(),
+                options,
                 market,
                 user,
-                side: if rng.percent(50) {
-                    Side::Buy
-                } else {
-                    Side::Sell
-                },
-                price: rng.range(PRICE_LOW, PRICE_HIGH),
+                side,
+                price,
+                qty,
+                idempotency_key,
+            }
+        } else if rng.percent(20) {
+            let market = rng.percent(50).then(|| rng.pick(book.markets()).symbol);
+            Command::CancelAll {
+                user,
+                market,
+                idempotency_key,
+            }
+        } else if rng.percent(35) {
+            let resting = book.to_state().orders;
+            let (order_id, owner) = if !resting.is_empty() && rng.percent(90) {
+                let o = rng.pick(&resting);
+                (o.id, o.user.clone())
+            } else {
+                (rng.range(1, book.next_order_id() + 1), user.clone())
+            };
+            Command::Amend {
+                user: if rng.percent(85) { owner } else { user },
+                order_id,
                 qty: rng.range(1, QTY_MAX),
+                price: rng.percent(50).then(|| rng.range(PRICE_LOW, PRICE_HIGH)),
                 idempotency_key,
             }
         } else {
@@ -1127,7 +1210,9 @@ impl World {
                 (Ok(outcome), None) if key_of(cmd).is_some() && outcome.seq() <= head => {}
                 (Err(Rejection::KeyReused), None) if key_of(cmd).is_some() => {}
                 (Err(Rejection::NotResting(_) | Rejection::NotOwner(_)), None)
-                    if matches!(cmd, Command::Cancel { .. }) => {}
+                    if matches!(cmd, Command::Cancel { .. } | Command::Amend { .. }) => {}
+                // An order or amend that would change nothing: 409, nothing written.
+                (Err(Rejection::Unchanged(_)), None) => {}
                 // With accounts on, an order or withdrawal the money does not cover
                 // (the property tests check that it really does not).
                 (
@@ -1136,7 +1221,10 @@ impl World {
                     }),
                     None,
                 ) if self.genesis.accounts.is_some()
-                    && matches!(cmd, Command::Place { .. } | Command::Withdraw { .. })
+                    && matches!(
+                        cmd,
+                        Command::Place { .. } | Command::Withdraw { .. } | Command::Amend { .. }
+                    )
                     && available < needed => {}
                 (answer, None) => {
                     return Err(format!("unexpected answer {answer:?} to {cmd:?}"));

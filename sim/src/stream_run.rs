@@ -410,17 +410,22 @@ impl StreamWorld {
                 _ => Err(format!("409 for {cmd:?}, which has no key")),
             },
             Err(DispatchError::Rejected(Rejection::NotResting(_) | Rejection::NotOwner(_)))
-                if matches!(cmd, Command::Cancel { .. }) =>
+                if matches!(cmd, Command::Cancel { .. } | Command::Amend { .. }) =>
             {
                 Ok(())
             }
+            // An order or amend that would change nothing: 409, nothing written.
+            Err(DispatchError::Rejected(Rejection::Unchanged(_))) => Ok(()),
             // With accounts on, what the money does not cover.
             Err(DispatchError::Rejected(Rejection::InsufficientFunds {
                 needed,
                 available,
                 ..
             })) if self.genesis.accounts.is_some()
-                && matches!(cmd, Command::Place { .. } | Command::Withdraw { .. })
+                && matches!(
+                    cmd,
+                    Command::Place { .. } | Command::Withdraw { .. } | Command::Amend { .. }
+                )
                 && available < needed =>
             {
                 Ok(())

@@ -7,11 +7,11 @@
 //! and decoded, equal the originals and fold the rest of the log to the same state.
 
 use command_svc::book::Book;
-use command_svc::command::Command;
+use command_svc::command::{Command, OrderOptions};
 use command_svc::model::WriteModel;
 use proptest::prelude::*;
 use query_svc::projection::{ReadModel, Status};
-use shared_events::{BookState, Envelope, LogCursor, SCHEMA_VERSION, Side};
+use shared_events::{BookState, Envelope, LogCursor, SCHEMA_VERSION, Side, Stp, TimeInForce};
 
 fn genesis() -> BookState {
     BookState::parse(include_str!("../../init.txt")).unwrap()
@@ -47,12 +47,57 @@ fn arb_command() -> impl Strategy<Value = Command> {
     assert_eq!(markets.len(), 3, "the shipped init.txt's markets");
     // Mid prices of the three books.
     const MIDS: [u64; 3] = [100, 250, 1200];
+    let symbols: Vec<shared_events::Symbol> = markets.iter().map(|m| m.symbol).collect();
+    // Every order type: time in force, post-only, market orders, self-trade prevention.
+    let options = (0u8..12, 0u8..4).prop_map(|(kind, stp)| {
+        let stp = [
+            Stp::None,
+            Stp::CancelTaker,
+            Stp::CancelMaker,
+            Stp::CancelBoth,
+        ][usize::from(stp)];
+        match kind {
+            0 => OrderOptions {
+                tif: TimeInForce::Ioc,
+                stp,
+                ..OrderOptions::default()
+            },
+            1 => OrderOptions {
+                tif: TimeInForce::Fok,
+                stp,
+                ..OrderOptions::default()
+            },
+            2 => OrderOptions {
+                post_only: true,
+                ..OrderOptions::default()
+            },
+            3 => OrderOptions {
+                market: true,
+                max_cost: Some(20_000),
+                stp,
+                ..OrderOptions::default()
+            },
+            _ => OrderOptions {
+                stp,
+                ..OrderOptions::default()
+            },
+        }
+    });
     prop_oneof![
-        4 => (user.clone(), side, 0usize..3, 0u64..=11, 1u64..=25).prop_map(move |(user, side, m, offset, qty)| Command::Place {
-            options: Default::default(),
-            market: markets[m].symbol, user, side, price: MIDS[m] - 5 + offset, qty, idempotency_key: None
+        4 => (user.clone(), side, 0usize..3, 0u64..=11, 1u64..=25, options).prop_map(move |(user, side, m, offset, qty, options)| {
+            let price = match (options.market, side) {
+                (true, Side::Buy) => 1_000_000_000,
+                (true, Side::Sell) => 1,
+                _ => MIDS[m] - 5 + offset,
+            };
+            let options = OrderOptions { max_cost: options.max_cost.filter(|_| side == Side::Buy), ..options };
+            Command::Place { market: markets[m].symbol, user, side, price, qty, options, idempotency_key: None }
         }),
-        1 => (user, 1u64..=60).prop_map(|(user, order_id)| Command::Cancel { user, order_id, idempotency_key: None }),
+        1 => (user.clone(), 1u64..=60).prop_map(|(user, order_id)| Command::Cancel { user, order_id, idempotency_key: None }),
+        1 => (user.clone(), 1u64..=60, 1u64..=25, proptest::option::of(0usize..12)).prop_map(|(user, order_id, qty, offset)| Command::Amend {
+            user, order_id, qty, price: offset.map(|o| 95 + o as u64), idempotency_key: None
+        }),
+        1 => (user, proptest::option::of(0usize..3)).prop_map(move |(user, m)| Command::CancelAll { user, market: m.map(|m| symbols[m]), idempotency_key: None }),
     ]
 }
 
