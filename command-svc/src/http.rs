@@ -114,14 +114,8 @@ pub fn parse_place(
             .map(Some)
             .map_err(|e| format!("max_cost: {e}"))
     })?;
-    if is_market && tif != TimeInForce::Gtc {
-        return Err("a market order is immediate-or-cancel already: leave tif out".into());
-    }
-    if post_only && (is_market || tif != TimeInForce::Gtc) {
-        return Err(
-            "post_only is for orders that rest: not with tif=ioc, tif=fok or a market order".into(),
-        );
-    }
+    // Combinations that cannot do anything (a post-only IOC, say) are not refused
+    // here: the writer answers them 409 with why, as any order that changes nothing.
     if max_cost.is_some() && side == Side::Sell {
         return Err("max_cost bounds what a market buy spends; a sell has its qty".into());
     }

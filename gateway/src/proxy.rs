@@ -278,7 +278,9 @@ fn side_of(path: &str) -> Option<Side> {
         _ => first,
     };
     match route {
-        "buy" | "sell" | "cancel" | "deposit" | "withdraw" => Some(Side::Write),
+        "buy" | "sell" | "cancel" | "deposit" | "withdraw" | "amend" | "cancel-all" => {
+            Some(Side::Write)
+        }
         "orderbook" | "orders" | "users" | "trades" | "events" | "markets" | "assets" => {
             Some(Side::Read)
         }

@@ -429,6 +429,7 @@ fn sample(template: &str) -> String {
         .replace("{id}", "1")
         .replace("{asset}", "USD")
         .replace("{amount}", "5")
+        .replace("/amend/alice/2", "/amend/alice/2?qty=1")
         .replace("/events", "/events?from=1")
 }
 
@@ -543,7 +544,8 @@ async fn answers_of_the_combined_gateway_conform() {
         let path = sample(template);
         let answer = conforms(call(base, &method.to_ascii_uppercase(), &path, None, 1).await);
         assert!(
-            answer.status < 300 || [403, 404].contains(&answer.status),
+            // 409: an order that would change nothing (a cancel-all with none left).
+            answer.status < 300 || [403, 404, 409].contains(&answer.status),
             "{method} {path}: {answer:?}"
         );
         other_methods_are_405(base, &path).await;
