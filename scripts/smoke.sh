@@ -69,6 +69,14 @@ call POST "/buy/$user/0" 400
 call POST "/buy/$user/100?qty=many" 400
 say "a sell that crosses the best bid trades"
 call POST "/sell/$user/1" 201
+say "order types: an IOC that finds nothing is 409, a post-only order rests, amend, cancel-all"
+call POST "/buy/$user/1?tif=ioc" 409
+call POST "/buy/$user/2?qty=3&post_only=true" 201
+id=$(sed -n 's/.*"order":{"id":\([0-9]*\).*/\1/p' <<<"$body")
+call POST "/amend/$user/$id?qty=2" 200
+call POST "/amend/$user/$id?qty=2" 409
+call POST "/cancel-all/$user" 200
+call POST "/cancel-all/$user" 409
 say "the markets; an order in the last one listed, its book; an unknown market is 404"
 call GET /markets 200
 market=$(sed -n 's/.*"symbol":"\([A-Z0-9]*\)".*/\1/p' <<<"$body")
