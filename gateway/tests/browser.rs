@@ -836,6 +836,117 @@ async fn the_web_ui_shows_your_balances_and_deposits() {
     page.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One scenario, read top to bottom: its steps build on each other's state,
+// so it stays one function.
+async fn the_web_ui_places_every_order_type_and_amends_and_cancels_open_orders() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("init.txt"), include_str!("../../init.txt")).unwrap();
+    let gw = Proc::start("gateway", dir.path(), &[]);
+    let mut driver = Driver::start();
+    let page = Page::open(
+        &mut driver,
+        "order types page",
+        &format!("{}/?user=zed", gw.url),
+    )
+    .await;
+    page.wait_loaded().await;
+    page.wait_text("zed has none", "#open-caption", |t| {
+        t.contains("zed has no resting orders")
+    })
+    .await;
+    let choose = |id: &'static str, value: &'static str| {
+        format!(
+            "(() => {{ const s = document.getElementById('{id}'); s.value = '{value}'; return s.value; }})()"
+        )
+    };
+
+    // IOC: 9 fill at 101, 1 cancelled, nothing rests.
+    page.js(&choose("tif", "ioc"), vec![]).await;
+    page.place("buy", "zed", "101", "10").await;
+    page.wait_text("the IOC", "#order-result", |t| {
+        t.starts_with("Placed order 16 (event 1)") && t.contains("filled 9, resting 0, cancelled 1")
+    })
+    .await;
+    // A post-only order at the touch is refused as the server says.
+    page.js(&choose("tif", "gtc"), vec![]).await;
+    page.find("#post-only").await.click().await.unwrap();
+    page.place("buy", "zed", "102", "1").await;
+    let shown = page
+        .wait_text("the post-only refusal", "#order-result", |t| {
+            t.starts_with("Rejected")
+        })
+        .await;
+    assert!(
+        shown.starts_with("Rejected (409)") && shown.contains("post-only"),
+        "{shown}"
+    );
+    // ... and below it, it rests: one open order with Amend and Cancel.
+    page.place("buy", "zed", "100", "4").await;
+    page.wait_text("the post-only bid", "#order-result", |t| {
+        t.starts_with("Placed order 17 (event 2)")
+    })
+    .await;
+    page.find("#post-only").await.click().await.unwrap();
+    page.wait_text(
+        "zed's open order",
+        "#open-orders tr[data-order=\"17\"]",
+        |t| t.contains("100") && t.contains('4'),
+    )
+    .await;
+
+    // A market order: takes any price, never rests.
+    page.find("#market-order").await.click().await.unwrap();
+    // The price field is disabled for a market order: only the quantity is typed.
+    page.type_into("#qty", "3").await;
+    page.find("#buy").await.click().await.unwrap();
+    page.wait_text("the market buy", "#order-result", |t| {
+        t.starts_with("Placed order 18 (event 3)")
+            && t.contains("at market")
+            && t.contains("filled 3")
+    })
+    .await;
+    page.find("#market-order").await.click().await.unwrap();
+
+    // Amend the open order from its row: a new price, a new id.
+    let row = "#open-orders tr[data-order=\"17\"]";
+    page.type_into(&format!("{row} .amend-qty"), "2").await;
+    page.type_into(&format!("{row} .amend-price"), "98").await;
+    page.find(&format!("{row} .amend"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    page.wait_text("the amend", "#open-result", |t| {
+        t.starts_with("Amended order 17 (event 4), now order 19")
+    })
+    .await;
+    let moved = "#open-orders tr[data-order=\"19\"]";
+    page.wait_text("the amended order", moved, |t| {
+        t.contains("98") && t.contains('2')
+    })
+    .await;
+    page.wait_text("the amend in the feed", "#feed li[data-seq=\"4\"]", |t| {
+        t.contains("zed amended order 17 to 2 @ 98 (now order 19)")
+    })
+    .await;
+    // And cancel it.
+    page.find(&format!("{moved} .cancel"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    page.wait_text("the cancel", "#open-result", |t| {
+        t.starts_with("Cancelled order 19 (event 5)")
+    })
+    .await;
+    page.wait_text("none open", "#open-caption", |t| {
+        t.contains("zed has no resting orders")
+    })
+    .await;
+    page.close().await;
+}
+
 /// Rewrites `docs/ui.png` (the README's picture): a book with some orders, trades
 /// and events. Run on purpose: `cargo test -p gateway --test browser -- --ignored screenshot`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
