@@ -331,6 +331,8 @@ struct Deposits {
     count: Vec<u64>,
     attempted: Vec<u64>,
     keys: Vec<(String, String, u64)>,
+    /// Orders answered 201 (their ids).
+    orders: Vec<u64>,
 }
 
 impl Default for Deposits {
@@ -339,6 +341,7 @@ impl Default for Deposits {
             count: vec![0; DEPOSITORS],
             attempted: vec![0; DEPOSITORS],
             keys: Vec::new(),
+            orders: Vec::new(),
         }
     }
 }
@@ -354,11 +357,12 @@ const CRASH_CYCLES: usize = 8;
 
 /// Kill -9 under load with accounts on: four clients deposit 1 USD at a time with a
 /// key each, four trade as funded users (an order the money does not cover is 422).
-/// After every restart each depositor holds at least what was acknowledged and at
-/// most what was sent, a retried key changes nothing and gets its first seq, every
-/// asset is conserved, and both sides' digests agree.
+/// After every restart every acknowledged order is there, each depositor holds at
+/// least what was acknowledged and at most what was sent, a retried key changes
+/// nothing and gets its first seq, every asset is conserved, and both sides' digests
+/// agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_load_loses_no_acknowledged_deposit() {
+async fn kill_9_under_load_loses_no_acknowledged_deposit_or_order() {
     use std::sync::atomic::Ordering;
     let dir = funded_workdir();
     let mut total = Deposits::default();
@@ -373,6 +377,18 @@ async fn kill_9_under_load_loses_no_acknowledged_deposit() {
                 "cycle {cycle}: dep{d} holds {available} USD; {} deposits were acknowledged, {} sent",
                 total.count[d],
                 total.attempted[d]
+            );
+        }
+        for id in &total.orders {
+            let res = client()
+                .get(format!("{}/orders/{id}", gw.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                res.status(),
+                200,
+                "cycle {cycle}: acknowledged order {id} is lost"
             );
         }
         for (user, key, seq) in total.keys.iter().rev().take(10) {
@@ -432,11 +448,15 @@ async fn kill_9_under_load_loses_no_acknowledged_deposit() {
                             let Ok(res) = client.post(&url).send().await else {
                                 return;
                             };
-                            assert!(
-                                [201, 422].contains(&res.status().as_u16()),
-                                "{url}: {}",
-                                res.status()
-                            );
+                            let status = res.status().as_u16();
+                            assert!([201, 422].contains(&status), "{url}: {status}");
+                            if status == 201 {
+                                let Ok(body) = res.json::<Value>().await else {
+                                    return;
+                                };
+                                let id = body["order"]["id"].as_u64().unwrap();
+                                acked.lock().unwrap().orders.push(id);
+                            }
                         }
                     }
                 }
@@ -456,9 +476,11 @@ async fn kill_9_under_load_loses_no_acknowledged_deposit() {
             total.attempted[d] += round.attempted.get(d).copied().unwrap_or(0);
         }
         total.keys.extend(round.keys);
+        total.orders.extend(round.orders);
     }
     eprintln!(
-        "{} deposits acknowledged over {CRASH_CYCLES} kill -9 cycles, all present",
-        total.keys.len()
+        "{} deposits and {} orders acknowledged over {CRASH_CYCLES} kill -9 cycles, all present",
+        total.keys.len(),
+        total.orders.len()
     );
 }
