@@ -209,27 +209,19 @@ mod tests {
             seq,
             ts_us: 0,
             v: SCHEMA_VERSION,
-            event: Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                market: shared_events::DEFAULT_MARKET,
-                order: Order {
+            event: Event::limit_placed(
+                shared_events::DEFAULT_MARKET,
+                Order {
                     id: seq,
                     user: "a".into(),
                     side: Side::Buy,
                     price: 10,
                     qty: 1,
                 },
-                fills: vec![],
-                resting_qty: 1,
-                balances: vec![],
-                idempotency_key: Some(key.into()),
-            },
+                vec![],
+                1,
+                Some(key.into()),
+            ),
         }
     }
 

@@ -23,27 +23,19 @@ fn placed(seq: u64) -> Envelope {
         seq,
         ts_us: 1,
         v: SCHEMA_VERSION,
-        event: Event::OrderPlaced {
-            tif: Default::default(),
-            post_only: false,
-            stp: Default::default(),
-            market_order: false,
-            max_cost: None,
-            unfilled_qty: 0,
-            cancelled_makers: vec![],
-            balances: vec![],
-            market: shared_events::DEFAULT_MARKET,
-            order: Order {
+        event: Event::limit_placed(
+            shared_events::DEFAULT_MARKET,
+            Order {
                 id: seq + 2,
                 user: format!("u{seq}"),
                 side: Side::Buy,
                 price: 90 + seq,
                 qty: 1,
             },
-            fills: vec![],
-            resting_qty: 1,
-            idempotency_key: None,
-        },
+            vec![],
+            1,
+            None,
+        ),
     }
 }
 

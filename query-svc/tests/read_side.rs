@@ -39,32 +39,24 @@ fn events() -> Vec<Envelope> {
     vec![
         env(
             1,
-            Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                balances: vec![],
-                market: shared_events::DEFAULT_MARKET,
-                order: Order {
+            Event::limit_placed(
+                shared_events::DEFAULT_MARKET,
+                Order {
                     id: 3,
                     user: "carol".into(),
                     side: Side::Buy,
                     price: 101,
                     qty: 7,
                 },
-                fills: vec![Fill {
+                vec![Fill {
                     maker_id: 2,
                     maker_user: "bob".into(),
                     price: 101,
                     qty: 5,
                 }],
-                resting_qty: 2,
-                idempotency_key: None,
-            },
+                2,
+                None,
+            ),
         ),
         env(
             2,
@@ -79,32 +71,24 @@ fn events() -> Vec<Envelope> {
         ),
         env(
             3,
-            Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                balances: vec![],
-                market: shared_events::DEFAULT_MARKET,
-                order: Order {
+            Event::limit_placed(
+                shared_events::DEFAULT_MARKET,
+                Order {
                     id: 4,
                     user: "dave".into(),
                     side: Side::Sell,
                     price: 100,
                     qty: 1,
                 },
-                fills: vec![Fill {
+                vec![Fill {
                     maker_id: 3,
                     maker_user: "carol".into(),
                     price: 101,
                     qty: 1,
                 }],
-                resting_qty: 0,
-                idempotency_key: None,
-            },
+                0,
+                None,
+            ),
         ),
     ]
 }
@@ -255,27 +239,19 @@ async fn user_orders_are_newest_first_and_limited() {
             &mut log,
             &env(
                 i + 1,
-                Event::OrderPlaced {
-                    tif: Default::default(),
-                    post_only: false,
-                    stp: Default::default(),
-                    market_order: false,
-                    max_cost: None,
-                    unfilled_qty: 0,
-                    cancelled_makers: vec![],
-                    balances: vec![],
-                    market: shared_events::DEFAULT_MARKET,
-                    order: Order {
+                Event::limit_placed(
+                    shared_events::DEFAULT_MARKET,
+                    Order {
                         id: 3 + i,
                         user: "erin".into(),
                         side: Side::Buy,
                         price: 90,
                         qty: 1,
                     },
-                    fills: vec![],
-                    resting_qty: 1,
-                    idempotency_key: None,
-                },
+                    vec![],
+                    1,
+                    None,
+                ),
             ),
         );
     }
@@ -445,54 +421,38 @@ fn big_log(n: u64) -> Vec<u8> {
     for seq in 1..=n {
         let id = 2 + seq;
         let event = if seq % 2 == 1 {
-            Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                balances: vec![],
-                market: shared_events::DEFAULT_MARKET,
-                order: Order {
+            Event::limit_placed(
+                shared_events::DEFAULT_MARKET,
+                Order {
                     id,
                     user: format!("u{}", seq % 7),
                     side: Side::Buy,
                     price: 90,
                     qty: 2,
                 },
-                fills: vec![],
-                resting_qty: 2,
-                idempotency_key: None,
-            }
+                vec![],
+                2,
+                None,
+            )
         } else {
-            Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                balances: vec![],
-                market: shared_events::DEFAULT_MARKET,
-                order: Order {
+            Event::limit_placed(
+                shared_events::DEFAULT_MARKET,
+                Order {
                     id,
                     user: "s".into(),
                     side: Side::Sell,
                     price: 90,
                     qty: 1,
                 },
-                fills: vec![Fill {
+                vec![Fill {
                     maker_id: id - 1,
                     maker_user: format!("u{}", (seq - 1) % 7),
                     price: 90,
                     qty: 1,
                 }],
-                resting_qty: 0,
-                idempotency_key: None,
-            }
+                0,
+                None,
+            )
         };
         shared_events::encode_into(&mut log, &env(seq, event));
     }

@@ -151,6 +151,20 @@ impl Ledger {
     }
 }
 
+/// Whether the changes an order, amend or cancel records can be applied as facts:
+/// each (user, asset) listed once, and every asset's total kept where it was
+/// ([`conserves`]: such an event only moves money between users).
+pub fn check_moves(changes: &[BalanceChange]) -> Result<(), String> {
+    let mut seen: std::collections::HashSet<(&str, Asset)> =
+        std::collections::HashSet::with_capacity(changes.len());
+    for c in changes {
+        if !seen.insert((c.user.as_str(), c.asset)) {
+            return Err(format!("{}'s {} is changed twice", c.user, c.asset));
+        }
+    }
+    conserves(changes)
+}
+
 /// Whether `changes` keep every asset's total (available + held over all users)
 /// where it was: true of every order and cancel, which only move money.
 pub fn conserves(changes: &[BalanceChange]) -> Result<(), String> {
@@ -236,6 +250,27 @@ mod tests {
             held: 0,
         };
         assert!(full.after(1, 0).is_err());
+    }
+
+    #[test]
+    fn moves_list_each_balance_once_and_conserve() {
+        let c = |user: &str, available, held| BalanceChange {
+            user: user.into(),
+            asset: USD,
+            available,
+            held,
+        };
+        assert_eq!(check_moves(&[c("a", -5, 5), c("b", 3, -3)]), Ok(()));
+        assert!(
+            check_moves(&[c("a", -5, 0), c("b", 5, 0), c("a", 1, -1)])
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            check_moves(&[c("a", -5, 0), c("b", 4, 0)])
+                .unwrap_err()
+                .contains("not 0")
+        );
     }
 
     #[test]

@@ -473,32 +473,24 @@ mod tests {
             seq,
             ts_us: 1_700_000_000_000_000 + seq,
             v: SCHEMA_VERSION,
-            event: Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                market: crate::DEFAULT_MARKET,
-                order: Order {
+            event: Event::limit_placed(
+                crate::DEFAULT_MARKET,
+                Order {
                     id: seq + 10,
                     user: "alice".into(),
                     side: Side::Buy,
                     price: 100,
                     qty: 5,
                 },
-                fills: vec![Fill {
+                vec![Fill {
                     maker_id: 3,
                     maker_user: "bob".into(),
                     price: 99,
                     qty: 2,
                 }],
-                resting_qty: 3,
-                balances: vec![],
-                idempotency_key: None,
-            },
+                3,
+                None,
+            ),
         }
     }
 

@@ -148,6 +148,33 @@ pub enum Event {
 }
 
 impl Event {
+    /// The `OrderPlaced` of a plain limit order (good till cancelled, neither
+    /// post-only nor self-trade protected, no balances): every order of schema
+    /// versions 1 to 3, and most of the examples and tests.
+    pub fn limit_placed(
+        market: Symbol,
+        order: Order,
+        fills: Vec<Fill>,
+        resting_qty: u64,
+        idempotency_key: Option<String>,
+    ) -> Event {
+        Event::OrderPlaced {
+            market,
+            order,
+            fills,
+            resting_qty,
+            tif: TimeInForce::Gtc,
+            post_only: false,
+            stp: Stp::None,
+            market_order: false,
+            max_cost: None,
+            unfilled_qty: 0,
+            cancelled_makers: Vec::new(),
+            balances: Vec::new(),
+            idempotency_key,
+        }
+    }
+
     /// The market it happened in; `None` for a transfer, which is of no market.
     pub fn market(&self) -> Option<Symbol> {
         match self {
@@ -171,13 +198,94 @@ impl Event {
         }
     }
 
-    /// Every balance it changed, as (user, asset, available change, held change).
-    pub fn balance_changes(&self) -> impl Iterator<Item = (&str, Asset, i64, i64)> {
-        let (changes, transfer): (&[BalanceChange], _) = match self {
+    /// Whether the event adds up on its own, whatever the state it meets: an
+    /// order's fills, rest and cancelled rest make its quantity; an amend that keeps
+    /// its place only reduces the order (same price, less, nothing filled), one
+    /// that does not fills and rests its new quantity; a cancel-all lists each order
+    /// once, all in its market when it names one. Both folds check it first; what
+    /// depends on the book (who rests where) each checks against its own.
+    pub fn check_shape(&self) -> Result<(), String> {
+        let filled = |fills: &[Fill]| fills.iter().map(|f| f.qty).sum::<u64>();
+        match self {
+            Event::OrderPlaced {
+                order,
+                fills,
+                resting_qty,
+                unfilled_qty,
+                ..
+            } if filled(fills) + resting_qty + unfilled_qty != order.qty => Err(format!(
+                "order {}: fills {} + resting {resting_qty} + unfilled {unfilled_qty} != qty {}",
+                order.id,
+                filled(fills),
+                order.qty
+            )),
+            Event::OrderAmended {
+                order_id,
+                price,
+                qty,
+                new_price,
+                new_qty,
+                new_order_id,
+                fills,
+                resting_qty,
+                ..
+            } => {
+                let fits = match new_order_id {
+                    None => {
+                        new_price == price
+                            && new_qty < qty
+                            && fills.is_empty()
+                            && resting_qty == new_qty
+                    }
+                    Some(_) => filled(fills) + resting_qty == *new_qty,
+                };
+                match fits {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "amend of order {order_id}: {} does not add up",
+                        match new_order_id {
+                            None => "keeping its place, it does not only reduce the order",
+                            Some(_) => "its fills and rest do not make its new quantity",
+                        }
+                    )),
+                }
+            }
+            Event::OrdersCancelled { market, orders, .. } => {
+                let mut seen = std::collections::HashSet::with_capacity(orders.len());
+                match orders
+                    .iter()
+                    .find(|o| !seen.insert(o.order_id) || market.is_some_and(|m| m != o.market))
+                {
+                    Some(o) => Err(format!(
+                        "cancel-all of order {}: listed twice, or not in its market",
+                        o.order_id
+                    )),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The balance changes it lists, for an event that only moves money between
+    /// users (an order, amend or cancel); `None` for a transfer.
+    pub fn balance_moves(&self) -> Option<&[BalanceChange]> {
+        match self {
             Event::OrderPlaced { balances, .. }
             | Event::OrderCancelled { balances, .. }
             | Event::OrderAmended { balances, .. }
-            | Event::OrdersCancelled { balances, .. } => (balances, None),
+            | Event::OrdersCancelled { balances, .. } => Some(balances),
+            Event::Deposited { .. } | Event::Withdrawn { .. } => None,
+        }
+    }
+
+    /// Every balance it changed, as (user, asset, available change, held change).
+    pub fn balance_changes(&self) -> impl Iterator<Item = (&str, Asset, i64, i64)> {
+        let (changes, transfer): (&[BalanceChange], _) = match self {
+            Event::OrderPlaced { .. }
+            | Event::OrderCancelled { .. }
+            | Event::OrderAmended { .. }
+            | Event::OrdersCancelled { .. } => (self.balance_moves().unwrap_or(&[]), None),
             Event::Deposited {
                 user,
                 asset,
@@ -261,4 +369,81 @@ pub struct Envelope {
     /// is in the current shape all the same).
     pub v: u32,
     pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::DEFAULT_MARKET;
+
+    fn order(qty: u64) -> Order {
+        Order {
+            id: 9,
+            user: "a".into(),
+            side: Side::Buy,
+            price: 10,
+            qty,
+        }
+    }
+
+    #[test]
+    fn the_shape_of_an_event_adds_up_or_is_refused() {
+        let fill = Fill {
+            maker_id: 1,
+            maker_user: "b".into(),
+            price: 10,
+            qty: 2,
+        };
+        let placed = Event::limit_placed(DEFAULT_MARKET, order(5), vec![fill.clone()], 3, None);
+        assert_eq!(placed.check_shape(), Ok(()));
+        let short = Event::limit_placed(DEFAULT_MARKET, order(5), vec![fill.clone()], 2, None);
+        assert!(short.check_shape().unwrap_err().contains("!= qty 5"));
+        let amend = |new_order_id, fills: Vec<Fill>, new_price, resting_qty| Event::OrderAmended {
+            market: DEFAULT_MARKET,
+            order_id: 1,
+            user: "a".into(),
+            side: Side::Buy,
+            price: 10,
+            qty: 5,
+            new_price,
+            new_qty: 3,
+            new_order_id,
+            fills,
+            resting_qty,
+            balances: vec![],
+            idempotency_key: None,
+        };
+        assert_eq!(amend(None, vec![], 10, 3).check_shape(), Ok(()));
+        assert!(
+            amend(None, vec![], 11, 3).check_shape().is_err(),
+            "a new price loses the place"
+        );
+        assert!(
+            amend(None, vec![fill.clone()], 10, 1)
+                .check_shape()
+                .is_err()
+        );
+        assert_eq!(
+            amend(Some(20), vec![fill.clone()], 11, 1).check_shape(),
+            Ok(())
+        );
+        assert!(amend(Some(20), vec![fill], 11, 3).check_shape().is_err());
+        let cancel_all = |market, ids: &[u64]| Event::OrdersCancelled {
+            market,
+            user: "a".into(),
+            orders: (ids.iter())
+                .map(|&order_id| MarketOrder {
+                    market: DEFAULT_MARKET,
+                    order_id,
+                    qty: 1,
+                })
+                .collect(),
+            balances: vec![],
+            idempotency_key: None,
+        };
+        assert_eq!(cancel_all(None, &[1, 2]).check_shape(), Ok(()));
+        assert!(cancel_all(None, &[1, 1]).check_shape().is_err());
+        let acme = Symbol::from_static("ACME");
+        assert!(cancel_all(Some(acme), &[1]).check_shape().is_err());
+    }
 }

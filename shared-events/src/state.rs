@@ -373,6 +373,22 @@ impl BookState {
     }
 }
 
+/// Balances as a state's opening balances: each user's available and held
+/// together (what their resting orders hold is taken from it again when the state
+/// is loaded).
+pub fn opening_of<'a>(
+    balances: impl IntoIterator<Item = (&'a str, Symbol, Balance)>,
+) -> OpeningBalances {
+    let mut opening = OpeningBalances::new();
+    for (user, asset, b) in balances {
+        opening
+            .entry(user.to_owned())
+            .or_default()
+            .insert(asset, b.available + b.held);
+    }
+    opening
+}
+
 /// Every asset of `markets` (each one's base and quote), in order of first appearance.
 pub fn assets_of(markets: &[MarketSpec]) -> Vec<Symbol> {
     let mut assets = Vec::new();

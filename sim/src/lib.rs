@@ -144,53 +144,6 @@ pub(crate) fn genesis_of(seed: u64) -> &'static str {
     }
 }
 
-/// The accounts' invariants in a write-side book (accounts on): for every asset,
-/// available + held over all users = opening balances + deposits − withdrawals (the
-/// total the transfers applied so far made), and for every user and asset, held =
-/// what their resting orders still hold.
-pub(crate) fn check_write_accounts(book: &Book) -> Result<(), String> {
-    let Some(accounts) = book.accounts() else {
-        return Ok(());
-    };
-    for (asset, total) in accounts.totals() {
-        if total.available + total.held != accounts.supply(asset) {
-            return Err(format!(
-                "{asset} is not conserved: {} available + {} held, {} paid in",
-                total.available,
-                total.held,
-                accounts.supply(asset)
-            ));
-        }
-    }
-    let state = book.to_state();
-    let mut holds: BTreeMap<(String, shared_events::Symbol), u64> = BTreeMap::new();
-    for o in &state.orders {
-        let market = state
-            .markets
-            .iter()
-            .find(|m| m.symbol == o.market)
-            .expect("a listed market");
-        let (asset, amount) = shared_events::accounts::order_hold(market, o.side, o.price, o.qty)
-            .expect("a resting order's hold fits");
-        *holds.entry((o.user.clone(), asset)).or_default() += amount;
-    }
-    for (user, asset, balance) in accounts.sorted() {
-        let want = holds.remove(&(user.to_owned(), asset)).unwrap_or(0);
-        if balance.held != want {
-            return Err(format!(
-                "{user} holds {} {asset}, their resting orders {want}",
-                balance.held
-            ));
-        }
-    }
-    match holds.into_iter().next() {
-        Some(((user, asset), amount)) => Err(format!(
-            "{user}'s resting orders hold {amount} {asset}, which they do not hold"
-        )),
-        None => Ok(()),
-    }
-}
-
 /// The read side's accounts' conservation: for every asset, available + held over
 /// all users = opening balances + deposits − withdrawals, the read side's own counts.
 pub(crate) fn check_read_accounts(
@@ -753,7 +706,7 @@ impl World {
     /// With accounts on, both sides' accounts keep their invariants.
     fn check_accounts(&self) -> Result<(), String> {
         if let Some(writer) = &self.writer {
-            check_write_accounts(&writer.model().book)?;
+            writer.model().book.check_accounts()?;
         }
         if let Some(tailer) = &self.tailer {
             check_read_accounts(tailer.model(), &self.genesis)?;

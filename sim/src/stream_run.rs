@@ -220,7 +220,7 @@ impl StreamWorld {
             }
             self.check_stream()?;
             for writer in self.writers.iter().flatten() {
-                check_write_accounts(&writer.model().book)?;
+                writer.model().book.check_accounts()?;
             }
             if let Some(tailer) = &self.tailer {
                 check_read_accounts(tailer.model(), &self.genesis)?;

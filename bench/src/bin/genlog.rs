@@ -110,27 +110,19 @@ fn main() -> anyhow::Result<()> {
             seq,
             ts_us: ts0 + k,
             v: SCHEMA_VERSION,
-            event: Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                balances: vec![],
-                market: market_of(k),
-                order: Order {
+            event: Event::limit_placed(
+                market_of(k),
+                Order {
                     id: seq,
                     user: format!("u{}", k % args.users),
                     side,
                     price,
                     qty,
                 },
-                fills: vec![],
-                resting_qty: qty,
-                idempotency_key: None,
-            },
+                vec![],
+                qty,
+                None,
+            ),
         };
         buf.clear();
         shared_events::encode_into(&mut buf, &env); // one line, `\n` included
@@ -157,17 +149,9 @@ fn main() -> anyhow::Result<()> {
             seq,
             ts_us: ts0 + seq,
             v: SCHEMA_VERSION,
-            event: Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                balances: vec![],
-                market: market_of(0),
-                order: Order {
+            event: Event::limit_placed(
+                market_of(0),
+                Order {
                     id: seq,
                     user,
                     side,
@@ -176,8 +160,8 @@ fn main() -> anyhow::Result<()> {
                 },
                 fills,
                 resting_qty,
-                idempotency_key: None,
-            },
+                None,
+            ),
         };
         buf.clear();
         shared_events::encode_into(&mut buf, &env);

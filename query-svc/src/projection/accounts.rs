@@ -4,7 +4,7 @@
 //! with the tailer's model, and a change copies only the path it touches.
 
 use serde::Serialize;
-use shared_events::accounts::{AMOUNT_MAX, Asset, Balance, balance_fingerprint, conserves};
+use shared_events::accounts::{AMOUNT_MAX, Asset, Balance, balance_fingerprint, check_moves};
 use shared_events::binary::{BodyError, BodyReader, BodyWriter};
 use shared_events::{Event, Symbol};
 use std::sync::Arc;
@@ -20,6 +20,14 @@ pub struct AssetTotals {
     pub available: u64,
     /// Held over all users.
     pub held: u64,
+}
+
+/// An event's balance changes, checked and not yet applied: the totals after it,
+/// and each (user, asset) with its balance before and after.
+#[derive(Debug)]
+pub struct Staged<'e> {
+    totals: Vec<AssetTotals>,
+    changes: Vec<(&'e str, Asset, Balance, Balance)>,
 }
 
 /// Balances by user (each user's by asset) and totals by asset.
@@ -109,26 +117,17 @@ impl ReadAccounts {
             .map_or(Balance::default(), |(_, b)| *b)
     }
 
-    /// Folds an event's balance changes in, after checking all of them: an order or
-    /// a cancel moves money between users only, each (user, asset) once, no balance
-    /// or total leaves its bounds, a transfer of a traded asset. `Err` leaves the
-    /// accounts as they were.
-    pub fn apply(
-        &mut self,
-        event: &Event,
-        users: &mut shared_events::interner::Interner,
-    ) -> Result<(), String> {
-        if let Event::OrderPlaced { balances, .. } | Event::OrderCancelled { balances, .. } = event
-        {
-            conserves(balances)?;
+    /// Checks an event's balance changes against the accounts without changing
+    /// them: an order, amend or cancel moves money between users only, each (user,
+    /// asset) once ([`check_moves`]); no balance or total leaves its bounds; a
+    /// transfer is of a traded asset. What [`ReadAccounts::commit`] then applies.
+    pub fn stage<'e>(&self, event: &'e Event) -> Result<Staged<'e>, String> {
+        if let Some(moves) = event.balance_moves() {
+            check_moves(moves)?;
         }
-        let changes: Vec<(&str, Asset, i64, i64)> = event.balance_changes().collect();
         let mut totals = self.totals.clone();
-        let mut after = Vec::with_capacity(changes.len());
-        for (i, &(user, asset, available, held)) in changes.iter().enumerate() {
-            if changes[..i].iter().any(|c| c.0 == user && c.1 == asset) {
-                return Err(format!("{user}'s {asset} is changed twice"));
-            }
+        let mut changes = Vec::new();
+        for (user, asset, available, held) in event.balance_changes() {
             let at = self
                 .asset_index(asset)
                 .ok_or_else(|| format!("a change of {asset}, which is not traded here"))?;
@@ -139,7 +138,7 @@ impl ReadAccounts {
             let t = &mut totals[at];
             t.available = t.available - before.available + new.available;
             t.held = t.held - before.held + new.held;
-            after.push((user, asset, before, new));
+            changes.push((user, asset, before, new));
         }
         match event {
             Event::Deposited { asset, amount, .. } => {
@@ -157,8 +156,13 @@ impl ReadAccounts {
         {
             return Err(format!("the total of {asset} would pass {AMOUNT_MAX}"));
         }
-        self.totals = totals;
-        for (user, asset, before, new) in after {
+        Ok(Staged { totals, changes })
+    }
+
+    /// Applies what [`ReadAccounts::stage`] checked.
+    pub fn commit(&mut self, staged: Staged, users: &mut shared_events::interner::Interner) {
+        self.totals = staged.totals;
+        for (user, asset, before, new) in staged.changes {
             let key = users.intern(user);
             let mut funds: Vec<(Asset, Balance)> =
                 self.balances.get(&key).map_or(Vec::new(), |f| f.to_vec());
@@ -175,7 +179,6 @@ impl ReadAccounts {
                 .wrapping_sub(balance_fingerprint(user, asset, before))
                 .wrapping_add(balance_fingerprint(user, asset, new));
         }
-        Ok(())
     }
 
     /// Every balance that is not zero, by user then asset.

@@ -506,27 +506,19 @@ mod tests {
             seq: 1,
             ts_us: 1,
             v: shared_events::SCHEMA_VERSION,
-            event: Event::OrderPlaced {
-                tif: Default::default(),
-                post_only: false,
-                stp: Default::default(),
-                market_order: false,
-                max_cost: None,
-                unfilled_qty: 0,
-                cancelled_makers: vec![],
-                market: shared_events::DEFAULT_MARKET,
-                order: Order {
+            event: Event::limit_placed(
+                shared_events::DEFAULT_MARKET,
+                Order {
                     id: 1,
                     user: "alice".into(),
                     side: Side::Buy,
                     price,
                     qty,
                 },
-                fills: vec![],
-                resting_qty: qty,
-                balances: vec![],
-                idempotency_key: None,
-            },
+                vec![],
+                qty,
+                None,
+            ),
         };
         for (price, qty) in [(PRICE_MAX + 1, 1), (1 << 40, 1), (1, QTY_MAX + 1), (0, 1)] {
             let refused = model.apply(&placed(price, qty)).unwrap_err();

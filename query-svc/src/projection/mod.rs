@@ -388,27 +388,14 @@ impl ReadModel {
         if seq != self.seq + 1 {
             return Err(misfit(format!("expected seq {}", self.seq + 1)));
         }
-        if let Event::OrdersCancelled {
-            market,
-            user,
-            orders,
-            ..
-        } = &env.event
-        {
-            return self.apply_cancel_all(seq, *market, user, orders, &env.event);
+        env.event.check_shape().map_err(misfit)?;
+        if let Event::OrdersCancelled { user, orders, .. } = &env.event {
+            return self.apply_cancel_all(seq, user, orders, &env.event);
         }
         let Some(symbol) = env.event.market() else {
             // A transfer: balances only (a model holding some markets keeps none).
-            if let Some(accounts) = &mut self.accounts {
-                accounts
-                    .apply(&env.event, &mut self.users)
-                    .map_err(misfit)?;
-            } else if self.holds_every_market() {
-                return Err(misfit(format!(
-                    "a {} where accounts are off",
-                    env.event.kind()
-                )));
-            }
+            let staged = self.stage_balances(&env.event).map_err(misfit)?;
+            self.commit_balances(staged);
             self.seq = seq;
             return Ok(());
         };
@@ -424,27 +411,16 @@ impl ReadModel {
         }
         // Balances first: they are checked against the accounts before any of the
         // event changes the model, and the checks below change nothing either.
-        let mut accounts = self.accounts.clone();
-        match &mut accounts {
-            Some(accounts) => accounts
-                .apply(&env.event, &mut self.users)
-                .map_err(misfit)?,
-            None if self.holds_every_market() && env.event.balance_changes().next().is_some() => {
-                return Err(misfit("balance changes where accounts are off".to_owned()));
-            }
-            None => {}
-        }
+        let staged = self.stage_balances(&env.event).map_err(misfit)?;
         match &env.event {
             Event::OrderPlaced {
                 order,
                 fills,
                 resting_qty,
-                unfilled_qty,
                 cancelled_makers,
                 ..
             } => {
-                self.check_placed(market, order, fills, *resting_qty + *unfilled_qty)
-                    .map_err(misfit)?;
+                self.check_placed(market, order, fills).map_err(misfit)?;
                 let makers = self
                     .check_cancelled_makers(market, order, fills, cancelled_makers)
                     .map_err(misfit)?;
@@ -484,16 +460,8 @@ impl ReadModel {
                     )));
                 }
                 match new_order_id {
+                    // A reduction only: the event's shape, checked first.
                     None => {
-                        if new_price != price
-                            || new_qty >= qty
-                            || !fills.is_empty()
-                            || resting_qty != new_qty
-                        {
-                            return Err(misfit(format!(
-                                "amend of order {order_id} keeps its place but does not only reduce it"
-                            )));
-                        }
                         let less = qty - new_qty;
                         self.take(
                             market,
@@ -515,8 +483,7 @@ impl ReadModel {
                             price: *new_price,
                             qty: *new_qty,
                         };
-                        self.check_placed(market, &order, fills, *resting_qty)
-                            .map_err(misfit)?;
+                        self.check_placed(market, &order, fills).map_err(misfit)?;
                         self.take(
                             market,
                             *order_id,
@@ -553,9 +520,31 @@ impl ReadModel {
                 unreachable!("handled above")
             }
         }
-        self.accounts = accounts;
+        self.commit_balances(staged);
         self.seq = seq;
         Ok(())
+    }
+
+    /// An event's balance changes checked against the accounts, when this model
+    /// keeps them; without, a check that it changes none where accounts are off (a
+    /// model holding only some markets keeps none and ignores them).
+    fn stage_balances<'e>(&self, event: &'e Event) -> Result<Option<Staged<'e>>, String> {
+        match &self.accounts {
+            Some(accounts) => accounts.stage(event).map(Some),
+            None if self.holds_every_market() && event.balance_changes().next().is_some() => {
+                Err(format!(
+                    "a {} that changes balances where accounts are off",
+                    event.kind()
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn commit_balances(&mut self, staged: Option<Staged>) {
+        if let (Some(accounts), Some(staged)) = (&mut self.accounts, staged) {
+            accounts.commit(staged, &mut self.users);
+        }
     }
 
     /// A cancel-all: each listed order of a held market leaves the book (orders of
@@ -564,28 +553,20 @@ impl ReadModel {
     fn apply_cancel_all(
         &mut self,
         seq: u64,
-        market: Option<Symbol>,
         user: &str,
         orders: &[shared_events::MarketOrder],
         event: &Event,
     ) -> Result<(), FoldError> {
         let misfit = |message: String| FoldError { seq, message };
         let mut taken = Vec::with_capacity(orders.len());
-        for (i, o) in orders.iter().enumerate() {
+        // Each order once and in the named market: checked with the event's shape.
+        for o in orders {
             let Some(m) = self.market_index(o.market) else {
                 return Err(misfit(format!(
                     "a cancel-all in market {}, which is not one of this model's",
                     o.market
                 )));
             };
-            if market.is_some_and(|named| named != o.market)
-                || orders[..i].iter().any(|p| p.order_id == o.order_id)
-            {
-                return Err(misfit(format!(
-                    "cancel-all of order {} does not fit its market or comes twice",
-                    o.order_id
-                )));
-            }
             if !self.held[usize::from(m)] {
                 continue;
             }
@@ -594,18 +575,11 @@ impl ReadModel {
                 .map_err(&misfit)?;
             taken.push((m, o, side, price));
         }
-        let mut accounts = self.accounts.clone();
-        match &mut accounts {
-            Some(accounts) => accounts.apply(event, &mut self.users).map_err(&misfit)?,
-            None if self.holds_every_market() && event.balance_changes().next().is_some() => {
-                return Err(misfit("balance changes where accounts are off".to_owned()));
-            }
-            None => {}
-        }
+        let staged = self.stage_balances(event).map_err(&misfit)?;
         for (m, o, side, price) in taken {
             self.take(m, o.order_id, side, price, o.qty, seq, Status::Cancelled);
         }
-        self.accounts = accounts;
+        self.commit_balances(staged);
         self.seq = seq;
         Ok(())
     }
@@ -643,15 +617,9 @@ impl ReadModel {
         Ok(prices)
     }
 
-    /// Whether an `OrderPlaced` fits the model: a new id, values in bounds, fills and
-    /// rest adding up to the order, every maker resting what it gave in `market`.
-    fn check_placed(
-        &self,
-        market: u16,
-        order: &Order,
-        fills: &[Fill],
-        resting_qty: u64,
-    ) -> Result<(), String> {
+    /// Whether an `OrderPlaced` fits the model: a new id, values in bounds, every
+    /// maker resting what it gave in `market`.
+    fn check_placed(&self, market: u16, order: &Order, fills: &[Fill]) -> Result<(), String> {
         if order.id < self.next_order_id {
             return Err(format!(
                 "order id {} was already used (next is {})",
@@ -666,13 +634,8 @@ impl ReadModel {
                 order.id, order.price, order.qty
             ));
         }
-        let filled: u64 = fills.iter().map(|f| f.qty).sum();
-        if filled + resting_qty != order.qty {
-            return Err(format!(
-                "fills {filled} + resting {resting_qty} != qty {}",
-                order.qty
-            ));
-        }
+        // That fills, rest and cancelled rest make the quantity is the event's shape,
+        // checked first.
         let maker_side = order.side.opposite();
         for f in fills {
             if self.resting_qty(market, f.maker_id, maker_side, f.price) < Some(f.qty) {
@@ -874,16 +837,10 @@ impl ReadModel {
             })
             .collect();
         orders.sort_unstable_by_key(|o| o.id);
-        let accounts = self.accounts.as_ref().map(|accounts| {
-            let mut opening = shared_events::state::OpeningBalances::new();
-            for (user, asset, b) in accounts.sorted() {
-                opening
-                    .entry(user.to_owned())
-                    .or_default()
-                    .insert(asset, b.available + b.held);
-            }
-            opening
-        });
+        let accounts = self
+            .accounts
+            .as_ref()
+            .map(|accounts| shared_events::state::opening_of(accounts.sorted()));
         BookState {
             markets: self.markets.to_vec(),
             next_order_id,
@@ -924,6 +881,6 @@ mod accounts;
 mod body;
 mod view;
 
-pub use accounts::{AssetTotals, ReadAccounts};
+pub use accounts::{AssetTotals, ReadAccounts, Staged};
 pub use body::SNAPSHOT_ORDERS_MAX;
 pub use view::BookView;
