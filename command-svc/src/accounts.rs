@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub struct Accounts {
     /// The assets the markets trade, in order of first appearance.
     assets: Vec<Asset>,
-    /// Each funded user's balances (a balance back at zero stays listed).
+    /// Each funded user's balances that are not zero.
     funds: foldhash::HashMap<Arc<str>, Vec<(Asset, Balance)>>,
     /// Each asset's total over all users (available + held), by its index in
     /// `assets`: opening balances + deposits − withdrawals. At most
@@ -59,6 +59,9 @@ impl Accounts {
                     "the balances of {asset} add up to more than {AMOUNT_MAX}"
                 ));
             }
+            if balance.is_zero() {
+                continue;
+            }
             let user = users.intern(&user);
             let funds = accounts.funds.entry(user.clone()).or_default();
             if funds.iter().any(|(a, _)| *a == asset) {
@@ -101,7 +104,7 @@ impl Accounts {
         self.digest
     }
 
-    /// Number of users with an account.
+    /// Number of users holding anything.
     pub fn users(&self) -> usize {
         self.funds.len()
     }
@@ -156,6 +159,13 @@ impl Accounts {
                 .after(available, held)
                 .expect("checked before it is applied");
             funds[at].1 = after;
+            // A balance back at zero is no balance (as after a snapshot).
+            if after.is_zero() {
+                funds.swap_remove(at);
+                if funds.is_empty() {
+                    self.funds.remove(user);
+                }
+            }
             let i = self.asset_index(asset).expect("checked: a traded asset");
             self.supply[i] += i128::from(available) + i128::from(held);
             self.digest = self

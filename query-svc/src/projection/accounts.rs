@@ -35,7 +35,8 @@ pub struct Staged<'e> {
 pub struct ReadAccounts {
     /// The assets the markets trade, in order of first appearance.
     pub assets: Arc<[Asset]>,
-    /// Each user's balances, by asset (sorted: one state, one representation).
+    /// Each user's balances that are not zero, by asset (sorted, zeros left out: one
+    /// state, one representation, whether folded or loaded from a snapshot).
     balances: imbl::HashMap<Arc<str>, Arc<[(Asset, Balance)]>>,
     /// By the asset's index in `assets`.
     totals: Vec<AssetTotals>,
@@ -105,7 +106,7 @@ impl ReadAccounts {
         self.digest
     }
 
-    /// Number of users with an account.
+    /// Number of users holding anything.
     pub fn users(&self) -> usize {
         self.balances.len()
     }
@@ -166,14 +167,18 @@ impl ReadAccounts {
             let key = users.intern(user);
             let mut funds: Vec<(Asset, Balance)> =
                 self.balances.get(&key).map_or(Vec::new(), |f| f.to_vec());
-            match funds.iter_mut().find(|(a, _)| *a == asset) {
-                Some((_, b)) => *b = new,
-                None => {
-                    funds.push((asset, new));
-                    funds.sort_unstable_by_key(|(a, _)| *a);
-                }
+            // A balance back at zero is no balance: the same state as after a
+            // snapshot, which holds only the others.
+            funds.retain(|(a, _)| *a != asset);
+            if !new.is_zero() {
+                funds.push((asset, new));
+                funds.sort_unstable_by_key(|(a, _)| *a);
             }
-            self.balances.insert(key, funds.into());
+            if funds.is_empty() {
+                self.balances.remove(&key);
+            } else {
+                self.balances.insert(key, funds.into());
+            }
             self.digest = self
                 .digest
                 .wrapping_sub(balance_fingerprint(user, asset, before))
