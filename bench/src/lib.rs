@@ -20,12 +20,14 @@
 //! - [`summary`]: the `key=value` lines of loadgen and of the services' logs;
 //! - [`results`]: what a run measured (`target/bench/results.json`) and its
 //!   markdown table;
+//! - [`chart`]: line charts as standalone SVG, for docs/performance.md;
 //! - [`clock`]: UTC dates without a date library.
 //!
 //! It depends on `shared-events` only for `genlog` (which writes real log lines)
 //! and for the replay baseline (a plain decode of the same lines), and on
 //! `test-support` for starting and stopping processes.
 
+pub mod chart;
 pub mod clock;
 pub mod prom;
 pub mod results;

@@ -16,6 +16,10 @@ pub struct WrkReport {
     /// The `Latency` line's average and maximum, in ms.
     pub latency_avg_ms: Option<f64>,
     pub latency_max_ms: Option<f64>,
+    /// The median and the 99th percentile of the `Latency Distribution` that
+    /// `--latency` adds, in ms.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
 }
 
 impl WrkReport {
@@ -42,6 +46,8 @@ pub fn parse(report: &str) -> Result<WrkReport, WrkError> {
         socket_errors: 0,
         latency_avg_ms: None,
         latency_max_ms: None,
+        latency_p50_ms: None,
+        latency_p99_ms: None,
     };
     let mut rate = None;
     for line in report.lines() {
@@ -61,8 +67,15 @@ pub fn parse(report: &str) -> Result<WrkReport, WrkError> {
                     out.socket_errors += number(n)? as u64;
                 }
             }
-        } else if let Some(rest) = trimmed.strip_prefix("Latency") {
+        } else if let Some(rest) = trimmed.strip_prefix("50%") {
+            out.latency_p50_ms = duration_ms(rest.trim());
+        } else if let Some(rest) = trimmed.strip_prefix("99%") {
+            out.latency_p99_ms = duration_ms(rest.trim());
+        } else if let Some(rest) = trimmed.strip_prefix("Latency")
+            && rest.trim_start().starts_with(|c: char| c.is_ascii_digit())
+        {
             // "Latency   512.34us  100.00us   5.00ms   90.00%": avg, stdev, max.
+            // (Not "Latency Distribution", the heading of the percentiles.)
             let cols: Vec<&str> = rest.split_whitespace().collect();
             out.latency_avg_ms = cols.first().and_then(|c| duration_ms(c));
             out.latency_max_ms = cols.get(2).and_then(|c| duration_ms(c));
@@ -105,6 +118,32 @@ Running 2s test @ http://127.0.0.1:41234/orderbook
 Requests/sec:  50061.50
 Transfer/sec:      6.00MB
 ";
+
+    const WITH_LATENCY: &str = "\
+Running 5s test @ http://127.0.0.1:41234
+  1 threads and 1 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   312.00us   40.00us   2.10ms   95.00%
+    Req/Sec     3.20k   100.00     3.40k    70.00%
+  Latency Distribution
+     50%  301.00us
+     75%  320.00us
+     90%  350.00us
+     99%    1.05ms
+  16000 requests in 5.00s, 2.00MB read
+Requests/sec:   3200.00
+Transfer/sec:    400.00KB
+";
+
+    #[test]
+    fn the_latency_distribution_gives_median_and_p99() {
+        let r = parse(WITH_LATENCY).unwrap();
+        assert!((r.latency_p50_ms.unwrap() - 0.301).abs() < 1e-9);
+        assert_eq!(r.latency_p99_ms, Some(1.05));
+        assert!((r.latency_avg_ms.unwrap() - 0.312).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.latency_max_ms, Some(2.1));
+        assert_eq!(parse(CLEAN).unwrap().latency_p50_ms, None);
+    }
 
     const WITH_ERRORS: &str = "\
 Running 5s test @ http://127.0.0.1:41234

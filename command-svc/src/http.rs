@@ -3,7 +3,8 @@
 //! JSON `{"error": ...}` body; [`recover`] does the same for warp's own rejections.
 
 use crate::command::{Command, OrderOptions};
-use crate::writer::{CommandHandle, DispatchError};
+use crate::writer::{CommandHandle, DispatchError, WriterStats};
+use plumbing::serve::{Answer, Head, HotRoutes};
 use serde::Serialize;
 use shared_events::auth::{Access, AuthTable};
 use shared_events::{Side, Stp, Symbol, TimeInForce, domain};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
 /// A JSON answer with a status.
@@ -79,11 +80,9 @@ pub fn parse_place(
     headers: &HeaderMap,
 ) -> Result<Command, String> {
     let is_market = price == "market";
-    let mut allowed = vec!["qty", "tif", "post_only", "stp"];
-    if is_market {
-        allowed.push("max_cost");
-    }
-    let params = domain::parse_query(query, &allowed).map_err(|e| {
+    const NAMES: [&str; 5] = ["qty", "tif", "post_only", "stp", "max_cost"];
+    let allowed = if is_market { &NAMES[..] } else { &NAMES[..4] };
+    let params = domain::parse_query(query, allowed).map_err(|e| {
         if !is_market && query.contains("max_cost") {
             format!("{e}; max_cost is for market orders: /{side}/{{user}}/market?qty=N&max_cost=M")
         } else {
@@ -249,24 +248,23 @@ impl From<String> for Invalid {
     }
 }
 
-async fn dispatch(
-    handle: CommandHandle,
-    auth: Option<Arc<AuthTable>>,
+/// What every write does before the writer sees it: the bearer token (401), the
+/// command's own validity (400, or 404 for an unknown market), and whether the
+/// token may act for the command's user (403). The command, or the answer.
+fn admit(
+    auth: Option<&AuthTable>,
     cmd: Result<Command, Invalid>,
-    headers: HeaderMap,
-) -> Result<Response, Infallible> {
-    let acting = match authenticate(auth.as_deref(), &headers) {
-        Ok(acting) => acting,
-        Err(why) => return Ok(unauthorized(why)),
-    };
+    headers: &HeaderMap,
+) -> Result<Command, Box<Response>> {
+    let acting = authenticate(auth, headers).map_err(|why| Box::new(unauthorized(why)))?;
     let cmd = match cmd {
         Ok(cmd) => cmd,
-        Err(Invalid::Request(message)) => return Ok(bad_request(message)),
+        Err(Invalid::Request(message)) => return Err(Box::new(bad_request(message))),
         Err(Invalid::Market(named)) => {
-            return Ok(error(
+            return Err(Box::new(error(
                 StatusCode::NOT_FOUND,
                 shared_events::market::UnknownMarket::new(&named),
-            ));
+            )));
         }
     };
     if let Some(access) = acting {
@@ -274,20 +272,25 @@ async fn dispatch(
         if cmd.is_transfer() {
             // Money moves only on an operator's word, never on the trader's own.
             if !matches!(access, Access::Operator(_)) {
-                return Ok(error(
+                return Err(Box::new(error(
                     StatusCode::FORBIDDEN,
                     "deposits and withdrawals need an operator token (see --auth-file)",
-                ));
+                )));
             }
         } else if access.user() != Some(user) {
-            return Ok(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 format!("this token may not act as {user:?}"),
-            ));
+            )));
         }
     }
+    Ok(cmd)
+}
+
+/// Sends an admitted command to the writer and turns its outcome into the answer.
+async fn answer(handle: CommandHandle, cmd: Command) -> Response {
     let created = matches!(cmd, Command::Place { .. });
-    Ok(match handle.dispatch(cmd).await {
+    match handle.dispatch(cmd).await {
         Ok(outcome) => {
             let status = if created {
                 StatusCode::CREATED
@@ -295,9 +298,11 @@ async fn dispatch(
                 StatusCode::OK
             };
             let mut response = json(status, &outcome);
+            const X_EVENT_SEQ: warp::http::HeaderName =
+                warp::http::HeaderName::from_static("x-event-seq");
             response
                 .headers_mut()
-                .insert("x-event-seq", outcome.seq().into());
+                .insert(X_EVENT_SEQ, outcome.seq().into());
             response
         }
         Err(DispatchError::Rejected(rejection)) => {
@@ -326,7 +331,94 @@ async fn dispatch(
             response.headers_mut().insert("retry-after", 1.into());
             response
         }
+    }
+}
+
+async fn dispatch(
+    handle: CommandHandle,
+    auth: Option<Arc<AuthTable>>,
+    cmd: Result<Command, Invalid>,
+    headers: HeaderMap,
+) -> Result<Response, Infallible> {
+    Ok(match admit(auth.as_deref(), cmd, &headers) {
+        Ok(cmd) => answer(handle, cmd).await,
+        Err(response) => *response,
     })
+}
+
+/// A place request's command: `market` is the `{symbol}` of `/markets/{symbol}/...`
+/// (`None`: the default market).
+fn place_command(
+    stats: &WriterStats,
+    market: Option<&str>,
+    side: Side,
+    user: &str,
+    price: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Command, Invalid> {
+    let market = match market {
+        None => stats.default_market(),
+        Some(raw) => stats
+            .market(raw)
+            .ok_or_else(|| Invalid::Market(raw.to_owned()))?,
+    };
+    Ok(parse_place(market, side, user, price, query, headers)?)
+}
+
+/// The hot write routes, answered ahead of warp's filters (see
+/// `plumbing::serve::HotRoutes`): placing an order (`GET` or `POST`
+/// `[/markets/{symbol}]/{buy|sell}/{user}/{price}`) and `POST /cancel/{user}/{id}`,
+/// with the same validation, authentication and answers as [`api`]'s routes.
+/// Paths of another shape (a trailing slash, say) are left to those.
+pub fn hot(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> HotRoutes {
+    Arc::new(move |head: &Head<'_>| {
+        let get_or_post = *head.method == Method::POST || *head.method == Method::GET;
+        let mut segments = [""; 6];
+        let n = split_path(head.path, &mut segments)?;
+        let place = |market, side: &str, user, price| {
+            let side = if side == "buy" { Side::Buy } else { Side::Sell };
+            Some(place_command(
+                &handle.stats,
+                market,
+                side,
+                user,
+                price,
+                head.query,
+                head.headers,
+            ))
+        };
+        let cmd = match (n, segments) {
+            (3, [side @ ("buy" | "sell"), user, price, ..]) if get_or_post => {
+                place(None, side, user, price)?
+            }
+            (5, ["markets", market, side @ ("buy" | "sell"), user, price, ..]) if get_or_post => {
+                place(Some(market), side, user, price)?
+            }
+            (3, ["cancel", user, id, ..]) if *head.method == Method::POST => {
+                parse_cancel(user, id, head.query, head.headers).map_err(Invalid::Request)
+            }
+            _ => return None,
+        };
+        Some(match admit(auth.as_deref(), cmd, head.headers) {
+            Ok(cmd) => Answer::Later(Box::pin(answer(handle.clone(), cmd))),
+            Err(response) => Answer::Now(*response),
+        })
+    })
+}
+
+/// Splits `/a/b/c` into its segments, `None` for a path of another shape (an empty
+/// segment, a trailing slash, more segments than `out` holds).
+fn split_path<'a>(path: &'a str, out: &mut [&'a str]) -> Option<usize> {
+    let mut n = 0;
+    for segment in path.strip_prefix('/')?.split('/') {
+        if segment.is_empty() || n == out.len() {
+            return None;
+        }
+        out[n] = segment;
+        n += 1;
+    }
+    Some(n)
 }
 
 /// The write routes: place (in the default market, or in
@@ -358,11 +450,15 @@ pub fn api(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> BoxedFilter<(
                       price: String,
                       query: String,
                       headers: HeaderMap| {
-                    let market = match market {
-                        None => stats.default_market(),
-                        Some(raw) => stats.market(&raw).ok_or(Invalid::Market(raw))?,
-                    };
-                    Ok(parse_place(market, side, &user, &price, &query, &headers)?)
+                    place_command(
+                        &stats,
+                        market.as_deref(),
+                        side,
+                        &user,
+                        &price,
+                        &query,
+                        &headers,
+                    )
                 },
             )
     };

@@ -4,7 +4,7 @@
 //! tests can put a failing disk in its place, the simulator (`sim/`) a seeded one,
 //! and `--log nats://…` a JetStream stream (`jetstream_storage.rs`).
 
-use crate::storage::{OpenError, Recoverable, Storage};
+use crate::storage::{OpenError, Recoverable, Storage, Syncer};
 use shared_events::Watermark;
 use shared_events::source::LogRead;
 use shared_events::watermark::{self, WatermarkFile};
@@ -68,6 +68,32 @@ impl Storage for LogFile {
         self.file.write_all(bytes)
     }
 
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn publish_durable(&mut self, mark: Watermark) -> io::Result<()> {
+        self.watermark.publish(mark)
+    }
+
+    /// `fdatasync` on a duplicate descriptor syncs the same file.
+    fn syncer(&mut self) -> io::Result<Option<Box<dyn Syncer>>> {
+        Ok(Some(Box::new(FileSyncer {
+            file: self.file.try_clone()?,
+            watermark: self.watermark.try_clone()?,
+        })))
+    }
+}
+
+/// The syncing half of a [`LogFile`]: a duplicate of its descriptor and of its
+/// watermark's.
+#[derive(Debug)]
+struct FileSyncer {
+    file: File,
+    watermark: WatermarkFile,
+}
+
+impl Syncer for FileSyncer {
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }

@@ -85,10 +85,11 @@ async fn main() -> anyhow::Result<()> {
     plumbing::serve::serve(
         listener,
         plumbing::serve::Api::new(
-            command_svc::http::routes(handle, auth),
+            command_svc::http::routes(handle.clone(), auth.clone()),
             shared_events::openapi::ROUTE_LABELS,
             shared_events::openapi::allowed_methods,
-        ),
+        )
+        .with_hot(command_svc::http::hot(handle, auth)),
         &args.limits,
         async move {
             let _ = failure.wait_for(Option::is_some).await;

@@ -1,5 +1,6 @@
 //! The write side's storage interfaces and recovery, whatever the log is: the
-//! writer appends and syncs through [`Storage`], recovery reads back and cuts a
+//! writer appends and syncs through [`Storage`] (syncing on a thread of its own
+//! through a [`Syncer`] where the log gives one), recovery reads back and cuts a
 //! torn tail through [`Recoverable`] ([`recover`]). The file log (`log_file.rs`),
 //! the JetStream stream (`jetstream_storage.rs`), the tests' failing disks and the
 //! simulator's seeded one implement them.
@@ -22,6 +23,24 @@ pub trait Storage: Send + 'static {
     fn sync(&mut self) -> io::Result<()>;
     /// Tells readers, in any process, how far the log is durable. Called only after
     /// the events up to `mark` are durable (or written, with `--fsync never`).
+    fn publish_durable(&mut self, mark: Watermark) -> io::Result<()>;
+
+    /// A second handle on this log that syncs it and publishes the watermark from a
+    /// thread of its own, while the writer appends the next batch through this one
+    /// (the writer's pipeline). Only a log whose sync makes durable every byte
+    /// appended before it, through either handle, may give one: a file, whose
+    /// `fdatasync` on any descriptor covers the whole file. `None` (the default):
+    /// the writer syncs in line, as a log that may fence its writers must.
+    fn syncer(&mut self) -> io::Result<Option<Box<dyn Syncer>>> {
+        Ok(None)
+    }
+}
+
+/// The syncing half of a log that gives one ([`Storage::syncer`]).
+pub trait Syncer: Send {
+    /// Makes everything appended so far, by either handle, durable.
+    fn sync(&mut self) -> io::Result<()>;
+    /// As [`Storage::publish_durable`].
     fn publish_durable(&mut self, mark: Watermark) -> io::Result<()>;
 }
 

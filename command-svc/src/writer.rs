@@ -20,7 +20,7 @@
 use crate::checkpoint::{self, Checkpoint, SnapshotOptions};
 use crate::command::{Command, Rejection};
 use crate::model::WriteModel;
-use crate::storage::Storage;
+use crate::storage::{Storage, Syncer};
 use serde::Serialize;
 use shared_events::accounts::{Asset, BalanceChange};
 use shared_events::{CancelledOrder, MarketOrder, TimeInForce};
@@ -153,8 +153,14 @@ impl Outcome {
 
     /// The answer to the command that `env` records (`durable`: synced first).
     pub fn new(env: &Envelope, durable: bool) -> Outcome {
+        Outcome::of(env.clone(), durable)
+    }
+
+    /// [`Outcome::new`], taking the event's parts instead of copying them.
+    pub fn of(env: Envelope, durable: bool) -> Outcome {
         let market = env.event.market().unwrap_or(shared_events::DEFAULT_MARKET);
-        match &env.event {
+        let deposit = matches!(env.event, Event::Deposited { .. });
+        match env.event {
             Event::OrderPlaced {
                 order,
                 fills,
@@ -168,14 +174,14 @@ impl Outcome {
             } => Outcome::Placed {
                 seq: env.seq,
                 market,
-                order: order.clone(),
-                fills: fills.clone(),
-                resting_qty: *resting_qty,
-                tif: *tif,
-                market_order: *market_order,
-                unfilled_qty: *unfilled_qty,
-                cancelled_makers: cancelled_makers.clone(),
-                balances: balances.clone(),
+                order,
+                fills,
+                resting_qty,
+                tif,
+                market_order,
+                unfilled_qty,
+                cancelled_makers,
+                balances,
                 durable,
             },
             Event::OrderAmended {
@@ -190,13 +196,13 @@ impl Outcome {
             } => Outcome::Amended {
                 seq: env.seq,
                 market,
-                order_id: *order_id,
-                new_order_id: *new_order_id,
-                price: *new_price,
-                qty: *new_qty,
-                fills: fills.clone(),
-                resting_qty: *resting_qty,
-                balances: balances.clone(),
+                order_id,
+                new_order_id,
+                price: new_price,
+                qty: new_qty,
+                fills,
+                resting_qty,
+                balances,
                 durable,
             },
             Event::OrdersCancelled {
@@ -207,10 +213,10 @@ impl Outcome {
                 ..
             } => Outcome::CancelledAll {
                 seq: env.seq,
-                market: *market,
-                user: user.clone(),
-                cancelled: orders.clone(),
-                balances: balances.clone(),
+                market,
+                user,
+                cancelled: orders,
+                balances,
                 durable,
             },
             Event::OrderCancelled {
@@ -221,9 +227,9 @@ impl Outcome {
             } => Outcome::Cancelled {
                 seq: env.seq,
                 market,
-                order_id: *order_id,
-                cancelled_qty: *cancelled_qty,
-                balances: balances.clone(),
+                order_id,
+                cancelled_qty,
+                balances,
             },
             Event::Deposited {
                 user,
@@ -238,14 +244,10 @@ impl Outcome {
                 ..
             } => Outcome::Transferred {
                 seq: env.seq,
-                transfer: if matches!(env.event, Event::Deposited { .. }) {
-                    "deposit"
-                } else {
-                    "withdrawal"
-                },
-                user: user.clone(),
-                asset: *asset,
-                amount: *amount,
+                transfer: if deposit { "deposit" } else { "withdrawal" },
+                user,
+                asset,
+                amount,
                 durable,
             },
         }
@@ -300,6 +302,19 @@ enum CommitFailure {
         reason: String,
     },
     Failed(String),
+}
+
+impl CommitFailure {
+    /// The failure of step `what`: a fence if the error carries one, else fatal.
+    fn of(what: &str, e: std::io::Error) -> CommitFailure {
+        match crate::storage::Fenced::of(&e) {
+            Some(fenced) => CommitFailure::Fenced {
+                landed: fenced.landed,
+                reason: fenced.message.clone(),
+            },
+            None => CommitFailure::Failed(format!("{what}: {e}")),
+        }
+    }
 }
 
 /// What the writer's queue carries.
@@ -437,7 +452,10 @@ pub fn spawn<S: Storage>(
 /// Starts `writer` on its own thread.
 pub fn spawn_writer<S: Storage>(writer: Writer<S>) -> (CommandHandle, WriterTask) {
     let (tx, rx) = mpsc::sync_channel(QUEUE_COMMANDS_MAX);
-    let (stats, durable) = (writer.stats.clone(), writer.durable.subscribe());
+    let (stats, durable) = (
+        writer.durability.stats.clone(),
+        writer.durability.durable.subscribe(),
+    );
     let (failure_tx, failure) = watch::channel(None);
     let join = std::thread::Builder::new()
         .name("writer".into())
@@ -458,6 +476,201 @@ pub fn spawn_writer<S: Storage>(writer: Writer<S>) -> (CommandHandle, WriterTask
     (handle, WriterTask { join, tx, failure })
 }
 
+/// A batch decided and applied, its new events encoded in the writer's buffer.
+struct Decided {
+    /// Each command's event, or why it wrote nothing, in order.
+    answers: Vec<Result<Envelope, Rejection>>,
+    /// The seq of the batch's first new event (if it has any).
+    first_seq: u64,
+    new_events: u64,
+    /// Where each new event's line ends in the buffer.
+    line_ends: Vec<usize>,
+}
+
+impl Decided {
+    /// The answers, taking the events' parts (`durable`: the batch was synced).
+    fn outcomes(self, durable: bool) -> impl Iterator<Item = Result<Outcome, Rejection>> {
+        (self.answers.into_iter()).map(move |decided| decided.map(|env| Outcome::of(env, durable)))
+    }
+}
+
+/// A batch written to the log and handed to the syncer thread, which answers it
+/// once it is durable.
+struct SyncJob {
+    decided: Decided,
+    /// One per command, in order.
+    replies: Vec<Reply>,
+    /// The last seq decided: every answer of the batch may rest on the events up to
+    /// it, so none goes out before they are durable.
+    head_seq: u64,
+    /// The log's length after the batch's lines.
+    end_offset: u64,
+}
+
+/// A [`Storage`] used as its own [`Syncer`]: the writer syncing in line.
+struct InLine<'a, S>(&'a mut S);
+
+impl<S: Storage> Syncer for InLine<'_, S> {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.0.sync()
+    }
+
+    fn publish_durable(&mut self, mark: Watermark) -> std::io::Result<()> {
+        self.0.publish_durable(mark)
+    }
+}
+
+/// What makes written batches durable and tells everyone: the sync, the
+/// watermark, the counters, the answers. The writer's own when it syncs in line;
+/// a copy on the syncer thread when it is pipelined.
+#[derive(Clone)]
+struct Durability {
+    fsync: FsyncMode,
+    stats: Arc<WriterStats>,
+    /// The durable seq, for tasks that wait for it.
+    durable: Arc<watch::Sender<u64>>,
+    metrics: WriterMetrics,
+    /// Commit timestamps.
+    clock: Clock,
+    /// The runtime the handlers wait on, to hand each batch's answers over in one
+    /// wake-up (`None` outside one: each answer wakes its handler itself).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Durability {
+    /// Syncs (unless `--fsync never`), then tells readers how far the log is
+    /// durable, stamped with the time it became so. Any failure but a fence is fatal.
+    fn sync(
+        &self,
+        storage: &mut dyn Syncer,
+        seq: u64,
+        end_offset: u64,
+    ) -> Result<(), CommitFailure> {
+        if self.fsync == FsyncMode::Always {
+            let started = std::time::Instant::now();
+            storage
+                .sync()
+                .map_err(|e| CommitFailure::of("fdatasync", e))?;
+            self.metrics
+                .fsync_seconds
+                .record(started.elapsed().as_secs_f64());
+        }
+        let mark = Watermark {
+            seq,
+            offset: end_offset,
+            ts_us: (self.clock)(),
+        };
+        storage
+            .publish_durable(mark)
+            .map_err(|e| CommitFailure::of("durable watermark", e))
+    }
+
+    /// Records that the log is durable through `durable_seq`, after a batch of
+    /// which `landed` events landed; `head_seq` is the last decided.
+    fn durable_through(&self, durable_seq: u64, landed: u64, head_seq: u64) {
+        let stats = &self.stats;
+        stats.events_appended.fetch_add(landed, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.durable_seq.store(durable_seq, Ordering::Release);
+        self.metrics.events_appended.increment(landed);
+        self.metrics.batches.increment(1);
+        self.metrics.batch_events.record(landed as f64);
+        self.metrics.head_seq.set(head_seq as f64);
+        self.metrics.durable_seq.set(durable_seq as f64);
+        self.durable.send_replace(durable_seq);
+    }
+
+    /// Hands each answer to its waiting handler. A handler woken from this thread,
+    /// outside the runtime, costs a cross-thread wake-up each (the runtime's shared
+    /// queue, often a sleeping worker's futex); one task spawned on the runtime for
+    /// the whole batch wakes them all from inside it instead.
+    fn deliver<A>(&self, answers: A)
+    where
+        A: IntoIterator<Item = (Reply, Result<Outcome, DispatchError>)>,
+        A::IntoIter: Send + 'static,
+    {
+        let answers = answers.into_iter();
+        let send = move || {
+            // A client that went away just does not read its answer.
+            answers.for_each(|(reply, answer)| {
+                let _ = reply.send(answer);
+            })
+        };
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(async move { send() })),
+            None => send(),
+        }
+    }
+
+    /// The syncer thread: makes each job durable and answers it ([`Durability::finish`]),
+    /// then tells the writer it may hand over the next. A failed sync answers its
+    /// job 503, tells the writer why, and ends the thread (fail-stop: never retried).
+    fn sync_loop(
+        &self,
+        mut syncer: Box<dyn Syncer>,
+        jobs: &mpsc::Receiver<SyncJob>,
+        ready: &mpsc::SyncSender<Result<(), String>>,
+    ) {
+        while let Ok(job) = jobs.recv() {
+            let result = self.finish(&mut *syncer, job);
+            let failed = result.is_err();
+            let _ = ready.send(result);
+            if failed {
+                return;
+            }
+        }
+    }
+
+    /// Makes `job` durable through `syncer` and answers it: on success, once its
+    /// events are durable; on failure, 503, and the error says why (fail-stop).
+    fn finish(&self, syncer: &mut dyn Syncer, job: SyncJob) -> Result<(), String> {
+        let SyncJob {
+            decided,
+            replies,
+            head_seq,
+            end_offset,
+        } = job;
+        let landed = decided.new_events;
+        // A batch without new events rests on events the last sync covered.
+        let synced = if landed > 0 {
+            self.sync(syncer, head_seq, end_offset)
+                .map_err(|failure| match failure {
+                    CommitFailure::Failed(reason) => reason,
+                    CommitFailure::Fenced { reason, .. } => {
+                        format!("a log that fences its writers cannot be pipelined: {reason}")
+                    }
+                })
+        } else {
+            Ok(())
+        };
+        match synced {
+            Ok(()) => {
+                if landed > 0 {
+                    self.durable_through(head_seq, landed, head_seq);
+                }
+                // Lazily: the answers are made from the events on the runtime, off
+                // this thread, which may have the next batch to sync.
+                let answers = (replies.into_iter()).zip(
+                    decided
+                        .outcomes(true)
+                        .map(|a| a.map_err(DispatchError::from)),
+                );
+                self.deliver(answers);
+                Ok(())
+            }
+            Err(reason) => {
+                let why = format!("log write failed: {reason}");
+                self.deliver(
+                    replies
+                        .into_iter()
+                        .map(move |reply| (reply, Err(DispatchError::Unavailable(why.clone())))),
+                );
+                Err(reason)
+            }
+        }
+    }
+}
+
 /// The single writer: the write model, the log, and group commit. [`spawn`] runs it
 /// on its own thread; a simulation calls [`Writer::commit_batch`] directly.
 pub struct Writer<S> {
@@ -466,16 +679,12 @@ pub struct Writer<S> {
     storage: S,
     /// The seq the next event gets.
     next_seq: u64,
-    /// Log length after the last committed batch.
+    /// Log length after the last batch written.
     offset: u64,
-    fsync: FsyncMode,
-    stats: Arc<WriterStats>,
-    durable: watch::Sender<u64>,
+    /// The sync, the watermark, the counters and the answers.
+    durability: Durability,
     /// Writes snapshots, if any are wanted.
     snapshots: Option<Checkpointer>,
-    metrics: WriterMetrics,
-    /// Commit timestamps.
-    clock: Clock,
     /// The batch's encoded lines, reused from batch to batch.
     buf: Vec<u8>,
     /// Rebuilds the model after another writer fenced this one out, if the log can
@@ -487,6 +696,7 @@ pub struct Writer<S> {
 }
 
 /// Prometheus handles, looked up once.
+#[derive(Clone)]
 struct WriterMetrics {
     events_appended: metrics::Counter,
     batches: metrics::Counter,
@@ -534,12 +744,15 @@ impl<S: Storage> Writer<S> {
             storage,
             next_seq: end.next_seq,
             offset: end.offset,
-            fsync: options.fsync,
-            stats,
-            durable: watch::channel(last_seq).0,
+            durability: Durability {
+                fsync: options.fsync,
+                stats,
+                durable: Arc::new(watch::channel(last_seq).0),
+                metrics: WriterMetrics::new(),
+                clock: Arc::new(crate::storage::now_us),
+                runtime: tokio::runtime::Handle::try_current().ok(),
+            },
             snapshots: options.snapshots.map(|o| Checkpointer::new(o, last_seq)),
-            metrics: WriterMetrics::new(),
-            clock: Arc::new(crate::storage::now_us),
             buf: Vec::with_capacity(BATCH_EVENTS_MAX * 256),
             reload: None,
             stale: false,
@@ -567,12 +780,13 @@ impl<S: Storage> Writer<S> {
         self.next_seq = end.next_seq;
         self.offset = end.offset;
         self.stale = false;
-        self.stats.head_seq.store(seq, Ordering::Release);
-        self.stats.durable_seq.store(seq, Ordering::Release);
-        self.stats.set_digests(seq, &self.model.book);
-        self.metrics.head_seq.set(seq as f64);
-        self.metrics.durable_seq.set(seq as f64);
-        self.durable.send_replace(seq);
+        let d = &self.durability;
+        d.stats.head_seq.store(seq, Ordering::Release);
+        d.stats.durable_seq.store(seq, Ordering::Release);
+        d.stats.set_digests(seq, &self.model.book);
+        d.metrics.head_seq.set(seq as f64);
+        d.metrics.durable_seq.set(seq as f64);
+        d.durable.send_replace(seq);
         tracing::info!(
             seq,
             "write side reloaded the log after another writer appended"
@@ -582,7 +796,7 @@ impl<S: Storage> Writer<S> {
 
     /// The same writer with another clock for commit timestamps.
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+        self.durability.clock = clock;
         self
     }
 
@@ -599,10 +813,62 @@ impl<S: Storage> Writer<S> {
 
     /// The shared counters (head, durable seq, digest).
     pub fn stats(&self) -> &Arc<WriterStats> {
-        &self.stats
+        &self.durability.stats
     }
 
     fn run(mut self, rx: mpsc::Receiver<Request>) -> Result<(), String> {
+        // A log that can sync on a second handle, with syncs to wait for: the
+        // pipeline. Otherwise (JetStream, which fences, or `--fsync never`) in line.
+        let syncer = match self.durability.fsync {
+            FsyncMode::Always => self.storage.syncer().map_err(|e| e.to_string())?,
+            FsyncMode::Never => None,
+        };
+        let result = match syncer {
+            Some(syncer) => self.run_pipelined(&rx, syncer),
+            None => self.run_in_line(&rx),
+        };
+        if result.is_ok() {
+            self.final_checkpoint();
+        }
+        result
+    }
+
+    /// Takes the next batch from the queue: `first`, then whatever else is queued
+    /// (up to [`BATCH_EVENTS_MAX`]), lingering for more when `linger` says so. Stops
+    /// at a stop request, and says whether it met one.
+    fn gather(
+        rx: &mpsc::Receiver<Request>,
+        first: Request,
+        linger: bool,
+        batch: &mut Vec<Command>,
+        replies: &mut Vec<Reply>,
+    ) -> bool {
+        let linger_until = Instant::now() + BATCH_LINGER_MAX;
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Command(cmd, reply) => {
+                    batch.push(cmd);
+                    replies.push(reply);
+                }
+                Request::Stop => return true,
+            }
+            if batch.len() >= BATCH_EVENTS_MAX {
+                break;
+            }
+            next = rx.try_recv().ok();
+            if next.is_none() && linger {
+                let quiet =
+                    BATCH_LINGER_QUIET.min(linger_until.saturating_duration_since(Instant::now()));
+                next = rx.recv_timeout(quiet).ok();
+            }
+        }
+        false
+    }
+
+    /// The writer in line: each batch is decided, written, synced and answered
+    /// before the next is taken.
+    fn run_in_line(&mut self, rx: &mpsc::Receiver<Request>) -> Result<(), String> {
         let mut batch: Vec<Command> = Vec::with_capacity(BATCH_EVENTS_MAX);
         let mut replies: Vec<Reply> = Vec::with_capacity(BATCH_EVENTS_MAX);
         let mut stopping = false;
@@ -611,41 +877,115 @@ impl<S: Storage> Writer<S> {
             let Ok(first) = rx.recv() else {
                 break;
             };
-            let mut next = Some(first);
             // Under concurrent load (the last batch had several commands), wait a
             // moment for commands still on their way before paying for an fsync:
             // clients answered by the previous batch come back within a round trip,
             // and a batch that takes them along saves them a whole fsync. Without
             // fsyncs (`--fsync never`) there is nothing to save: no lingering.
-            let lingering = last_batch > 1 && self.fsync == FsyncMode::Always;
-            let linger_until = Instant::now() + BATCH_LINGER_MAX;
-            while let Some(request) = next.take() {
-                match request {
-                    Request::Command(cmd, reply) => {
-                        batch.push(cmd);
-                        replies.push(reply);
-                    }
-                    Request::Stop => {
-                        stopping = true;
-                        break;
-                    }
-                }
-                if batch.len() >= BATCH_EVENTS_MAX {
-                    break;
-                }
-                next = rx.try_recv().ok();
-                if next.is_none() && lingering {
-                    let quiet = BATCH_LINGER_QUIET
-                        .min(linger_until.saturating_duration_since(Instant::now()));
-                    next = rx.recv_timeout(quiet).ok();
-                }
-            }
+            let linger = last_batch > 1 && self.durability.fsync == FsyncMode::Always;
+            stopping = Self::gather(rx, first, linger, &mut batch, &mut replies);
             last_batch = batch.len();
-            self.commit_and_answer(std::mem::take(&mut batch), &mut replies)?;
+            if !batch.is_empty() {
+                self.commit_and_answer(std::mem::take(&mut batch), &mut replies)?;
+            }
             self.maybe_checkpoint();
         }
-        self.final_checkpoint();
         Ok(())
+    }
+
+    /// The writer pipelined with a syncer thread: while the syncer makes batch N
+    /// durable, commands queue up; once it is, the writer takes them all as batch
+    /// N+1, decides and writes them and hands them over, while the syncer answers
+    /// batch N. One batch is being synced at a time, and it holds whatever arrived
+    /// during the sync before it, so batches grow with the load without a timer
+    /// (no lingering, and no wake-up per arriving command). Answers go out only
+    /// after the sync that covers their batch, and a batch's answers, rejections
+    /// included, only after every event decided before them is durable. A lone
+    /// command (nothing else queued) is synced by this thread itself: with one
+    /// command at a time there is nothing to overlap, and the hand-off would only
+    /// add a thread wake-up to its latency.
+    fn run_pipelined(
+        &mut self,
+        rx: &mpsc::Receiver<Request>,
+        syncer: Box<dyn Syncer>,
+    ) -> Result<(), String> {
+        let (jobs, job_rx) = mpsc::sync_channel::<SyncJob>(1);
+        let (ready_tx, ready) = mpsc::sync_channel::<Result<(), String>>(1);
+        let durability = self.durability.clone();
+        let thread = std::thread::Builder::new()
+            .name("syncer".into())
+            .spawn(move || durability.sync_loop(syncer, &job_rx, &ready_tx))
+            .map_err(|e| format!("spawning the syncer thread: {e}"))?;
+        let mut batch: Vec<Command> = Vec::with_capacity(BATCH_EVENTS_MAX);
+        let mut replies: Vec<Reply> = Vec::with_capacity(BATCH_EVENTS_MAX);
+        let mut in_flight = false;
+        let mut stopping = false;
+        let result = loop {
+            if in_flight {
+                match ready.recv() {
+                    Ok(Ok(())) => in_flight = false,
+                    Ok(Err(reason)) => break Err(reason),
+                    Err(_) => break Err("the syncer thread stopped".to_owned()),
+                }
+                // Everything decided is durable now: a snapshot may be taken.
+                self.maybe_checkpoint();
+            }
+            if stopping {
+                break Ok(());
+            }
+            let Ok(first) = rx.recv() else {
+                break Ok(());
+            };
+            stopping = Self::gather(rx, first, false, &mut batch, &mut replies);
+            if batch.is_empty() {
+                continue;
+            }
+            let decided = self.decide(&batch);
+            batch.clear();
+            let end_offset = self.offset + self.buf.len() as u64;
+            if decided.new_events > 0 {
+                if let Err(e) = self.storage.append(&self.buf) {
+                    let reason = format!("write: {e}");
+                    let why = format!("log write failed: {reason}");
+                    let answers: Vec<_> = (replies.drain(..))
+                        .map(|reply| (reply, Err(DispatchError::Unavailable(why.clone()))))
+                        .collect();
+                    self.durability.deliver(answers);
+                    // What the syncer holds was written before: it may still land.
+                    if in_flight {
+                        let _ = ready.recv();
+                    }
+                    break Err(reason);
+                }
+                self.offset = end_offset;
+            }
+            let job = SyncJob {
+                decided,
+                replies: std::mem::take(&mut replies),
+                head_seq: self.next_seq - 1,
+                end_offset,
+            };
+            if job.replies.len() == 1 {
+                // A lone command, nothing else queued: the load is one command at a
+                // time, nothing would be decided during its sync, and handing it to
+                // the syncer would only add a thread wake-up to its latency. The
+                // syncer is idle (nothing is in flight), so this thread syncs it.
+                if let Err(reason) = self.durability.finish(&mut InLine(&mut self.storage), job) {
+                    break Err(reason);
+                }
+                self.maybe_checkpoint();
+                continue;
+            }
+            if jobs.send(job).is_err() {
+                break Err("the syncer thread stopped".to_owned());
+            }
+            in_flight = true;
+        };
+        drop(jobs);
+        if thread.join().is_err() {
+            return Err("the syncer thread panicked".to_owned());
+        }
+        result
     }
 
     /// Commits `batch` and answers `replies` (one per command, in order);
@@ -655,12 +995,14 @@ impl<S: Storage> Writer<S> {
         batch: Vec<Command>,
         replies: &mut Vec<Reply>,
     ) -> Result<(), String> {
+        let mut answers = Vec::with_capacity(replies.len());
         let mut replies = replies.drain(..);
-        self.commit_answering(batch, |answer| {
+        let result = self.commit_answering(batch, |answer| {
             let reply = replies.next().expect("one reply per command");
-            // A client that went away just does not read its answer.
-            let _ = reply.send(answer);
-        })
+            answers.push((reply, answer));
+        });
+        self.durability.deliver(answers);
+        result
     }
 
     /// Commits `batch` and gives each command its answer through `answer`, in
@@ -668,7 +1010,7 @@ impl<S: Storage> Writer<S> {
     /// decides the rest again, at most [`FENCED_RETRIES_MAX`] times, then answers
     /// them 503. `Err` is a fatal failure (every command not answered by then gets
     /// 503), after which the writer must stop. The writer thread runs this for
-    /// every batch; a simulation calls it directly.
+    /// every batch of a log synced in line; a simulation calls it directly.
     pub fn commit_answering(
         &mut self,
         mut batch: Vec<Command>,
@@ -718,6 +1060,48 @@ impl<S: Storage> Writer<S> {
         unreachable!("the loop returns")
     }
 
+    /// Decides and applies each command in order, encoding each new event's line
+    /// into `self.buf` (cleared first); publishes the new head. No I/O: the lines
+    /// are not written yet.
+    fn decide(&mut self, commands: &[Command]) -> Decided {
+        let ts_us = (self.durability.clock)();
+        let first_seq = self.next_seq;
+        self.buf.clear();
+        let mut decided = Decided {
+            answers: Vec::with_capacity(commands.len()),
+            first_seq,
+            new_events: 0,
+            line_ends: Vec::new(),
+        };
+        for cmd in commands {
+            decided.answers.push(match self.model.keys.check(cmd) {
+                // A retry: the first answer again, nothing written.
+                Some(first) => first.cloned(),
+                None => self.model.book.decide(cmd).map(|event| {
+                    let env = Envelope {
+                        seq: self.next_seq,
+                        ts_us,
+                        v: SCHEMA_VERSION,
+                        event,
+                    };
+                    self.model
+                        .apply(&env)
+                        .expect("an event decided against this book fits it");
+                    self.next_seq += 1;
+                    decided.new_events += 1;
+                    shared_events::encode_into(&mut self.buf, &env);
+                    decided.line_ends.push(self.buf.len());
+                    env
+                }),
+            });
+        }
+        let head_seq = self.next_seq - 1;
+        let stats = &self.durability.stats;
+        stats.head_seq.store(head_seq, Ordering::Release);
+        stats.set_digests(head_seq, &self.model.book);
+        decided
+    }
+
     /// One group commit: decides and applies each command in order, appends all new
     /// events in one write, syncs (unless `--fsync never`), publishes the durable
     /// watermark, and returns each command's answer, in order (a retry gets its first
@@ -739,49 +1123,19 @@ impl<S: Storage> Writer<S> {
             ));
         }
         let commands: Vec<Command> = commands.into_iter().collect();
-        let ts_us = (self.clock)();
-        let first_seq = self.next_seq;
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let mut decided: Vec<Result<Envelope, Rejection>> = Vec::with_capacity(commands.len());
-        // Where each new event's line ends in `buf`.
-        let mut line_ends: Vec<usize> = Vec::new();
-        let mut new_events = 0u64;
-        for cmd in &commands {
-            decided.push(match self.model.keys.check(cmd) {
-                // A retry: the first answer again, nothing written.
-                Some(first) => first.cloned(),
-                None => self.model.book.decide(cmd).map(|event| {
-                    let env = Envelope {
-                        seq: self.next_seq,
-                        ts_us,
-                        v: SCHEMA_VERSION,
-                        event,
-                    };
-                    self.model
-                        .apply(&env)
-                        .expect("an event decided against this book fits it");
-                    self.next_seq += 1;
-                    new_events += 1;
-                    shared_events::encode_into(&mut buf, &env);
-                    line_ends.push(buf.len());
-                    env
-                }),
-            });
-        }
+        let decided = self.decide(&commands);
+        let (first_seq, new_events) = (decided.first_seq, decided.new_events);
         let head_seq = self.next_seq - 1;
-        self.stats.head_seq.store(head_seq, Ordering::Release);
-        self.stats.set_digests(head_seq, &self.model.book);
-        let durable = self.fsync == FsyncMode::Always;
-        let outcome =
-            |decided: Result<Envelope, Rejection>| decided.map(|env| Outcome::new(&env, durable));
-        if buf.is_empty() {
-            self.buf = buf;
-            return Ok(decided.into_iter().map(outcome).collect());
+        let durable = self.durability.fsync == FsyncMode::Always;
+        if new_events == 0 {
+            return Ok(decided.outcomes(durable).collect());
         }
-        let end_offset = self.offset + buf.len() as u64;
-        let committed = self.commit(&buf, head_seq, end_offset);
-        self.buf = buf;
+        let end_offset = self.offset + self.buf.len() as u64;
+        let committed = (self.storage.append(&self.buf))
+            .map_err(|e| CommitFailure::of("write", e))
+            .and_then(|()| {
+                (self.durability).sync(&mut InLine(&mut self.storage), head_seq, end_offset)
+            });
         let (landed, fenced) = match committed {
             Ok(()) => (new_events, None),
             Err(CommitFailure::Failed(reason)) => return Err(CommitError::Failed(reason)),
@@ -793,68 +1147,29 @@ impl<S: Storage> Writer<S> {
                 (landed, Some(reason))
             }
         };
-        let durable_seq = first_seq + landed - 1;
-        self.offset += line_ends[..landed as usize]
+        self.offset += decided.line_ends[..landed as usize]
             .last()
             .map_or(0, |&end| end as u64);
-        self.stats
-            .events_appended
-            .fetch_add(landed, Ordering::Relaxed);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.durable_seq.store(durable_seq, Ordering::Release);
-        self.metrics.events_appended.increment(landed);
-        self.metrics.batches.increment(1);
-        self.metrics.batch_events.record(landed as f64);
-        self.metrics.head_seq.set(head_seq as f64);
-        self.metrics.durable_seq.set(durable_seq as f64);
-        self.durable.send_replace(durable_seq);
+        self.durability
+            .durable_through(first_seq + landed - 1, landed, head_seq);
         let Some(reason) = fenced else {
             debug_assert_eq!(self.offset, end_offset);
-            return Ok(decided.into_iter().map(outcome).collect());
+            return Ok(decided.outcomes(durable).collect());
         };
         // The commands up to the one whose event did not land keep their answers;
         // from it on they are decided again after a reload.
         self.stale = true;
         let first_lost = first_seq + landed;
-        let split = decided
-            .iter()
+        let split = (decided.answers.iter())
             .position(|d| d.as_ref().is_ok_and(|env| env.seq >= first_lost))
             .expect("an event that did not land belongs to a command");
-        let answered = decided.into_iter().take(split).map(outcome).collect();
+        let answered = decided.outcomes(durable).take(split).collect();
         let retry = commands.into_iter().skip(split).collect();
         Err(CommitError::Fenced {
             answered,
             retry,
             reason,
         })
-    }
-
-    /// Write, sync (unless `--fsync never`), then tell readers how far the log is
-    /// durable, stamped with the time it became so. Any failure but a fence is fatal.
-    fn commit(&mut self, buf: &[u8], seq: u64, end_offset: u64) -> Result<(), CommitFailure> {
-        let failed = |what: &str, e: std::io::Error| match crate::storage::Fenced::of(&e) {
-            Some(fenced) => CommitFailure::Fenced {
-                landed: fenced.landed,
-                reason: fenced.message.clone(),
-            },
-            None => CommitFailure::Failed(format!("{what}: {e}")),
-        };
-        self.storage.append(buf).map_err(|e| failed("write", e))?;
-        if self.fsync == FsyncMode::Always {
-            let started = std::time::Instant::now();
-            self.storage.sync().map_err(|e| failed("fdatasync", e))?;
-            self.metrics
-                .fsync_seconds
-                .record(started.elapsed().as_secs_f64());
-        }
-        let mark = Watermark {
-            seq,
-            offset: end_offset,
-            ts_us: (self.clock)(),
-        };
-        self.storage
-            .publish_durable(mark)
-            .map_err(|e| failed("durable watermark", e))
     }
 
     /// The write model at the last batch, with its log position, ready to be

@@ -1,15 +1,28 @@
-//! The writer's group commit with a storage a test can break: the durable
+//! The writer's group commit with a storage a test can break or hold: the durable
 //! watermark follows each sync, gapless seqs with one sync per write, rejected
-//! commands write nothing, a failed write or sync is fail-stop, `--fsync never`.
+//! commands write nothing, a failed write or sync is fail-stop, `--fsync never`;
+//! each both with a syncer thread (as for a file) and syncing in line (as on
+//! JetStream); and the pipeline: commands that arrive during a sync wait for it,
+//! then go out as one batch.
 
 mod common;
 use command_svc::command::Command;
 use command_svc::writer::{DispatchError, FsyncMode, Outcome};
 use common::*;
 
+/// The two ways the writer syncs: on a syncer thread, in line.
+fn disks() -> [FakeDisk; 2] {
+    [FakeDisk::default(), FakeDisk::in_line()]
+}
+
 #[tokio::test]
 async fn the_durable_watermark_follows_the_sync_with_the_log_length() {
-    let disk = FakeDisk::default();
+    for disk in disks() {
+        the_durable_watermark_follows_the_sync(disk).await;
+    }
+}
+
+async fn the_durable_watermark_follows_the_sync(disk: FakeDisk) {
     let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     handle.dispatch(buy("u", 90, 1)).await.unwrap();
     handle.dispatch(buy("u", 91, 1)).await.unwrap();
@@ -30,9 +43,14 @@ async fn the_durable_watermark_follows_the_sync_with_the_log_length() {
     task.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_get_gapless_seqs_and_one_sync_per_write() {
-    let disk = FakeDisk::default();
+    for disk in disks() {
+        gapless_seqs_and_one_sync_per_write(disk).await;
+    }
+}
+
+async fn gapless_seqs_and_one_sync_per_write(disk: FakeDisk) {
     let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     let mut tasks = Vec::new();
     for i in 0..200u64 {
@@ -74,7 +92,12 @@ async fn concurrent_commands_get_gapless_seqs_and_one_sync_per_write() {
 
 #[tokio::test]
 async fn rejected_commands_write_nothing() {
-    let disk = FakeDisk::default();
+    for disk in disks() {
+        rejections_write_nothing(disk).await;
+    }
+}
+
+async fn rejections_write_nothing(disk: FakeDisk) {
     let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     let err = handle
         .dispatch(Command::Cancel {
@@ -105,7 +128,12 @@ async fn rejected_commands_write_nothing() {
 }
 
 async fn failing_storage_is_fail_stop(fail_sync: bool) {
-    let disk = FakeDisk::default();
+    for disk in disks() {
+        fail_stop(disk, fail_sync).await;
+    }
+}
+
+async fn fail_stop(disk: FakeDisk, fail_sync: bool) {
     let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     handle.dispatch(buy("u", 90, 1)).await.unwrap();
     {
@@ -155,4 +183,142 @@ async fn fsync_never_says_not_durable_and_never_syncs() {
     assert!(!durable);
     assert_eq!(disk.inner.lock().unwrap().syncs, 0);
     task.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_arriving_during_a_sync_wait_for_it_then_go_out_as_one_batch() {
+    let disk = FakeDisk::default();
+    let (handle, task) = spawn_on(&disk, FsyncMode::Always);
+    disk.gate.hold();
+    // A lone command: the writer syncs it itself (held).
+    let mut first = Box::pin(handle.dispatch(buy("u", 90, 1)));
+    assert!(poll_once(&mut first).await.is_pending());
+    let appended = |n: usize| {
+        let disk = disk.clone();
+        move || disk.inner.lock().unwrap().appends.len() == n
+    };
+    wait_until("the first batch is written", appended(1)).await;
+    // Polled once, each command is in the writer's queue, waiting for its answer.
+    let mut second: Vec<_> = (0..5u64)
+        .map(|i| Box::pin(handle.dispatch(buy("v", 80 + i, 1))))
+        .collect();
+    for dispatch in &mut second {
+        assert!(poll_once(dispatch).await.is_pending(), "answered early");
+    }
+    // The first sync passes: the five queued during it go out as one batch, which
+    // the syncer thread syncs (held again).
+    disk.gate.release(1);
+    assert!(matches!(first.await, Ok(Outcome::Placed { seq: 1, .. })));
+    wait_until("the second batch is written", appended(2)).await;
+    let mut third: Vec<_> = (0..3u64)
+        .map(|i| Box::pin(handle.dispatch(buy("w", 70 + i, 1))))
+        .collect();
+    for dispatch in &mut third {
+        assert!(poll_once(dispatch).await.is_pending(), "answered early");
+    }
+    for dispatch in &mut second {
+        assert!(
+            poll_once(dispatch).await.is_pending(),
+            "answered before its sync"
+        );
+    }
+    assert_eq!(
+        disk.inner.lock().unwrap().appends.len(),
+        2,
+        "the writer took no batch while the syncer was busy"
+    );
+    disk.gate.open();
+    let mut seqs = Vec::new();
+    for dispatch in second.into_iter().chain(third) {
+        let Ok(Outcome::Placed { seq, durable, .. }) = dispatch.await else {
+            panic!("not placed")
+        };
+        assert!(durable);
+        seqs.push(seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, (2..=9).collect::<Vec<_>>());
+    let (appends, ops) = {
+        let s = disk.inner.lock().unwrap();
+        (s.appends.clone(), s.ops.clone())
+    };
+    let lines: Vec<usize> = (appends.iter())
+        .map(|a| a.iter().filter(|&&b| b == b'\n').count())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![1, 5, 3],
+        "the commands that queued during each held sync went out as one batch: {ops:?}"
+    );
+    // Every answer waited for a sync covering it: a write is followed by its sync
+    // and its watermark before the next write.
+    for step in ops.chunks(3) {
+        assert!(step[0].starts_with("append"), "{ops:?}");
+        assert_eq!(step[1], "sync", "{ops:?}");
+        assert!(step[2].starts_with("durable"), "{ops:?}");
+    }
+    drop(handle);
+    task.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_on_the_syncer_thread_answers_its_batch_503_and_stops_the_writer() {
+    let disk = FakeDisk::default();
+    let (handle, task) = spawn_on(&disk, FsyncMode::Always);
+    disk.gate.hold();
+    let mut first = Box::pin(handle.dispatch(buy("u", 90, 1)));
+    assert!(poll_once(&mut first).await.is_pending());
+    let appended = |n: usize| {
+        let disk = disk.clone();
+        move || disk.inner.lock().unwrap().appends.len() == n
+    };
+    wait_until("the first batch is written", appended(1)).await;
+    let mut batch: Vec<_> = (0..2u64)
+        .map(|i| Box::pin(handle.dispatch(buy("v", 80 + i, 1))))
+        .collect();
+    for dispatch in &mut batch {
+        assert!(poll_once(dispatch).await.is_pending());
+    }
+    disk.gate.release(1);
+    assert!(first.await.is_ok());
+    wait_until("the batch of two is written", appended(2)).await;
+    disk.inner.lock().unwrap().fail_sync = true;
+    disk.gate.open();
+    for dispatch in batch {
+        let err = dispatch.await.unwrap_err();
+        assert!(
+            matches!(err, DispatchError::Unavailable(ref m) if m.contains("injected")),
+            "{err:?}"
+        );
+    }
+    let mut failure = task.failure.clone();
+    failure.wait_for(Option::is_some).await.unwrap();
+    let syncs = disk.inner.lock().unwrap().syncs;
+    let err = handle.dispatch(buy("u", 90, 1)).await.unwrap_err();
+    assert!(matches!(err, DispatchError::Unavailable(_)), "{err:?}");
+    assert_eq!(disk.inner.lock().unwrap().syncs, syncs, "never retried");
+    let durable = handle
+        .stats
+        .durable_seq
+        .load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(durable, 1, "the failed batch was never durable");
+    assert!(task.shutdown().await.unwrap_err().contains("injected"));
+}
+
+/// Polls `future` once.
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
+        .await
+}
+
+/// Waits for `done`, at most 10 s, polling every millisecond.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }

@@ -133,6 +133,28 @@ pub fn combined_routes(
         .boxed()
 }
 
+/// The combined gateway's API: [`combined_routes`], with the hot routes of both
+/// sides (the book's reads, placing and cancelling orders) answered ahead of them.
+pub fn combined_api(
+    command: CommandHandle,
+    query: Arc<QueryState>,
+    auth: Option<Arc<AuthTable>>,
+    auth_reads: bool,
+) -> plumbing::serve::Api {
+    let routes = combined_routes(command.clone(), query.clone(), auth.clone(), auth_reads);
+    let writes = command_svc::http::hot(command, auth);
+    let hot: plumbing::serve::HotRoutes = match query_svc::http::hot(query, auth_reads) {
+        Some(reads) => Arc::new(move |head| reads(head).or_else(|| writes(head))),
+        None => writes,
+    };
+    plumbing::serve::Api::new(
+        routes,
+        shared_events::openapi::ROUTE_LABELS,
+        shared_events::openapi::allowed_methods,
+    )
+    .with_hot(hot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

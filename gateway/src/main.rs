@@ -91,11 +91,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut failure = writer.failure.clone();
-    let routes = gateway::combined_routes(handle, query.state.clone(), auth, args.auth_reads);
     let state = query.state.clone();
+    let api = gateway::combined_api(handle, query.state.clone(), auth, args.auth_reads);
     plumbing::serve::serve(
         listener,
-        Api::new(routes, ROUTE_LABELS, allowed_methods),
+        api,
         &args.limits,
         async move {
             let _ = failure.wait_for(Option::is_some).await;

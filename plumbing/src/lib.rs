@@ -14,7 +14,9 @@
 //! ## Layout
 //!
 //! - [`serve`]: serving routes with hyper under [`serve::Limits`] (connection cap,
-//!   header timeout, sizes), `/metrics`, request counting, bounded graceful stop.
+//!   header timeout, sizes), hot routes ahead of warp's filters, `/metrics`,
+//!   request counting, bounded graceful stop.
+//! - [`counting`]: request counts kept per thread, summed at each render.
 //! - [`telemetry`]: `tracing` set up as text or JSON lines.
 //! - [`prometheus`]: the process-wide recorder, `# HELP` text, process metrics.
 //! - [`signal`]: Ctrl-C and SIGTERM.
@@ -24,6 +26,7 @@
 //!   the environment, an ordered consumer into a bounded buffer, a stream read as
 //!   lines with computed offsets.
 
+pub mod counting;
 pub mod jetstream;
 pub mod lines;
 pub mod memory;

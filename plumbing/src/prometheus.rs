@@ -58,6 +58,7 @@ fn process_collector() -> &'static metrics_process::Collector {
 /// format, each with its `# HELP` line.
 pub fn render() -> String {
     let handle = recorder();
+    crate::counting::fold_into_recorder();
     process_collector().collect();
     handle.render()
 }

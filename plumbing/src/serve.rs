@@ -1,10 +1,12 @@
 //! Serving HTTP with limits: a connection cap, a header-read timeout (slowloris),
-//! bounded heads, targets and bodies, every request counted by route and status,
-//! `/metrics`, and a bounded graceful shutdown. Routes come from the services; this
-//! module knows nothing of what they mean.
+//! bounded heads, targets and bodies, hot routes answered ahead of warp's filter
+//! chain, every request counted by route and status, `/metrics`, and a bounded
+//! graceful shutdown. Routes come from the services; this module knows nothing of
+//! what they mean.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use warp::Filter;
@@ -14,12 +16,39 @@ use warp::reply::Response;
 /// Longest time in-flight requests get to finish after a stop signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A request as a hot route sees it: its head, the body not read (no route takes
+/// one; the limits were checked before).
+pub struct Head<'a> {
+    pub method: &'a warp::http::Method,
+    /// The path, as sent (not percent-decoded).
+    pub path: &'a str,
+    /// The raw query string, empty when there is none.
+    pub query: &'a str,
+    pub headers: &'a warp::http::HeaderMap,
+}
+
+/// A hot route's answer: ready now, or once the future resolves.
+pub enum Answer {
+    Now(Response),
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+/// Routes answered ahead of warp's filter chain: the few that carry nearly all the
+/// traffic (a trading API's order placement and book reads), matched by hand on
+/// the request's head. `None` hands the request to the warp routes, which must
+/// answer it exactly as the hot route would have: a hot route is a shortcut, never
+/// a different answer. Every limit still applies (they are checked first), and the
+/// request is counted as any other.
+pub type HotRoutes = Arc<dyn Fn(&Head<'_>) -> Option<Answer> + Send + Sync>;
+
 /// What a binary serves: its routes, and what counting and answering them needs
 /// to know of them.
 #[derive(Clone)]
 pub struct Api {
     /// Every route, their errors already recovered into responses.
     pub routes: BoxedFilter<(Response,)>,
+    /// The hot routes, tried first.
+    pub hot: Option<HotRoutes>,
     /// The first path segments of the routes: the `route` labels of
     /// `foldbook_http_requests_total` (`/` counts as `index`, any other path as
     /// `other`, so the labels stay bounded).
@@ -38,35 +67,17 @@ impl Api {
     ) -> Self {
         Api {
             routes,
+            hot: None,
             route_labels,
             allowed_methods,
         }
     }
-}
 
-/// The `foldbook_http_requests_total` counter of a route and status, looked up in the
-/// recorder once and then kept: a lookup per request (hashing the labels, and a
-/// string for the status) cost about 5% of a small read's time.
-fn request_counter(route: &'static str, status: warp::http::StatusCode) -> metrics::Counter {
-    type Counters =
-        std::sync::RwLock<std::collections::HashMap<(&'static str, u16), metrics::Counter>>;
-    static COUNTERS: OnceLock<Counters> = OnceLock::new();
-    let counters = COUNTERS.get_or_init(Default::default);
-    let key = (route, status.as_u16());
-    if let Some(counter) = counters.read().expect("counters lock").get(&key) {
-        return counter.clone();
+    /// The same API with `hot` routes tried before the others.
+    pub fn with_hot(mut self, hot: HotRoutes) -> Self {
+        self.hot = Some(hot);
+        self
     }
-    let counter = metrics::counter!(
-        "foldbook_http_requests_total",
-        "route" => route,
-        "status" => status.as_str().to_owned()
-    );
-    counters
-        .write()
-        .expect("counters lock")
-        .entry(key)
-        .or_insert(counter)
-        .clone()
 }
 
 /// A bounded label for a request path: its first segment if it is one of ours.
@@ -82,14 +93,11 @@ fn route_label(labels: &'static [&'static str], path: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// `api`'s routes plus `GET /metrics`, with every request counted by route and
-/// status, and every 405 carrying `Allow` with the route's methods.
-pub fn instrument(api: Api) -> BoxedFilter<(Response,)> {
-    let Api {
-        routes,
-        route_labels,
-        allowed_methods,
-    } = api;
+/// `api`'s warp routes plus `GET /metrics`, every 405 carrying `Allow` with the
+/// route's methods. (Counting is done around every answer in [`serve`], hot
+/// routes' too.)
+pub fn instrument(api: &Api) -> BoxedFilter<(Response,)> {
+    let allowed_methods = api.allowed_methods;
     // `routes` answers every request (its errors already recovered into JSON), so this
     // route must answer another method itself, or `routes` would say 404.
     let metrics_route = warp::path("metrics")
@@ -108,7 +116,7 @@ pub fn instrument(api: Api) -> BoxedFilter<(Response,)> {
                 .expect("valid response")
         });
     warp::path::full()
-        .and(metrics_route.or(routes).unify())
+        .and(metrics_route.or(api.routes.clone()).unify())
         .map(move |path: warp::path::FullPath, mut response: Response| {
             let allow = warp::http::header::ALLOW;
             if response.status() == warp::http::StatusCode::METHOD_NOT_ALLOWED
@@ -121,10 +129,6 @@ pub fn instrument(api: Api) -> BoxedFilter<(Response,)> {
             }
             response
         })
-        .with(warp::log::custom(move |info| {
-            request_counter(route_label(route_labels, info.path()), info.status()).increment(1);
-        }))
-        .map(warp::Reply::into_response)
         .boxed()
 }
 
@@ -228,7 +232,8 @@ pub async fn serve(
     use hyper::service::Service as _;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on http://{addr}");
-    let routes = hyper_util::service::TowerToHyperService::new(warp::service(instrument(api)));
+    let routes = hyper_util::service::TowerToHyperService::new(warp::service(instrument(&api)));
+    let (hot, labels) = (api.hot.clone(), api.route_labels);
     let limits = std::sync::Arc::new(limits.clone());
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
     let open = metrics::gauge!("foldbook_connections_open");
@@ -269,13 +274,30 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (routes, limits, open) = (routes.clone(), limits.clone(), open.clone());
-        let service = hyper::service::service_fn(move |req| {
-            let (routes, limits) = (routes.clone(), limits.clone());
+        let hot = hot.clone();
+        let service = hyper::service::service_fn(move |req: warp::http::Request<_>| {
+            let label = route_label(labels, req.uri().path());
+            let answer = over_limit(&limits, &req).map(Answer::Now).or_else(|| {
+                let head = Head {
+                    method: req.method(),
+                    path: req.uri().path(),
+                    query: req.uri().query().unwrap_or(""),
+                    headers: req.headers(),
+                };
+                hot.as_ref().and_then(|hot| hot(&head))
+            });
+            let routes = routes.clone();
             async move {
-                match over_limit(&limits, &req) {
-                    Some(answer) => Ok(answer),
-                    None => routes.call(req).await,
-                }
+                let response = match answer {
+                    Some(Answer::Now(response)) => response,
+                    Some(Answer::Later(future)) => future.await,
+                    None => match routes.call(req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                };
+                crate::counting::count_request(label, response.status().as_u16());
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let conn =

@@ -9,6 +9,7 @@
 
 use crate::QueryState;
 use crate::projection::{BookView, OrderView, TRADES_KEPT, TradeView};
+use plumbing::serve::{Answer, Head, HotRoutes};
 use serde::Serialize;
 use shared_events::auth::{Access, AuthTable};
 use shared_events::market::UnknownMarket;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use warp::Filter;
 use warp::Reply as _;
 use warp::filters::BoxedFilter;
+use warp::http::header::{HeaderName, HeaderValue};
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
@@ -65,9 +67,13 @@ pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clo
 }
 
 fn with_applied_seq(mut response: Response, seq: u64) -> Response {
-    response.headers_mut().insert("x-applied-seq", seq.into());
+    response.headers_mut().insert(X_APPLIED_SEQ, seq.into());
     response
 }
+
+/// The read side's own headers, made once.
+const X_APPLIED_SEQ: HeaderName = HeaderName::from_static("x-applied-seq");
+const X_BOOK_SEQ: HeaderName = HeaderName::from_static("x-book-seq");
 
 fn bad_request(e: impl std::fmt::Display) -> Response {
     error(StatusCode::BAD_REQUEST, e)
@@ -99,9 +105,11 @@ struct ReadQuery {
 
 impl ReadQuery {
     fn parse(query: &str, own: &[&str]) -> Result<ReadQuery, String> {
-        let mut allowed = vec!["min_seq", "timeout_ms"];
-        allowed.extend_from_slice(own);
-        let params = domain::parse_query(query, &allowed)?;
+        // Every read parses its query: the names on the stack, not in a new Vec.
+        let mut allowed = ["min_seq", "timeout_ms", "", "", "", ""];
+        let names = 2 + own.len();
+        allowed[2..names].copy_from_slice(own);
+        let params = domain::parse_query(query, &allowed[..names])?;
         let min_seq = domain::query_value(&params, "min_seq", None, |raw| {
             parse_seq("min_seq", raw).map(Some)
         })?;
@@ -169,11 +177,13 @@ async fn prepare<T>(
 }
 
 fn book_response(body: bytes::Bytes, seq: u64, applied: u64) -> Response {
-    let response = warp::http::Response::builder()
-        .header("content-type", "application/json")
-        .header("x-book-seq", seq)
-        .body(body.into())
-        .expect("valid response");
+    let mut response = Response::new(body.into());
+    let headers = response.headers_mut();
+    headers.insert(
+        warp::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(X_BOOK_SEQ, seq.into());
     with_applied_seq(response, applied)
 }
 
@@ -280,7 +290,7 @@ async fn orderbook(
         },
     };
     let body = match depth {
-        Some(n) => book.depth_json(market, n).into(),
+        Some(n) => book.depth_json(market, n),
         None => book.json(market),
     };
     Ok(book_response(body, book.seq, snap.seq))
@@ -665,6 +675,40 @@ fn read_guard(table: Arc<AuthTable>) -> BoxedFilter<(Response,)> {
             }
         })
         .boxed()
+}
+
+/// The hot read route, answered ahead of warp's filters (see
+/// `plumbing::serve::HotRoutes`): `GET /orderbook` and
+/// `GET /markets/{symbol}/orderbook`, by the same handler as [`api`]'s route. None
+/// with `--auth-reads` (the guard in front of the read routes decides first), and
+/// paths of another shape (a trailing slash, say) are left to warp.
+pub fn hot(state: Arc<QueryState>, read_auth: bool) -> Option<HotRoutes> {
+    if read_auth {
+        return None;
+    }
+    Some(Arc::new(move |head: &Head<'_>| {
+        if *head.method != warp::http::Method::GET {
+            return None;
+        }
+        let path = head.path.strip_prefix('/')?;
+        let market = match path.strip_suffix("orderbook")? {
+            "" => None,
+            prefix => {
+                let symbol = prefix.strip_prefix("markets/")?.strip_suffix('/')?;
+                if symbol.is_empty() || symbol.contains('/') {
+                    return None;
+                }
+                Some(symbol.to_owned())
+            }
+        };
+        let (state, query) = (state.clone(), head.query.to_owned());
+        Some(Answer::Later(Box::pin(async move {
+            match orderbook(state, market, query).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        })))
+    }))
 }
 
 /// The read routes (without `/health`). With `read_auth`, each needs a known token.

@@ -83,13 +83,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let state = service.state.clone();
+    let mut api = plumbing::serve::Api::new(
+        query_svc::http::routes(service.state.clone(), read_auth.clone()),
+        shared_events::openapi::ROUTE_LABELS,
+        shared_events::openapi::allowed_methods,
+    );
+    if let Some(hot) = query_svc::http::hot(service.state.clone(), read_auth.is_some()) {
+        api = api.with_hot(hot);
+    }
     plumbing::serve::serve(
         listener,
-        plumbing::serve::Api::new(
-            query_svc::http::routes(service.state.clone(), read_auth),
-            shared_events::openapi::ROUTE_LABELS,
-            shared_events::openapi::allowed_methods,
-        ),
+        api,
         &args.limits,
         std::future::pending(),
         move || state.close_subscriptions(),

@@ -9,9 +9,10 @@
 //! past a line of another market it was delivered, without reading them.
 
 use shared_events::source::{FileLog, LogRead};
+use shared_events::watermark::WatermarkReader;
 use shared_events::{LogCursor, Watermark, watermark};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::SyncSender;
 
 /// The log as the read side sees it.
@@ -44,14 +45,14 @@ pub trait LogSource: LogRead + Send + 'static {
 pub struct FileSource {
     log: FileLog,
     /// The writer's durable watermark.
-    watermark_path: PathBuf,
+    watermark: WatermarkReader,
 }
 
 impl FileSource {
     pub fn new(log: &Path) -> Self {
         FileSource {
             log: FileLog::new(log),
-            watermark_path: watermark::path_for(log),
+            watermark: WatermarkReader::new(watermark::path_for(log)),
         }
     }
 }
@@ -68,7 +69,7 @@ impl LogRead for FileSource {
 
 impl LogSource for FileSource {
     fn watermark(&mut self) -> io::Result<Option<Watermark>> {
-        Watermark::read(&self.watermark_path)
+        self.watermark.read()
     }
 
     fn watch(&mut self, wake: SyncSender<()>) -> Option<Box<dyn Send>> {

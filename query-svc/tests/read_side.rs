@@ -518,3 +518,96 @@ async fn a_large_backlog_is_caught_up_to_the_same_model() {
     assert!(error.contains("bad line"), "{error}");
     service.stop();
 }
+
+/// The hot read route (`http::hot`, answered ahead of warp's filters by
+/// `plumbing::serve`) gives exactly the warp route's answer, for every path of its
+/// shape and near it, with good and bad queries; or leaves the request to warp.
+#[tokio::test]
+async fn the_hot_orderbook_route_answers_as_the_warp_route_would() {
+    use http_body_util::BodyExt as _;
+    use plumbing::serve::{Answer, Head};
+    let (_dir, config) = setup();
+    let service = query_svc::start(&config).unwrap();
+    let lines: Vec<Vec<u8>> = events().iter().map(shared_events::encode).collect();
+    for line in &lines {
+        append(&config, line);
+    }
+    mark_durable(&config, lines.len() as u64);
+    wait_applied(&service, lines.len() as u64).await;
+    let hot = query_svc::http::hot(service.state.clone(), false).expect("hot routes");
+    assert!(query_svc::http::hot(service.state.clone(), true).is_none());
+    let routes = query_svc::http::routes(service.state.clone(), None);
+    let seen = |status: StatusCode, headers: &warp::http::HeaderMap, body: &[u8]| {
+        let mut headers: Vec<(String, String)> = (headers.iter())
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        headers.sort();
+        (status, headers, body.to_vec())
+    };
+    let mut taken = 0;
+    for path in [
+        "/orderbook",
+        "/markets/FOLD/orderbook",
+        "/markets/NOPE/orderbook",
+        "/markets/fold/orderbook",
+        "/orderbook/",
+        "/markets//orderbook",
+        "/xorderbook",
+        "/markets/FOLD/trades",
+    ] {
+        for query in [
+            "",
+            "depth=10",
+            "depth=1",
+            "depth=0",
+            "at=1",
+            "at=99",
+            "min_seq=1",
+            "min_seq=99&timeout_ms=10",
+            "bogus=1",
+            "depth=2&depth=3",
+        ] {
+            let method = warp::http::Method::GET;
+            let headers = warp::http::HeaderMap::new();
+            let head = Head {
+                method: &method,
+                path,
+                query,
+                headers: &headers,
+            };
+            let Some(answer) = hot(&head) else {
+                continue;
+            };
+            taken += 1;
+            let response = match answer {
+                Answer::Now(response) => response,
+                Answer::Later(future) => future.await,
+            };
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let hot_seen = seen(parts.status, &parts.headers, &body);
+            let target = if query.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{query}")
+            };
+            let res = warp::test::request()
+                .method("GET")
+                .path(&target)
+                .reply(&routes)
+                .await;
+            let warp_seen = seen(res.status(), res.headers(), res.body());
+            assert_eq!(hot_seen, warp_seen, "GET {target}");
+        }
+    }
+    assert_eq!(taken, 40, "the four orderbook paths, each with every query");
+    let method = warp::http::Method::POST;
+    let headers = warp::http::HeaderMap::new();
+    let post = Head {
+        method: &method,
+        path: "/orderbook",
+        query: "",
+        headers: &headers,
+    };
+    assert!(hot(&post).is_none(), "only GET is hot");
+}

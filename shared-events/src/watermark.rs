@@ -55,10 +55,21 @@ impl Watermark {
     }
 
     pub fn encode(&self) -> [u8; WATERMARK_BYTES] {
-        let text = format!("{:020} {:020} {:020} ", self.seq, self.offset, self.ts_us);
-        let crc = crc32c::crc32c(&text.as_bytes()[..COVERED_BYTES]);
-        let line = format!("{text}{crc:08x}\n");
-        line.as_bytes().try_into().expect("fixed width")
+        // Written every group commit: digits into a fixed array, no formatting.
+        let mut line = [b' '; WATERMARK_BYTES];
+        for (at, n) in [(0, self.seq), (21, self.offset), (42, self.ts_us)] {
+            let mut n = n;
+            for digit in line[at..at + 20].iter_mut().rev() {
+                *digit = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        }
+        let crc = crc32c::crc32c(&line[..COVERED_BYTES]);
+        for (i, digit) in line[63..71].iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[(crc >> (28 - 4 * i) & 0xf) as usize];
+        }
+        line[WATERMARK_BYTES - 1] = b'\n';
+        line
     }
 
     /// `None` for anything that is not a whole, valid watermark line.
@@ -102,6 +113,10 @@ impl Watermark {
 #[derive(Debug)]
 pub struct WatermarkFile {
     file: File,
+    /// Whether the file is known to be exactly [`WATERMARK_BYTES`] long: cut once,
+    /// at the first publish, not at every one (each cut is a syscall and a change
+    /// notification that wakes every reader).
+    sized: std::sync::atomic::AtomicBool,
 }
 
 impl WatermarkFile {
@@ -111,19 +126,95 @@ impl WatermarkFile {
             .create(true)
             .truncate(false)
             .open(path)?;
-        Ok(WatermarkFile { file })
+        Ok(WatermarkFile {
+            file,
+            sized: false.into(),
+        })
     }
 
-    /// Rewrites the watermark in place (one `pwrite`).
+    /// A second handle on the same file (for the thread that syncs the log).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(WatermarkFile {
+            file: self.file.try_clone()?,
+            sized: false.into(),
+        })
+    }
+
+    /// Rewrites the watermark in place (one `pwrite`; the first also cuts the file
+    /// to the line's length, in case it was longer).
     pub fn publish(&self, mark: Watermark) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
         self.file.write_all_at(&mark.encode(), 0)?;
-        self.file.set_len(WATERMARK_BYTES as u64)
+        if !self.sized.load(Ordering::Relaxed) {
+            self.file.set_len(WATERMARK_BYTES as u64)?;
+            self.sized.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// A reader's handle on the watermark file: opened once it exists and then kept
+/// (as the log itself is), so that reading it, every time the log grows, is one
+/// `pread` and not an open, a read and a close, each of which notifies every
+/// watcher of the directory.
+#[derive(Debug)]
+pub struct WatermarkReader {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl WatermarkReader {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        WatermarkReader {
+            path: path.into(),
+            file: None,
+        }
+    }
+
+    /// The watermark now: `Ok(None)` if the file does not exist yet or is
+    /// mid-rewrite, as [`Watermark::read`].
+    pub fn read(&mut self) -> io::Result<Option<Watermark>> {
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(file) => self.file = Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let file = self.file.as_ref().expect("opened above");
+        // One byte more than a line: a longer file is no watermark, as in `read`.
+        let mut buf = [0u8; WATERMARK_BYTES + 1];
+        let mut len = 0;
+        while len < buf.len() {
+            match file.read_at(&mut buf[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Watermark::decode(&buf[..len]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_as_the_format_says() {
+        let mark = Watermark {
+            seq: 42,
+            offset: 123_456,
+            ts_us: u64::MAX,
+        };
+        let text = format!("{:020} {:020} {:020} ", mark.seq, mark.offset, mark.ts_us);
+        let crc = crc32c::crc32c(&text.as_bytes()[..COVERED_BYTES]);
+        assert_eq!(
+            mark.encode().as_slice(),
+            format!("{text}{crc:08x}\n").as_bytes()
+        );
+    }
 
     #[test]
     fn round_trip_and_damage() {
@@ -161,8 +252,21 @@ mod tests {
             offset: 5,
             ts_us: 2,
         };
+        let mut reader = WatermarkReader::new(&path);
         file.publish(mark).unwrap();
         assert_eq!(Watermark::read(&path).unwrap(), Some(mark));
+        assert_eq!(reader.read().unwrap(), Some(mark));
+        let later = Watermark {
+            seq: 8,
+            offset: 6,
+            ts_us: 4,
+        };
+        file.try_clone().unwrap().publish(later).unwrap();
+        assert_eq!(
+            reader.read().unwrap(),
+            Some(later),
+            "the kept handle sees rewrites"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,7 +7,7 @@ use command_svc::book::Book;
 use command_svc::command::Command;
 use command_svc::idempotency::IdempotencyIndex;
 use command_svc::model::WriteModel;
-use command_svc::storage::Storage;
+use command_svc::storage::{Storage, Syncer};
 use command_svc::writer::{self, FsyncMode, Outcome, WriterOptions};
 use command_svc::{CommandHandle, WriterTask};
 use shared_events::{BookState, LogCursor, ScanError, Side, Watermark};
@@ -39,10 +39,49 @@ pub fn buy(user: &str, price: u64, qty: u64) -> Command {
     }
 }
 
-/// Storage in memory that records each append and sync, and can be told to fail.
+/// Storage in memory that records each append and sync, and can be told to fail
+/// or to hold its syncs.
 #[derive(Clone, Default)]
 pub struct FakeDisk {
     pub inner: Arc<Mutex<FakeDiskState>>,
+    pub gate: Arc<SyncGate>,
+}
+
+/// Lets syncs through: all of them (the default), or only as many as released.
+#[derive(Default)]
+pub struct SyncGate {
+    /// `None`: open; `Some(n)`: `n` more syncs may pass.
+    permits: Mutex<Option<u64>>,
+    changed: std::sync::Condvar,
+}
+
+impl SyncGate {
+    /// From now on a sync waits for [`SyncGate::release`] (or [`SyncGate::open`]).
+    pub fn hold(&self) {
+        *self.permits.lock().unwrap() = Some(0);
+    }
+
+    /// Lets `n` more held syncs pass.
+    pub fn release(&self, n: u64) {
+        if let Some(permits) = self.permits.lock().unwrap().as_mut() {
+            *permits += n;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Lets every sync pass again.
+    pub fn open(&self) {
+        *self.permits.lock().unwrap() = None;
+        self.changed.notify_all();
+    }
+
+    fn pass(&self) {
+        let permits = self.permits.lock().unwrap();
+        let mut permits = self.changed.wait_while(permits, |p| *p == Some(0)).unwrap();
+        if let Some(n) = permits.as_mut() {
+            *n -= 1;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -51,6 +90,9 @@ pub struct FakeDiskState {
     pub syncs: usize,
     pub fail_sync: bool,
     pub fail_write: bool,
+    /// Whether the writer syncs in line (as on JetStream) rather than on a syncer
+    /// thread of its own (as with a file).
+    pub in_line: bool,
     /// Every call in order: "append N", "sync", "durable SEQ@OFFSET".
     pub ops: Vec<String>,
 }
@@ -67,6 +109,23 @@ impl Storage for FakeDisk {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        Syncer::sync(self)
+    }
+
+    fn publish_durable(&mut self, mark: Watermark) -> io::Result<()> {
+        Syncer::publish_durable(self, mark)
+    }
+
+    fn syncer(&mut self) -> io::Result<Option<Box<dyn Syncer>>> {
+        let in_line = self.inner.lock().unwrap().in_line;
+        Ok((!in_line).then(|| Box::new(self.clone()) as Box<dyn Syncer>))
+    }
+}
+
+/// The syncer thread's handle: the same disk.
+impl Syncer for FakeDisk {
+    fn sync(&mut self) -> io::Result<()> {
+        self.gate.pass();
         let mut s = self.inner.lock().unwrap();
         s.syncs += 1;
         s.ops.push("sync".to_owned());
@@ -80,6 +139,15 @@ impl Storage for FakeDisk {
         let mut s = self.inner.lock().unwrap();
         s.ops.push(format!("durable {}@{}", mark.seq, mark.offset));
         Ok(())
+    }
+}
+
+impl FakeDisk {
+    /// A disk the writer syncs in line, as it does a JetStream stream.
+    pub fn in_line() -> FakeDisk {
+        let disk = FakeDisk::default();
+        disk.inner.lock().unwrap().in_line = true;
+        disk
     }
 }
 

@@ -860,6 +860,7 @@ impl ReadModel {
             orders: self.orders.clone(),
             accounts: self.accounts.clone(),
             json: (0..self.books.len()).map(|_| OnceLock::new()).collect(),
+            depth_json: (0..self.books.len()).map(|_| OnceLock::new()).collect(),
         }
     }
 

@@ -78,6 +78,9 @@ pub struct BookView {
     pub accounts: Option<super::ReadAccounts>,
     /// Each market's `/orderbook` body, serialized by the first reader that wants it.
     pub(super) json: Vec<OnceLock<bytes::Bytes>>,
+    /// Each market's `/orderbook?depth=N` body for the first `N` a reader asked
+    /// for (clients poll with one depth; other depths are made per request).
+    pub(super) depth_json: Vec<OnceLock<(usize, bytes::Bytes)>>,
 }
 
 impl BookView {
@@ -125,7 +128,17 @@ impl BookView {
 
     /// The `/orderbook?depth=N` body of the market at `market`: the best `n` price
     /// levels of each side, each with its total quantity and number of orders.
-    pub fn depth_json(&self, market: usize, n: usize) -> Vec<u8> {
+    /// Made once per view for the first `n` asked for.
+    pub fn depth_json(&self, market: usize, n: usize) -> bytes::Bytes {
+        let (cached_n, body) =
+            self.depth_json[market].get_or_init(|| (n, self.make_depth_json(market, n).into()));
+        if *cached_n == n {
+            return body.clone();
+        }
+        self.make_depth_json(market, n).into()
+    }
+
+    fn make_depth_json(&self, market: usize, n: usize) -> Vec<u8> {
         let aggregate = |(&price, level): (&u64, &Level)| LevelJson {
             price,
             qty: level.qty,

@@ -41,6 +41,7 @@ pub enum Section {
     Nats,
     Markets,
     Accounts,
+    Curves,
 }
 
 impl Section {
@@ -55,6 +56,7 @@ impl Section {
             Section::Nats => "nats",
             Section::Markets => "markets",
             Section::Accounts => "accounts",
+            Section::Curves => "curves",
         }
     }
 }
@@ -70,7 +72,7 @@ fn seconds(text: &str) -> Result<u64, String> {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Sections to run, comma-separated: reads,writes,lag,replay,rss (the
-    /// default set), soak, nats, markets and accounts on request.
+    /// default set), soak, nats, markets, accounts and curves on request.
     #[arg(
         long = "only",
         env = "BENCH_ONLY",
@@ -130,6 +132,32 @@ pub struct Settings {
     /// Seconds a server may take to exit after SIGTERM before SIGKILL.
     #[arg(long = "stop-timeout", env = "STOP_TIMEOUT", default_value_t = 60)]
     pub stop_timeout_s: u64,
+    /// The curves section's connection counts (durable orders/s against them).
+    #[arg(
+        long,
+        env = "CURVE_CONNECTIONS",
+        value_delimiter = ',',
+        default_value = "1,4,16,64,128,256"
+    )]
+    pub curve_connections: Vec<u32>,
+    /// The curves section's offered rates, as shares of the durable capacity at 64
+    /// connections (lag p99 against them).
+    #[arg(
+        long,
+        env = "CURVE_RATE_SHARES",
+        value_delimiter = ',',
+        default_value = "0.1,0.25,0.5,0.75"
+    )]
+    pub curve_rate_shares: Vec<f64>,
+    /// The curves section's log lengths, in events (replay and snapshot starts
+    /// against them).
+    #[arg(
+        long,
+        env = "CURVE_EVENTS",
+        value_delimiter = ',',
+        default_value = "10000,100000,1000000,10000000"
+    )]
+    pub curve_events: Vec<u64>,
     /// Keep the data directories (target/bench/work.*) after the run.
     #[arg(
         long,
@@ -169,6 +197,11 @@ impl Settings {
         put("BIG_EVENTS", json!(self.big_events));
         put("BIG_FINISHED", json!(self.big_finished));
         put("CATCHUP_TIMEOUT", json!(self.catchup_timeout_s));
+        if self.only.contains(&Section::Curves) {
+            put("CURVE_CONNECTIONS", json!(self.curve_connections));
+            put("CURVE_RATE_SHARES", json!(self.curve_rate_shares));
+            put("CURVE_EVENTS", json!(self.curve_events));
+        }
         if self.only.contains(&Section::Soak) {
             put("SOAK_SECONDS", json!(self.soak_s));
             put("SOAK_RATE", json!(self.soak_rate));

@@ -81,7 +81,13 @@ impl Runner {
         script: Option<&Path>,
     ) -> anyhow::Result<WrkReport> {
         let wrk = which("wrk").context("wrk is not installed (apt-get install -y wrk)")?;
-        let mut base = args(["-t1", &format!("-c{connections}"), "--timeout", "5s"]);
+        let mut base = args([
+            "-t1",
+            &format!("-c{connections}"),
+            "--timeout",
+            "5s",
+            "--latency",
+        ]);
         if let Some(script) = script {
             base.push("-s".into());
             base.push(script.into());

@@ -1,10 +1,13 @@
-//! accounts: what balances cost. Durable orders at 64 connections (the writes
-//! section's `wrk -t1` and orders.lua) on the shipped `init.txt` (accounts off, the
-//! baseline) and on `init-accounts.txt` with the orders' user `wrk` funded (every
-//! order holds, every fill settles), rounds interleaved; goal: no more than 10%
-//! fewer orders/s (>= 0.9x). Then memory: command-svc and query-svc (split) on a
-//! genesis of ACCOUNTS_USERS funded users (two assets each, no orders), VmRSS minus
-//! VmRSS on the same markets without accounts, per user.
+//! accounts: what balances and several markets cost. Durable orders at 64
+//! connections (the writes section's `wrk -t1`): the baseline is orders.lua on the
+//! shipped `init.txt` (accounts off, every order in the default market); ours is
+//! orders-markets.lua, the same orders spread over the three markets, on
+//! `init-accounts.txt` with the orders' user `wrk` funded in every asset (every
+//! order holds, every fill settles); rounds interleaved; then `GET /orderbook` on
+//! each of the two gateways. Goal (issue 22): within 10% of the rows without them
+//! (>= 0.9x). Then memory: command-svc and query-svc (split) on a genesis of
+//! ACCOUNTS_USERS funded users (two assets each, no orders), VmRSS minus VmRSS on
+//! the same markets without accounts, per user.
 
 use super::{fmt, gateway_args, service_args};
 use crate::runner::{Runner, remove_dir};
@@ -18,8 +21,8 @@ const ACCOUNTS_USERS: u64 = 1_000_000;
 pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
     let s = r.settings.clone();
     r.say(format!(
-        "accounts: durable POST orders at 64 connections with accounts off / on, {}s x {} rounds; \
-         RSS per funded user at {} users",
+        "accounts: durable POST orders at 64 connections, then GET /orderbook, with accounts off \
+         in one market / on in three, {}s x {} rounds; RSS per funded user at {} users",
         s.duration_s,
         s.rounds,
         fmt(ACCOUNTS_USERS as f64)
@@ -37,17 +40,27 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
                 "gateway",
                 &gateway_args(&dir, "always"),
             )?;
-            let lua = r.lua("orders.lua");
+            let lua = r.lua(if funded {
+                "orders-markets.lua"
+            } else {
+                "orders.lua"
+            });
             let report = r.wrk(&name, 64, &gateway.url, Some(&lua)).await?;
             r.add(&format!("accounts.writes.{key}"), report.requests_per_s);
             bad += report.bad();
+            let book = format!("{}/orderbook", gateway.url);
+            let reads = r.wrk(&format!("{name}-reads"), 64, &book, None).await?;
+            r.add(&format!("accounts.reads.{key}"), reads.requests_per_s);
+            bad += reads.bad();
             r.stop(&mut gateway)?;
             remove_dir(&dir)?;
         }
         r.say(format!(
-            "  round {round}: accounts off {} req/s, on {} req/s",
+            "  round {round}: orders: accounts off {} req/s, on {} req/s; reads: off {} req/s, on {} req/s",
             fmt(r.last("accounts.writes.off")),
-            fmt(r.last("accounts.writes.on"))
+            fmt(r.last("accounts.writes.on")),
+            fmt(r.last("accounts.reads.off")),
+            fmt(r.last("accounts.reads.on"))
         ));
     }
     if bad > 0 {
@@ -58,13 +71,28 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
     r.row(
         Row::new(
             "accounts",
-            "durable POST /buy,/sell, req/s, 64 conns, accounts on (init-accounts.txt, user wrk funded: \
-             every order holds, every fill settles); baseline: the same with accounts off (init.txt)"
+            "durable POST /buy,/sell, req/s, 64 conns, accounts on and 3 markets (init-accounts.txt, \
+             user wrk funded: every order holds, every fill settles; orders-markets.lua); baseline: \
+             accounts off, 1 market (init.txt, orders.lua)"
                 .to_owned(),
             "req/s",
             0,
             Some(r.fig("accounts.writes.off")),
             r.fig("accounts.writes.on"),
+            Some(Goal::ratio_at_least(0.9)),
+        )
+        .caveat((bad > 0).then(|| "errors".to_owned())),
+    );
+    r.row(
+        Row::new(
+            "accounts",
+            "GET /orderbook, req/s, 64 conns, after those orders, accounts on and 3 markets; \
+             baseline: accounts off, 1 market"
+                .to_owned(),
+            "req/s",
+            0,
+            Some(r.fig("accounts.reads.off")),
+            r.fig("accounts.reads.on"),
             Some(Goal::ratio_at_least(0.9)),
         )
         .caveat((bad > 0).then(|| "errors".to_owned())),
@@ -126,15 +154,18 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `init-accounts.txt` with the orders' user `wrk` funded far beyond what a run
-/// spends (it buys and sells 1 at 100 against itself and the book).
+/// `init-accounts.txt` with the orders' user `wrk` funded in every asset far
+/// beyond what a run spends (it buys and sells 1 at a time against itself and the
+/// books).
 fn write_funded_init(r: &Runner, dir: &Path) -> anyhow::Result<()> {
     let path = r.root.join("init-accounts.txt");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut init: serde_json::Value = serde_json::from_str(&text)?;
-    init["accounts"]["wrk"] =
-        serde_json::json!({"USD": 1_000_000_000_000u64, "FOLD": 1_000_000_000u64});
+    let (money, goods) = (1_000_000_000_000u64, 1_000_000_000u64);
+    init["accounts"]["wrk"] = serde_json::json!({
+        "USD": money, "EUR": money, "FOLD": goods, "ACME": goods, "BOLT": goods
+    });
     std::fs::write(dir.join("init.txt"), serde_json::to_vec_pretty(&init)?)?;
     Ok(())
 }

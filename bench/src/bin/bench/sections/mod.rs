@@ -3,6 +3,7 @@
 //! one server at a time, each on 127.0.0.1 with a free port.
 
 mod accounts;
+mod curves;
 mod lag;
 mod markets;
 mod nats;
@@ -29,6 +30,7 @@ pub async fn run(runner: &mut Runner, section: Section) -> anyhow::Result<()> {
         Section::Nats => nats::run(runner).await,
         Section::Markets => markets::run(runner).await,
         Section::Accounts => accounts::run(runner).await,
+        Section::Curves => curves::run(runner).await,
     }
 }
 

@@ -225,12 +225,19 @@ fn fmt_opt(x: Option<f64>) -> String {
 
 /// A directory `work/NAME` with genlog's BIG_EVENTS-event init.txt + log.txt.
 pub async fn big_log(r: &Runner, name: &str, extra: &[&str]) -> anyhow::Result<PathBuf> {
+    log_of(r, name, r.settings.big_events, extra).await
+}
+
+/// A directory `work/NAME` with genlog's `events`-event init.txt + log.txt.
+pub async fn log_of(
+    r: &Runner,
+    name: &str,
+    events: u64,
+    extra: &[&str],
+) -> anyhow::Result<PathBuf> {
     let dir = r.work.join(name);
     remove_dir(&dir)?;
-    let mut args = vec![
-        r.settings.big_events.to_string().into(),
-        dir.clone().into_os_string(),
-    ];
+    let mut args = vec![events.to_string().into(), dir.clone().into_os_string()];
     args.extend(extra.iter().map(Into::into));
     let out = r
         .oneshot(
@@ -251,7 +258,7 @@ pub async fn big_log(r: &Runner, name: &str, extra: &[&str]) -> anyhow::Result<P
 
 /// Starts query-svc on `dir`, which must start from its snapshot, waits until it
 /// applied `head`: the ms that took.
-async fn query_from_snapshot(
+pub(super) async fn query_from_snapshot(
     r: &mut Runner,
     name: &str,
     dir: &Path,
@@ -268,7 +275,7 @@ async fn query_from_snapshot(
     Ok(wall)
 }
 
-fn remove_query_snapshots(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn remove_query_snapshots(dir: &Path) -> anyhow::Result<()> {
     let snapshots = dir.join("snapshots");
     for entry in
         std::fs::read_dir(&snapshots).with_context(|| format!("reading {}", snapshots.display()))?
@@ -285,19 +292,19 @@ fn remove_query_snapshots(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A number from the last log line containing `text`.
-fn log_num(proc: &test_support::Proc, text: &str, key: &str) -> anyhow::Result<f64> {
+pub(super) fn log_num(proc: &test_support::Proc, text: &str, key: &str) -> anyhow::Result<f64> {
     proc.log_field(text, key)
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {key}=N in a {text:?} log line"))
 }
 
-fn ms_since(t: Instant) -> f64 {
+pub(super) fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_millis() as f64
 }
 
 /// The baseline: reads `log` and decodes every line (checksum, JSON, schema
 /// version) on this one thread, the envelopes dropped: (lines, lines/s).
-fn decode_rate(log: &Path) -> anyhow::Result<(u64, f64)> {
+pub(super) fn decode_rate(log: &Path) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let bytes = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
     let mut events = 0u64;
