@@ -546,6 +546,12 @@ impl Durability {
         seq: u64,
         end_offset: u64,
     ) -> Result<(), CommitFailure> {
+        self.sync_only(storage)?;
+        self.publish(storage, seq, end_offset)
+    }
+
+    /// The sync alone (unless `--fsync never`), timed.
+    fn sync_only(&self, storage: &mut dyn Syncer) -> Result<(), CommitFailure> {
         if self.fsync == FsyncMode::Always {
             let started = std::time::Instant::now();
             storage
@@ -555,6 +561,16 @@ impl Durability {
                 .fsync_seconds
                 .record(started.elapsed().as_secs_f64());
         }
+        Ok(())
+    }
+
+    /// Tells readers the log is durable through `seq` (ending at `end_offset`).
+    fn publish(
+        &self,
+        storage: &mut dyn Syncer,
+        seq: u64,
+        end_offset: u64,
+    ) -> Result<(), CommitFailure> {
         let mark = Watermark {
             seq,
             offset: end_offset,
@@ -631,43 +647,39 @@ impl Durability {
             end_offset,
         } = job;
         let landed = decided.new_events;
-        // A batch without new events rests on events the last sync covered.
-        let synced = if landed > 0 {
-            self.sync(syncer, head_seq, end_offset)
-                .map_err(|failure| match failure {
-                    CommitFailure::Failed(reason) => reason,
-                    CommitFailure::Fenced { reason, .. } => {
-                        format!("a log that fences its writers cannot be pipelined: {reason}")
-                    }
-                })
-        } else {
-            Ok(())
+        let failed = |what: CommitFailure| match what {
+            CommitFailure::Failed(reason) => reason,
+            CommitFailure::Fenced { reason, .. } => {
+                format!("a log that fences its writers cannot be pipelined: {reason}")
+            }
         };
-        match synced {
-            Ok(()) => {
-                if landed > 0 {
-                    self.durable_through(head_seq, landed, head_seq);
-                }
-                // Lazily: the answers are made from the events on the runtime, off
-                // this thread, which may have the next batch to sync.
-                let answers = (replies.into_iter()).zip(
-                    decided
-                        .outcomes(true)
-                        .map(|a| a.map_err(DispatchError::from)),
-                );
-                self.deliver(answers);
-                Ok(())
-            }
-            Err(reason) => {
-                let why = format!("log write failed: {reason}");
-                self.deliver(
-                    replies
-                        .into_iter()
-                        .map(move |reply| (reply, Err(DispatchError::Unavailable(why.clone())))),
-                );
-                Err(reason)
-            }
+        // A batch without new events rests on events the last sync covered.
+        if landed > 0
+            && let Err(failure) = self.sync_only(syncer)
+        {
+            let reason = failed(failure);
+            let why = format!("log write failed: {reason}");
+            self.deliver(
+                (replies.into_iter())
+                    .map(move |reply| (reply, Err(DispatchError::Unavailable(why.clone())))),
+            );
+            return Err(reason);
         }
+        // Durable now: answered at once, and lazily (the answers are made from the
+        // events on the runtime, off this thread, which may have the next batch to
+        // sync). The watermark follows; readers learn of the batch a moment after
+        // its writers, and a failure to tell them is fatal but takes back nothing.
+        let answers = (replies.into_iter()).zip(
+            decided
+                .outcomes(true)
+                .map(|a| a.map_err(DispatchError::from)),
+        );
+        self.deliver(answers);
+        if landed > 0 {
+            self.publish(syncer, head_seq, end_offset).map_err(failed)?;
+            self.durable_through(head_seq, landed, head_seq);
+        }
+        Ok(())
     }
 }
 

@@ -250,11 +250,16 @@ async fn orderbook(
     market: Option<String>,
     query: String,
 ) -> Result<Response, Infallible> {
-    let (market, _) = match resolve_market(&state, market.as_deref()) {
+    Ok(orderbook_of(&state, market.as_deref(), &query).await)
+}
+
+/// `GET [/markets/{market}]/orderbook?{query}`.
+async fn orderbook_of(state: &Arc<QueryState>, market: Option<&str>, query: &str) -> Response {
+    let (market, _) = match resolve_market(state, market) {
         Ok(m) => m,
-        Err(response) => return Ok(*response),
+        Err(response) => return *response,
     };
-    let prepared = prepare(&state, &query, &["at", "depth"], |query| {
+    let prepared = prepare(state, query, &["at", "depth"], |query| {
         let at = query.get("at", None, |raw| parse_seq("at", raw).map(Some))?;
         let depth = query.get("depth", None, |raw| {
             parse_limit(raw, DEPTH_MAX)
@@ -265,27 +270,24 @@ async fn orderbook(
     });
     let (at, depth) = match prepared.await {
         Ok(p) => p,
-        Err(response) => return Ok(response),
+        Err(response) => return response,
     };
     let snap = state.view();
     let book = match at {
         None => snap.clone(),
         Some(at) if at > snap.seq => {
-            return Ok(with_applied_seq(
+            return with_applied_seq(
                 bad_request(format!(
                     "at={at} is beyond the applied head (seq {})",
                     snap.seq
                 )),
                 snap.seq,
-            ));
+            );
         }
-        Some(at) => match time_travel(&state, at).await {
+        Some(at) => match time_travel(state, at).await {
             Ok(book) => book,
             Err(e) => {
-                return Ok(with_applied_seq(
-                    error(StatusCode::INTERNAL_SERVER_ERROR, e),
-                    snap.seq,
-                ));
+                return with_applied_seq(error(StatusCode::INTERNAL_SERVER_ERROR, e), snap.seq);
             }
         },
     };
@@ -293,7 +295,7 @@ async fn orderbook(
         Some(n) => book.depth_json(market, n),
         None => book.json(market),
     };
-    Ok(book_response(body, book.seq, snap.seq))
+    book_response(body, book.seq, snap.seq)
 }
 
 /// The book right after event `at`, from the cache or rebuilt off the request path.
@@ -698,15 +700,25 @@ pub fn hot(state: Arc<QueryState>, read_auth: bool) -> Option<HotRoutes> {
                 if symbol.is_empty() || symbol.contains('/') {
                     return None;
                 }
-                Some(symbol.to_owned())
+                Some(symbol)
             }
         };
-        let (state, query) = (state.clone(), head.query.to_owned());
-        Some(Answer::Later(Box::pin(async move {
-            match orderbook(state, market, query).await {
-                Ok(response) => response,
-                Err(never) => match never {},
+        // Without `min_seq` or `at` (which may wait, the latter for a rebuild off
+        // this thread) the answer is ready at once: polled here, on the stack, it
+        // needs no allocation. Should one be pending after all (a parameter name
+        // spelled in percent-escapes), it is dropped and made again to be awaited.
+        let may_wait = head.query.contains("min_seq") || head.query.contains("at=");
+        if !may_wait {
+            let mut now = std::pin::pin!(orderbook_of(&state, market, head.query));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(response) = now.as_mut().poll(&mut cx) {
+                return Some(Answer::Now(response));
             }
+        }
+        let state = state.clone();
+        let (market, query) = (market.map(str::to_owned), head.query.to_owned());
+        Some(Answer::Later(Box::pin(async move {
+            orderbook_of(&state, market.as_deref(), &query).await
         })))
     }))
 }

@@ -26,6 +26,13 @@ pub trait LogSource: LogRead + Send + 'static {
     /// none, the tailer only polls. Notifications may be late, coalesced or lost.
     fn watch(&mut self, wake: SyncSender<()>) -> Option<Box<dyn Send>>;
 
+    /// Whether the notifications [`LogSource::watch`] set up may have gone stale (a
+    /// file they watched was replaced, or one they waited for appeared): the tailer
+    /// then calls `watch` again. Asked after every step.
+    fn rewatch(&mut self) -> bool {
+        false
+    }
+
     /// Names the log in messages.
     fn name(&self) -> String;
 
@@ -73,8 +80,14 @@ impl LogSource for FileSource {
     }
 
     fn watch(&mut self, wake: SyncSender<()>) -> Option<Box<dyn Send>> {
-        crate::file_watch::watch_dir(self.log.path(), wake)
+        crate::file_watch::watch(self.log.path(), wake)
             .map(|watcher| Box::new(watcher) as Box<dyn Send>)
+    }
+
+    /// The watermark file was opened: the first one (the watch may have been on the
+    /// directory, waiting for it) or a replacement (the watch is on the old file).
+    fn rewatch(&mut self) -> bool {
+        self.watermark.take_opened()
     }
 
     fn name(&self) -> String {

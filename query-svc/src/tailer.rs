@@ -219,10 +219,15 @@ impl Tailer {
     }
 
     fn run(mut self, stop: Arc<AtomicBool>, wake: SyncSender<()>, woken: Receiver<()>) {
-        let _watcher = self.source.watch(wake);
+        let mut watcher = self.source.watch(wake.clone());
         let mut waiting_logged = false;
         while !stop.load(Ordering::Acquire) {
-            match self.step() {
+            let stepped = self.step();
+            if self.source.rewatch() {
+                drop(watcher.take());
+                watcher = self.source.watch(wake.clone());
+            }
+            match stepped {
                 Ok(true) => continue, // more may be buffered: read again before sleeping
                 Ok(false) => {
                     self.fold.state.set_error(None);

@@ -153,14 +153,25 @@ impl WatermarkFile {
     }
 }
 
+/// How often a [`WatermarkReader`] checks that its file is still the one at its
+/// path (the writer rewrites it in place; a replaced file is opened anew).
+pub const REOPEN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A reader's handle on the watermark file: opened once it exists and then kept
 /// (as the log itself is), so that reading it, every time the log grows, is one
 /// `pread` and not an open, a read and a close, each of which notifies every
-/// watcher of the directory.
+/// watcher of the directory. Once every [`REOPEN_CHECK_INTERVAL`] it checks that
+/// the path still names the file it holds, and opens it anew if not.
 #[derive(Debug)]
 pub struct WatermarkReader {
     path: PathBuf,
     file: Option<File>,
+    /// The inode of `file`.
+    inode: u64,
+    /// When the path was last checked against `inode`.
+    checked: std::time::Instant,
+    /// Whether a file was opened since [`WatermarkReader::take_opened`] last said so.
+    opened: bool,
 }
 
 impl WatermarkReader {
@@ -168,18 +179,33 @@ impl WatermarkReader {
         WatermarkReader {
             path: path.into(),
             file: None,
+            inode: 0,
+            checked: std::time::Instant::now(),
+            opened: false,
         }
     }
 
     /// The watermark now: `Ok(None)` if the file does not exist yet or is
     /// mid-rewrite, as [`Watermark::read`].
     pub fn read(&mut self) -> io::Result<Option<Watermark>> {
+        use std::os::unix::fs::MetadataExt;
+        if self.file.is_some() && self.checked.elapsed() >= REOPEN_CHECK_INTERVAL {
+            self.checked = std::time::Instant::now();
+            let same = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode);
+            if !same {
+                self.file = None;
+            }
+        }
         if self.file.is_none() {
-            match File::open(&self.path) {
-                Ok(file) => self.file = Some(file),
+            let file = match File::open(&self.path) {
+                Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
-            }
+            };
+            self.inode = file.metadata()?.ino();
+            self.checked = std::time::Instant::now();
+            self.file = Some(file);
+            self.opened = true;
         }
         let file = self.file.as_ref().expect("opened above");
         // One byte more than a line: a longer file is no watermark, as in `read`.
@@ -194,6 +220,12 @@ impl WatermarkReader {
             }
         }
         Ok(Watermark::decode(&buf[..len]))
+    }
+
+    /// Whether a file was opened (the first, or a replacement) since the last call:
+    /// a change notification watching the file held before is stale.
+    pub fn take_opened(&mut self) -> bool {
+        std::mem::take(&mut self.opened)
     }
 }
 
