@@ -17,6 +17,7 @@
 //!   header timeout, sizes), hot routes ahead of warp's filters, `/metrics`,
 //!   request counting, bounded graceful stop.
 //! - [`counting`]: request counts kept per thread, summed at each render.
+//! - [`idle`]: the header-read timeout, kept per connection.
 //! - [`telemetry`]: `tracing` set up as text or JSON lines.
 //! - [`prometheus`]: the process-wide recorder, `# HELP` text, process metrics.
 //! - [`signal`]: Ctrl-C and SIGTERM.
@@ -27,6 +28,7 @@
 //!   lines with computed offsets.
 
 pub mod counting;
+pub mod idle;
 pub mod jetstream;
 pub mod lines;
 pub mod memory;

@@ -187,9 +187,29 @@ fn json_error(status: warp::http::StatusCode, message: String) -> Response {
     .into_response()
 }
 
-/// The answer for a request that breaks a bound checked before routing, if any.
+/// The most headers hyper parses when not told a bound (its `DEFAULT_MAX_HEADERS`);
+/// more is its own 431.
+const HYPER_HEADERS_MAX: usize = 100;
+
+/// The answer for a request that breaks a bound checked before routing, if any;
+/// the connection is closed after it, as hyper does after its own 431.
 fn over_limit<B>(limits: &Limits, req: &warp::http::Request<B>) -> Option<Response> {
+    let mut answer = over_limit_answer(limits, req)?;
+    answer.headers_mut().insert(
+        warp::http::header::CONNECTION,
+        warp::http::HeaderValue::from_static("close"),
+    );
+    Some(answer)
+}
+
+fn over_limit_answer<B>(limits: &Limits, req: &warp::http::Request<B>) -> Option<Response> {
     use warp::http::StatusCode;
+    if req.headers().len() > limits.headers_max {
+        return Some(json_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("more than {} request headers", limits.headers_max),
+        ));
+    }
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > limits.uri_bytes_max {
         return Some(json_error(
@@ -218,7 +238,8 @@ fn over_limit<B>(limits: &Limits, req: &warp::http::Request<B>) -> Option<Respon
 /// tests wait for.
 ///
 /// The connections are served by hyper directly rather than through `warp::serve`,
-/// which sets no header-read timeout and no connection cap.
+/// which sets no header-read timeout and no connection cap; the header-read timeout
+/// is kept per connection ([`crate::idle`]).
 ///
 /// The accept loop and the graceful stop stay in one function: they share the
 /// listener, the connection slots and the shutdown watcher.
@@ -239,13 +260,19 @@ pub async fn serve(
     let open = metrics::gauge!("foldbook_connections_open");
     let refused = metrics::counter!("foldbook_connections_refused_total");
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
-        .max_headers(limits.headers_max)
+        // The header-read timeout is kept per connection (`idle`), not by hyper.
+        .header_read_timeout(None)
         .max_header_size(limits.header_bytes_max)
         .keep_alive(true);
+    // Up to hyper's own bound (100 headers) the header count is checked in
+    // `over_limit`: telling hyper a bound makes it fill a table of that many
+    // entries before parsing every request, about 1% of a small read's time.
+    if limits.headers_max > HYPER_HEADERS_MAX {
+        builder.max_headers(limits.headers_max);
+    }
     let stop = async move {
         tokio::select! {
             _ = crate::signal::stop_signal() => tracing::info!("stop signal: shutting down"),
@@ -275,7 +302,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (routes, limits, open) = (routes.clone(), limits.clone(), open.clone());
         let hot = hot.clone();
+        let idle = crate::idle::Idle::new();
+        let connection = idle.clone();
         let service = hyper::service::service_fn(move |req: warp::http::Request<_>| {
+            let in_service = idle.enter();
             let label = route_label(labels, req.uri().path());
             let answer = over_limit(&limits, &req).map(Answer::Now).or_else(|| {
                 let head = Head {
@@ -297,15 +327,20 @@ pub async fn serve(
                     },
                 };
                 crate::counting::count_request(label, response.status().as_u16());
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::convert::Infallible>(in_service.finish(response))
             }
         });
         let conn =
             graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
         tokio::spawn(async move {
             open.increment(1.0);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                () = connection.overdue(header_timeout) => {
+                    tracing::debug!("no complete request head within {header_timeout:?}: closing the connection");
+                }
             }
             open.decrement(1.0);
             drop(slot);
