@@ -82,8 +82,11 @@ fn parse_hex8(digits: &[u8]) -> Option<u32> {
 pub fn decode_line(line: &[u8]) -> Result<Envelope, LineError> {
     verify_checksum(line)?;
     // The current version decodes directly; anything else goes through the version
-    // check and the upcasters.
-    match serde_json::from_slice::<Envelope>(line) {
+    // check and the upcasters. The line is checked to be UTF-8 once, as a whole:
+    // parsed from bytes, every string in it would be checked on its own, which cost
+    // more than the check of the whole line.
+    let text = std::str::from_utf8(line).map_err(|e| LineError::Json(e.to_string()))?;
+    match serde_json::from_str::<Envelope>(text) {
         Ok(env) if env.v == SCHEMA_VERSION || crate::upcast::decodes_as_current(env.v) => Ok(env),
         _ => decode_versioned(line),
     }
