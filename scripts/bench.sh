@@ -12,7 +12,8 @@
 #   BENCH_ONLY=reads,writes scripts/bench.sh  a subset of: reads,writes,lag,replay,rss
 #   BENCH_ONLY=nats scripts/bench.sh          durable writes on JetStream (not in the default set)
 #   BENCH_ONLY=soak scripts/bench.sh          the memory soak (not in the default set)
-#   BENCH_ONLY=accounts scripts/bench.sh      durable orders with accounts on vs off, RSS per funded user
+#   BENCH_ONLY=accounts scripts/bench.sh      durable orders and reads with accounts on in 3 markets vs off in 1, RSS per funded user
+#   BENCH_ONLY=curves scripts/bench.sh        the scaling curves, drawn as SVG into target/bench/curves/
 #   ROUNDS=5 DURATION=10 scripts/bench.sh     more and longer runs
 #
 # This script only builds (cargo build --release --locked --workspace --bins) and
@@ -23,16 +24,18 @@
 #
 # What it does:
 #   - installs wrk from Debian when missing (apt-get, as root);
-#   - reads:  wrk -t1 -c64 GET /orderbook on a combined gateway (shipped init.txt)
-#             against GET / on a warp hello-world (bench/src/bin/hello.rs);
-#             goal >= 0.9x;
+#   - reads:  wrk -t1 -c64 GET /orderbook, then GET /markets/FOLD/orderbook?depth=10,
+#             on a combined gateway (shipped init.txt) against GET / on a warp
+#             hello-world (bench/src/bin/hello.rs); goals >= 0.9x;
 #   - writes: wrk -t1 POST at 1, 16 and 64 connections, fsync always, and at 64
 #             with --fsync never: scripts/bench/orders.lua alternates
 #             POST /buy/wrk/100 and POST /sell/wrk/100 (qty 1), so orders cross at
 #             100 and the book stays small; the baseline gets the same two-request
 #             Lua script POSTing to the hello-world (scripts/bench/hello-post.lua).
 #             A fresh directory (copy of init.txt, new log) for every run; goals
-#             >= 0.5x durable at 64 connections, >= 0.8x with --fsync never;
+#             >= 0.5x durable at 64 connections, >= 0.8x with --fsync never; the
+#             median latency at 1 connection within 1.5x of one fdatasync on the
+#             same disk plus one hello-world round trip, both measured in the round;
 #   - lag:    loadgen at LAG_RATE orders/s (open loop, fixed schedule over
 #             LAG_CONNECTIONS connections) for LAG_SECONDS against the hello-world
 #             (the baseline: its request p99 at the same offered rate), a combined
@@ -41,6 +44,8 @@
 #             foldbook_lag_seconds histogram in /metrics (every event of the run,
 #             durable -> visible), quantile from its buckets; the per-second lines
 #             that scripts/lag.sh summarises go to the per-round values; goal <= 5x;
+#             then durable orders at a fixed 10 000/s: their p99 from when each was
+#             due, goal <= 2 ms, beside the hello-world's at that rate;
 #   - replay: genlog writes a BIG_EVENTS-event log of resting, non-crossing orders;
 #             the baseline is a plain single-threaded decode of the same lines;
 #             command-svc replays it from genesis (events_per_s and start_ms from

@@ -10,13 +10,17 @@
 use std::fmt::Write as _;
 
 /// The document's size; the plot area, with the legend to its right.
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 420.0;
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 430.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 530.0;
-const TOP: f64 = 70.0;
-const BOTTOM: f64 = 360.0;
-const LEGEND: f64 = 548.0;
+const RIGHT: f64 = 560.0;
+const TOP: f64 = 80.0;
+const BOTTOM: f64 = 370.0;
+const LEGEND: f64 = 578.0;
+/// The legend box's width, to the document's right edge.
+const LEGEND_WIDTH: f64 = WIDTH - LEGEND - 8.0;
+/// The longest subtitle line, in characters; a longer subtitle wraps at a space.
+const SUBTITLE_CHARS_MAX: usize = 130;
 /// The attribute of a dashed line, at `usize::from(dashed)`.
 const DASH: [&str; 2] = ["", r#" stroke-dasharray="6 4""#];
 /// Distinct colours, taken in turn (and again from the start past the last).
@@ -96,9 +100,14 @@ impl Chart {
 <rect width="100%" height="100%" fill="white"/>
 "##
         );
-        let (big, grey) = (r#" font-size="18" font-weight="bold""#, r##" fill="#666""##);
+        let (big, grey) = (
+            r#" font-size="18" font-weight="bold""#,
+            r##" fill="#666" font-size="11""##,
+        );
         text(&mut out, WIDTH / 2.0, 28.0, big, &self.title);
-        text(&mut out, WIDTH / 2.0, 48.0, grey, &self.subtitle);
+        for (i, line) in wrap(&self.subtitle, SUBTITLE_CHARS_MAX).iter().enumerate() {
+            text(&mut out, WIDTH / 2.0, 48.0 + 14.0 * i as f64, grey, line);
+        }
         text(&mut out, mid, BOTTOM + 42.0, "", &self.x.label);
         let rotated = format!(r#" transform="rotate(-90 18 {middle})""#);
         text(&mut out, 18.0, middle, &rotated, &self.y.label);
@@ -109,7 +118,7 @@ impl Chart {
         for (v, x) in xs.ticks(px) {
             let _ = write!(grid, "M{x} {TOP}V{BOTTOM}");
             let _ = write!(marks, "M{x} {BOTTOM}v5");
-            let _ = write!(x_labels, r#"<text x="{x}" y="379">{v}</text>"#);
+            let _ = write!(x_labels, r#"<text x="{x}" y="389">{v}</text>"#);
         }
         for (v, y) in ys.ticks(py) {
             let _ = write!(grid, "M{LEFT} {y}H{RIGHT}");
@@ -156,7 +165,7 @@ impl Chart {
             let h = 8 + 18 * self.series.len();
             let _ = writeln!(
                 out,
-                r##"<rect x="{LEGEND}" y="{TOP}" width="162" height="{h}" fill="white" stroke="#ccc"/>"##
+                r##"<rect x="{LEGEND}" y="{TOP}" width="{LEGEND_WIDTH}" height="{h}" fill="white" stroke="#ccc"/>"##
             );
         }
         for (i, s) in self.series.iter().enumerate() {
@@ -171,6 +180,21 @@ impl Chart {
         out.push_str("</svg>\n");
         out
     }
+}
+
+/// `s` in lines of at most about `max` characters, broken at spaces.
+fn wrap(s: &str, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in s.split(' ') {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + word.len() <= max => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
 }
 
 /// Appends a `<text>` at (x, y) with more attributes `attrs` (each after a space),
@@ -348,6 +372,15 @@ mod tests {
     }
 
     #[test]
+    fn a_long_subtitle_wraps_at_spaces() {
+        let words = "word ".repeat(60);
+        let lines = wrap(words.trim_end(), SUBTITLE_CHARS_MAX);
+        assert!(lines.len() >= 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.len() <= SUBTITLE_CHARS_MAX));
+        assert_eq!(lines.join(" "), words.trim_end());
+    }
+
+    #[test]
     fn a_deterministic_svg_document_with_every_series_in_the_legend() {
         let foldbook = [(1.0, 900.0), (10.0, 8000.0), (100.0, 41000.0)];
         let hello = [(100.0, 52e3), (1.0, 1e3), (f64::NAN, 5.0), (10.0, 9.5e3)];
@@ -390,8 +423,14 @@ mod tests {
     fn points_are_drawn_in_x_order_to_scale() {
         let s = [(2.0, 1.0), (0.0, 3.0), (1.0, 2.0)];
         let svg = chart(Linear, Linear, &[("s", &s)]).to_svg();
-        // x from 0 to 2 over 70..530, y from 0 to 3 over 360..70 (steps of 0.5).
-        let want = [(LEFT, TOP), (300.0, 166.67), (RIGHT, 263.33)];
+        // x from 0 to 2 over LEFT..RIGHT, y from 0 to 3 over BOTTOM..TOP (steps of
+        // 0.5): the middle point halfway across, a third of the way up.
+        let third = |a: f64, b: f64| ((a + (b - a) / 3.0) * 100.0).round() / 100.0;
+        let want = [
+            (LEFT, TOP),
+            ((LEFT + RIGHT) / 2.0, third(TOP, BOTTOM)),
+            (RIGHT, third(BOTTOM, TOP)),
+        ];
         assert_eq!(polylines(&svg), [want]);
         assert!(svg.contains(">2.5</text>") && !svg.contains(">3.5</text>"));
     }

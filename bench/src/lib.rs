@@ -7,7 +7,8 @@
 //!
 //! Binaries (`src/bin/`):
 //! - `bench`: the runner (`scripts/bench.sh` builds and starts it): sections
-//!   `reads`, `writes`, `lag`, `replay`, `rss`, `soak`, `nats`; `bench render
+//!   `reads`, `writes`, `lag`, `replay`, `rss` (the default), `soak`, `nats`,
+//!   `markets`, `accounts`, `curves` (SVG charts); `bench render
 //!   results.json` prints the table of a past run;
 //! - `hello`: the baseline, a warp hello-world;
 //! - `loadgen`: an open-loop, fixed-rate request generator;

@@ -1113,8 +1113,13 @@ fn settle(
     check_ledger(accounts, ledger)
 }
 
-/// Most resting orders a write-side snapshot may hold (the same bound as a state file).
-pub const SNAPSHOT_ORDERS_MAX: usize = shared_events::state::STATE_ORDERS_MAX;
+/// Most resting orders a write-side snapshot may hold: as many as the book can
+/// (nothing bounds the resting orders of a live book but memory; the reader's
+/// other check, that the body holds that many orders' bytes, bounds what a corrupt
+/// count could make it allocate). It was once the bound of a state file,
+/// `STATE_ORDERS_MAX` (10 million), and a book past it wrote snapshots that no
+/// start could use (found by the bench's curves at 10M resting orders).
+pub const SNAPSHOT_ORDERS_MAX: usize = 1 << 32;
 
 impl Book {
     /// Writes the book into a snapshot body: the id counter, the user table, the

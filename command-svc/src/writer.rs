@@ -6,9 +6,18 @@
 //! the writer stops, and the process is expected to exit non-zero. fsync is never
 //! retried: after a failed fsync the kernel may have dropped the dirty pages.
 //!
-//! [`Writer::commit_batch`] is one group commit, and [`Writer::commit_answering`] one
-//! with the fence handling around it, both callable without the thread: the
-//! simulator (`foldbook-sim`) drives the writer through them batch by batch.
+//! Where the log gives a second handle that syncs ([`Storage::syncer`]: a file), the
+//! sync runs on a syncer thread while this one takes, decides and writes the next
+//! batch (`Writer::run_pipelined`'s doc says how, and what waits for what); the
+//! answers of a batch are handed to the runtime in one task (`Durability::deliver`).
+//!
+//! [`Writer::commit_batch`] is one group commit synced in line, and
+//! [`Writer::commit_answering`] one with the fence handling around it, both callable
+//! without the thread: the simulator (`foldbook-sim`) drives the writer through them
+//! batch by batch. The pipelined path runs only on threads; its ordering (a write,
+//! its sync, its watermark, before the next write) and its failures are tested with
+//! a storage that holds and fails syncs (`command-svc/tests/group_commit.rs`), and
+//! the crash tests kill it under load.
 //!
 //! A log that other writers can reach (JetStream) may refuse a batch because
 //! another writer appended first ([`crate::storage::Fenced`]): the events that

@@ -132,6 +132,9 @@ pub struct Settings {
     /// Seconds a server may take to exit after SIGTERM before SIGKILL.
     #[arg(long = "stop-timeout", env = "STOP_TIMEOUT", default_value_t = 60)]
     pub stop_timeout_s: u64,
+    /// Rounds per point of the curves section's throughput and lag curves.
+    #[arg(long, env = "CURVE_ROUNDS", default_value_t = 3)]
+    pub curve_rounds: u32,
     /// The curves section's connection counts (durable orders/s against them).
     #[arg(
         long,
@@ -198,6 +201,7 @@ impl Settings {
         put("BIG_FINISHED", json!(self.big_finished));
         put("CATCHUP_TIMEOUT", json!(self.catchup_timeout_s));
         if self.only.contains(&Section::Curves) {
+            put("CURVE_ROUNDS", json!(self.curve_rounds));
             put("CURVE_CONNECTIONS", json!(self.curve_connections));
             put("CURVE_RATE_SHARES", json!(self.curve_rate_shares));
             put("CURVE_EVENTS", json!(self.curve_events));

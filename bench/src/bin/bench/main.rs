@@ -1,6 +1,7 @@
 //! `bench`: foldbook's benchmark runner (scripts/bench.sh builds the release
 //! binaries and starts it from the repository's root). It runs the sections
-//! (`reads,writes,lag,replay,rss` by default; `soak` and `nats` on request), each
+//! (`reads,writes,lag,replay,rss` by default; `soak`, `nats`, `markets`, `accounts` and
+//! `curves` on request), each
 //! figure against a baseline measured in the same run, and writes
 //! `target/bench/results.json` (every round's numbers, medians, ratios, goals,
 //! date, commit, settings) and `target/bench/results.md` (the table rendered from

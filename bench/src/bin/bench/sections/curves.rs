@@ -15,8 +15,9 @@
 //!   it holds (the same logs, stopped cleanly after their replay), command-svc and
 //!   query-svc, beside command-svc's start from genesis.
 //!
-//! One round per point (the curves show a shape; the tables' figures come from the
-//! other sections' interleaved rounds); every point is in results.json's rounds.
+//! The throughput and lag points are medians of CURVE_ROUNDS rounds (baseline and
+//! ours alternating, as in the other sections); the logs' points one run each (a
+//! 10M-event log takes long); every value is in results.json's rounds.
 
 use super::lag::{Mode, hello_round, lag_round};
 use super::replay::{
@@ -49,50 +50,57 @@ async fn throughput(r: &mut Runner, out: &std::path::Path) -> anyhow::Result<f64
         r.settings.duration_s
     ));
     let (mut hello, mut ours) = (Vec::new(), Vec::new());
-    let mut capacity = None;
+    let rounds = r.settings.curve_rounds;
     for &c in &counts {
-        let name = format!("curves-c{c}-hello");
-        let mut server = r.start_hello(&format!("hello-{name}"))?;
-        let lua = r.lua("hello-post.lua");
+        for round in 1..=rounds {
+            let name = format!("curves-c{c}-hello-{round}");
+            let mut server = r.start_hello(&format!("hello-{name}"))?;
+            let lua = r.lua("hello-post.lua");
+            let base = r
+                .wrk(&name, c, &format!("{}/", server.url), Some(&lua))
+                .await?;
+            r.stop(&mut server)?;
+            let name = format!("curves-c{c}-ours-{round}");
+            let dir = r.fresh_dir(&name)?;
+            let mut gateway = r.start(
+                &format!("gateway-{name}"),
+                "gateway",
+                &gateway_args(&dir, "always"),
+            )?;
+            let lua = r.lua("orders.lua");
+            let report = r.wrk(&name, c, &gateway.url, Some(&lua)).await?;
+            r.stop(&mut gateway)?;
+            remove_dir(&dir)?;
+            if report.bad() > 0 {
+                r.note(format!(
+                    "curves: {} bad answers at {c} connections",
+                    report.bad()
+                ));
+            }
+            r.add(&format!("curves.conn.{c}.base"), base.requests_per_s);
+            r.add(&format!("curves.conn.{c}.ours"), report.requests_per_s);
+        }
         let base = r
-            .wrk(&name, c, &format!("{}/", server.url), Some(&lua))
-            .await?;
-        r.stop(&mut server)?;
-        let name = format!("curves-c{c}-ours");
-        let dir = r.fresh_dir(&name)?;
-        let mut gateway = r.start(
-            &format!("gateway-{name}"),
-            "gateway",
-            &gateway_args(&dir, "always"),
-        )?;
-        let lua = r.lua("orders.lua");
-        let report = r.wrk(&name, c, &gateway.url, Some(&lua)).await?;
-        r.stop(&mut gateway)?;
-        remove_dir(&dir)?;
-        if report.bad() > 0 {
-            r.note(format!(
-                "curves: {} bad answers at {c} connections",
-                report.bad()
-            ));
-        }
-        r.add(&format!("curves.conn.{c}.base"), base.requests_per_s);
-        r.add(&format!("curves.conn.{c}.ours"), report.requests_per_s);
-        hello.push((f64::from(c), base.requests_per_s));
-        ours.push((f64::from(c), report.requests_per_s));
-        if c == 64 {
-            capacity = Some(report.requests_per_s);
-        }
+            .median(&format!("curves.conn.{c}.base"))
+            .unwrap_or(f64::NAN);
+        let durable = r
+            .median(&format!("curves.conn.{c}.ours"))
+            .unwrap_or(f64::NAN);
+        hello.push((f64::from(c), base));
+        ours.push((f64::from(c), durable));
         r.say(format!(
-            "  {c} connections: hello {} req/s, durable orders {} req/s",
-            fmt(base.requests_per_s),
-            fmt(report.requests_per_s)
+            "  {c} connections: hello {} req/s, durable orders {} req/s (medians of {rounds})",
+            fmt(base),
+            fmt(durable)
         ));
     }
+    let capacity = r.median("curves.conn.64.ours");
     let chart = Chart {
         title: "Durable orders/s against connections".into(),
         subtitle: format!(
-            "wrk -t1, {} s per point, fresh combined gateway, fsync always; baseline: warp hello-world POST",
-            r.settings.duration_s
+            "wrk -t1, {} s per run, the median of {} runs per point, baseline and ours alternating, fresh \
+             combined gateway, fsync always; baseline: the warp hello-world POST",
+            r.settings.duration_s, r.settings.curve_rounds
         ),
         x: Axis {
             label: "connections".into(),
@@ -123,13 +131,16 @@ async fn lag(r: &mut Runner, out: &std::path::Path, capacity: f64) -> anyhow::Re
         r.settings.lag_s
     ));
     let (mut hello, mut ours) = (Vec::new(), Vec::new());
+    let rounds = r.settings.curve_rounds;
     for (i, share) in shares.iter().enumerate() {
         let rate = (capacity * share).round().max(1.0);
         let key = format!("curves.lag{i}");
-        hello_round(r, &key, rate, 1).await?;
-        lag_round(r, &key, Mode::Combined, rate, 1).await?;
-        let base = r.last(&format!("{key}.hello.p99"));
-        let lag = r.last(&format!("{key}.combined.p99"));
+        for round in 1..=rounds {
+            hello_round(r, &key, rate, round).await?;
+            lag_round(r, &key, Mode::Combined, rate, round).await?;
+        }
+        let base = r.median(&format!("{key}.hello.p99")).unwrap_or(f64::NAN);
+        let lag = r.median(&format!("{key}.combined.p99")).unwrap_or(f64::NAN);
         r.add(&format!("{key}.rate"), rate);
         hello.push((rate, base));
         ours.push((rate, lag));
@@ -137,10 +148,11 @@ async fn lag(r: &mut Runner, out: &std::path::Path, capacity: f64) -> anyhow::Re
     let chart = Chart {
         title: "Lag p99 against the offered rate".into(),
         subtitle: format!(
-            "loadgen, open loop, {} connections, {} s per point; combined gateway, fsync always; \
-             durable capacity at 64 connections: {} orders/s",
+            "loadgen, open loop, {} connections, {} s per run, the median of {} runs per point; \
+             combined gateway, fsync always; durable capacity at 64 connections: {} orders/s",
             r.settings.lag_connections,
             r.settings.lag_s,
+            r.settings.curve_rounds,
             fmt(capacity)
         ),
         x: Axis {
