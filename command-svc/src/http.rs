@@ -378,22 +378,15 @@ pub fn hot(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> HotRoutes {
         let n = split_path(head.path, &mut segments)?;
         let place = |market, side: &str, user, price| {
             let side = if side == "buy" { Side::Buy } else { Side::Sell };
-            Some(place_command(
-                &handle.stats,
-                market,
-                side,
-                user,
-                price,
-                head.query,
-                head.headers,
-            ))
+            let (query, headers) = (head.query, head.headers);
+            place_command(&handle.stats, market, side, user, price, query, headers)
         };
         let cmd = match (n, segments) {
             (3, [side @ ("buy" | "sell"), user, price, ..]) if get_or_post => {
-                place(None, side, user, price)?
+                place(None, side, user, price)
             }
             (5, ["markets", market, side @ ("buy" | "sell"), user, price, ..]) if get_or_post => {
-                place(Some(market), side, user, price)?
+                place(Some(market), side, user, price)
             }
             (3, ["cancel", user, id, ..]) if *head.method == Method::POST => {
                 parse_cancel(user, id, head.query, head.headers).map_err(Invalid::Request)
