@@ -375,7 +375,7 @@ pub fn hot(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> HotRoutes {
     Arc::new(move |head: &Head<'_>| {
         let get_or_post = *head.method == Method::POST || *head.method == Method::GET;
         let mut segments = [""; 6];
-        let n = split_path(head.path, &mut segments)?;
+        let n = head.segments(&mut segments)?;
         let place = |market, side: &str, user, price| {
             let side = if side == "buy" { Side::Buy } else { Side::Sell };
             let (query, headers) = (head.query, head.headers);
@@ -398,20 +398,6 @@ pub fn hot(handle: CommandHandle, auth: Option<Arc<AuthTable>>) -> HotRoutes {
             Err(response) => Answer::Now(*response),
         })
     })
-}
-
-/// Splits `/a/b/c` into its segments, `None` for a path of another shape (an empty
-/// segment, a trailing slash, more segments than `out` holds).
-fn split_path<'a>(path: &'a str, out: &mut [&'a str]) -> Option<usize> {
-    let mut n = 0;
-    for segment in path.strip_prefix('/')?.split('/') {
-        if segment.is_empty() || n == out.len() {
-            return None;
-        }
-        out[n] = segment;
-        n += 1;
-    }
-    Some(n)
 }
 
 /// The write routes: place (in the default market, or in

@@ -627,6 +627,16 @@ impl Durability {
         }
     }
 
+    /// Answers every command of a batch that `reason` (a failed write or sync)
+    /// kept from the log: 503, it may not have been written.
+    fn refuse(&self, replies: Vec<Reply>, reason: &str) {
+        let why = format!("log write failed: {reason}");
+        self.deliver(
+            (replies.into_iter())
+                .map(move |reply| (reply, Err(DispatchError::Unavailable(why.clone())))),
+        );
+    }
+
     /// The syncer thread: makes each job durable and answers it ([`Durability::finish`]),
     /// then tells the writer it may hand over the next. A failed sync answers its
     /// job 503, tells the writer why, and ends the thread (fail-stop: never retried).
@@ -667,11 +677,7 @@ impl Durability {
             && let Err(failure) = self.sync_only(syncer)
         {
             let reason = failed(failure);
-            let why = format!("log write failed: {reason}");
-            self.deliver(
-                (replies.into_iter())
-                    .map(move |reply| (reply, Err(DispatchError::Unavailable(why.clone())))),
-            );
+            self.refuse(replies, &reason);
             return Err(reason);
         }
         // Durable now: answered at once, and lazily (the answers are made from the
@@ -966,16 +972,10 @@ impl<S: Storage> Writer<S> {
             let end_offset = self.offset + self.buf.len() as u64;
             if decided.new_events > 0 {
                 if let Err(e) = self.storage.append(&self.buf) {
+                    // Nothing is in flight (its sync was awaited above).
                     let reason = format!("write: {e}");
-                    let why = format!("log write failed: {reason}");
-                    let answers: Vec<_> = (replies.drain(..))
-                        .map(|reply| (reply, Err(DispatchError::Unavailable(why.clone()))))
-                        .collect();
-                    self.durability.deliver(answers);
-                    // What the syncer holds was written before: it may still land.
-                    if in_flight {
-                        let _ = ready.recv();
-                    }
+                    self.durability
+                        .refuse(std::mem::take(&mut replies), &reason);
                     break Err(reason);
                 }
                 self.offset = end_offset;

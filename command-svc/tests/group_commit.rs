@@ -6,9 +6,12 @@
 //! then go out as one batch.
 
 mod common;
+use command_svc::CommandHandle;
 use command_svc::command::Command;
 use command_svc::writer::{DispatchError, FsyncMode, Outcome};
 use common::*;
+use std::future::Future;
+use std::pin::Pin;
 
 /// The two ways the writer syncs: on a syncer thread, in line.
 fn disks() -> [FakeDisk; 2] {
@@ -191,31 +194,19 @@ async fn commands_arriving_during_a_sync_wait_for_it_then_go_out_as_one_batch() 
     let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     disk.gate.hold();
     // A lone command: the writer syncs it itself (held).
-    let mut first = Box::pin(handle.dispatch(buy("u", 90, 1)));
-    assert!(poll_once(&mut first).await.is_pending());
-    let appended = |n: usize| {
-        let disk = disk.clone();
-        move || disk.inner.lock().unwrap().appends.len() == n
-    };
-    wait_until("the first batch is written", appended(1)).await;
-    // Polled once, each command is in the writer's queue, waiting for its answer.
-    let mut second: Vec<_> = (0..5u64)
-        .map(|i| Box::pin(handle.dispatch(buy("v", 80 + i, 1))))
-        .collect();
-    for dispatch in &mut second {
-        assert!(poll_once(dispatch).await.is_pending(), "answered early");
-    }
+    let first = queued(&handle, "u", 1).await.pop().expect("one");
+    wait_until("the first batch is written", appended(&disk, 1)).await;
+    let mut second = queued(&handle, "v", 5).await;
     // The first sync passes: the five queued during it go out as one batch, which
     // the syncer thread syncs (held again).
     disk.gate.release(1);
-    assert!(matches!(first.await, Ok(Outcome::Placed { seq: 1, .. })));
-    wait_until("the second batch is written", appended(2)).await;
-    let mut third: Vec<_> = (0..3u64)
-        .map(|i| Box::pin(handle.dispatch(buy("w", 70 + i, 1))))
-        .collect();
-    for dispatch in &mut third {
-        assert!(poll_once(dispatch).await.is_pending(), "answered early");
-    }
+    let first = first.await;
+    assert!(
+        matches!(first, Ok(Outcome::Placed { seq: 1, .. })),
+        "{first:?}"
+    );
+    wait_until("the second batch is written", appended(&disk, 2)).await;
+    let third = queued(&handle, "w", 3).await;
     for dispatch in &mut second {
         assert!(
             poll_once(dispatch).await.is_pending(),
@@ -266,22 +257,12 @@ async fn a_failed_sync_on_the_syncer_thread_answers_its_batch_503_and_stops_the_
     let disk = FakeDisk::default();
     let (handle, task) = spawn_on(&disk, FsyncMode::Always);
     disk.gate.hold();
-    let mut first = Box::pin(handle.dispatch(buy("u", 90, 1)));
-    assert!(poll_once(&mut first).await.is_pending());
-    let appended = |n: usize| {
-        let disk = disk.clone();
-        move || disk.inner.lock().unwrap().appends.len() == n
-    };
-    wait_until("the first batch is written", appended(1)).await;
-    let mut batch: Vec<_> = (0..2u64)
-        .map(|i| Box::pin(handle.dispatch(buy("v", 80 + i, 1))))
-        .collect();
-    for dispatch in &mut batch {
-        assert!(poll_once(dispatch).await.is_pending());
-    }
+    let first = queued(&handle, "u", 1).await.pop().expect("one");
+    wait_until("the first batch is written", appended(&disk, 1)).await;
+    let batch = queued(&handle, "v", 2).await;
     disk.gate.release(1);
     assert!(first.await.is_ok());
-    wait_until("the batch of two is written", appended(2)).await;
+    wait_until("the batch of two is written", appended(&disk, 2)).await;
     disk.inner.lock().unwrap().fail_sync = true;
     disk.gate.open();
     for dispatch in batch {
@@ -303,6 +284,26 @@ async fn a_failed_sync_on_the_syncer_thread_answers_its_batch_503_and_stops_the_
         .load(std::sync::atomic::Ordering::Acquire);
     assert_eq!(durable, 1, "the failed batch was never durable");
     assert!(task.shutdown().await.unwrap_err().contains("injected"));
+}
+
+/// Whether `disk` took `n` appends.
+fn appended(disk: &FakeDisk, n: usize) -> impl FnMut() -> bool {
+    let disk = disk.clone();
+    move || disk.inner.lock().unwrap().appends.len() == n
+}
+
+/// A dispatch waiting for its answer.
+type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Outcome, DispatchError>> + Send + 'a>>;
+
+/// `n` buys of `user`, each polled once: in the writer's queue, not answered.
+async fn queued<'a>(handle: &'a CommandHandle, user: &str, n: u64) -> Vec<Waiting<'a>> {
+    let mut waiting: Vec<Waiting<'a>> = (0..n)
+        .map(|i| Box::pin(handle.dispatch(buy(user, 80 - i, 1))) as Waiting<'a>)
+        .collect();
+    for dispatch in &mut waiting {
+        assert!(poll_once(dispatch).await.is_pending(), "answered early");
+    }
+    waiting
 }
 
 /// Polls `future` once.

@@ -86,8 +86,10 @@ impl InService {
     /// The request is answered with `response`: a streamed answer (no exact length)
     /// keeps the connection busy until its body is done, the others end the
     /// service here.
-    pub(crate) fn finish(self, response: warp::reply::Response) -> warp::http::Response<Served> {
-        use http_body::Body as _;
+    pub(crate) fn finish<B: http_body::Body>(
+        self,
+        response: warp::http::Response<B>,
+    ) -> warp::http::Response<Served<B>> {
         let streamed = response.body().size_hint().exact().is_none();
         let guard = streamed.then(|| {
             self.0.streams.fetch_add(1, Ordering::Relaxed);
@@ -119,28 +121,16 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Names the body type of a response (warp's is in a private module).
-pub trait HasBody {
-    type Body;
-}
-
-impl<B> HasBody for warp::http::Response<B> {
-    type Body = B;
-}
-
-/// The body of warp's answers.
-pub type WarpBody = <warp::reply::Response as HasBody>::Body;
-
-/// An answer's body as served: warp's, with the guard of a streamed one.
+/// An answer's body as served, with the guard of a streamed one.
 #[derive(Debug)]
-pub struct Served {
-    body: WarpBody,
+pub struct Served<B> {
+    body: B,
     _streaming: Option<StreamGuard>,
 }
 
-impl http_body::Body for Served {
-    type Data = bytes::Bytes;
-    type Error = warp::Error;
+impl<B: http_body::Body + Unpin> http_body::Body for Served<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -183,7 +173,7 @@ mod tests {
         let idle = Idle::new();
         let serving = idle.enter();
         assert!(!overdue_within(&idle, TIMEOUT * 3).await, "busy serving");
-        let plain = serving.finish(warp::http::Response::new(bytes::Bytes::from("x").into()));
+        let plain = serving.finish(warp::reply::Response::new(bytes::Bytes::from("x").into()));
         drop(plain);
         assert!(
             !overdue_within(&idle, TIMEOUT / 2).await,

@@ -27,6 +27,23 @@ pub struct Head<'a> {
     pub headers: &'a warp::http::HeaderMap,
 }
 
+impl<'a> Head<'a> {
+    /// Splits the path, `/a/b/c`, into its segments in `out`: how many, or `None`
+    /// for a path of another shape (an empty segment, a trailing slash, more
+    /// segments than `out` holds), which a hot route leaves to warp.
+    pub fn segments(&self, out: &mut [&'a str]) -> Option<usize> {
+        let mut n = 0;
+        for segment in self.path.strip_prefix('/')?.split('/') {
+            if segment.is_empty() || n == out.len() {
+                return None;
+            }
+            out[n] = segment;
+            n += 1;
+        }
+        Some(n)
+    }
+}
+
 /// A hot route's answer: ready now, or once the future resolves.
 pub enum Answer {
     Now(Response),
@@ -316,12 +333,13 @@ pub async fn serve(
                 };
                 hot.as_ref().and_then(|hot| hot(&head))
             });
-            let routes = routes.clone();
+            // Only a request for warp's routes takes their service along.
+            let route = answer.ok_or_else(|| (routes.clone(), req));
             async move {
-                let response = match answer {
-                    Some(Answer::Now(response)) => response,
-                    Some(Answer::Later(future)) => future.await,
-                    None => match routes.call(req).await {
+                let response = match route {
+                    Ok(Answer::Now(response)) => response,
+                    Ok(Answer::Later(future)) => future.await,
+                    Err((routes, req)) => match routes.call(req).await {
                         Ok(response) => response,
                         Err(never) => match never {},
                     },

@@ -692,16 +692,11 @@ pub fn hot(state: Arc<QueryState>, read_auth: bool) -> Option<HotRoutes> {
         if *head.method != warp::http::Method::GET {
             return None;
         }
-        let path = head.path.strip_prefix('/')?;
-        let market = match path.strip_suffix("orderbook")? {
-            "" => None,
-            prefix => {
-                let symbol = prefix.strip_prefix("markets/")?.strip_suffix('/')?;
-                if symbol.is_empty() || symbol.contains('/') {
-                    return None;
-                }
-                Some(symbol)
-            }
+        let mut segments = [""; 3];
+        let market = match (head.segments(&mut segments)?, segments) {
+            (1, ["orderbook", ..]) => None,
+            (3, ["markets", symbol, "orderbook"]) => Some(symbol),
+            _ => return None,
         };
         // Without `min_seq` or `at` (which may wait, the latter for a rebuild off
         // this thread) the answer is ready at once: polled here, on the stack, it

@@ -98,15 +98,6 @@ impl Watermark {
             ts_us: number(&bytes[42..62])?,
         })
     }
-
-    /// Reads the watermark file: `Ok(None)` if it does not exist or is mid-rewrite.
-    pub fn read(path: &Path) -> io::Result<Option<Watermark>> {
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(Watermark::decode(&bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 /// The writer's handle on the watermark file.
@@ -186,7 +177,7 @@ impl WatermarkReader {
     }
 
     /// The watermark now: `Ok(None)` if the file does not exist yet or is
-    /// mid-rewrite, as [`Watermark::read`].
+    /// mid-rewrite (anything but exactly one valid line).
     pub fn read(&mut self) -> io::Result<Option<Watermark>> {
         use std::os::unix::fs::MetadataExt;
         if self.file.is_some() && self.checked.elapsed() >= REOPEN_CHECK_INTERVAL {
@@ -208,7 +199,7 @@ impl WatermarkReader {
             self.opened = true;
         }
         let file = self.file.as_ref().expect("opened above");
-        // One byte more than a line: a longer file is no watermark, as in `read`.
+        // One byte more than a line: a longer file is no watermark.
         let mut buf = [0u8; WATERMARK_BYTES + 1];
         let mut len = 0;
         while len < buf.len() {
@@ -271,7 +262,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = path_for(&dir.join("log.txt"));
         assert!(path.ends_with("log.txt.durable"));
-        assert_eq!(Watermark::read(&path).unwrap(), None);
+        assert_eq!(
+            WatermarkReader::new(&path).read().unwrap(),
+            None,
+            "no file yet"
+        );
         let file = WatermarkFile::create(&path).unwrap();
         file.publish(Watermark {
             seq: 10_000,
@@ -286,7 +281,7 @@ mod tests {
         };
         let mut reader = WatermarkReader::new(&path);
         file.publish(mark).unwrap();
-        assert_eq!(Watermark::read(&path).unwrap(), Some(mark));
+        assert_eq!(WatermarkReader::new(&path).read().unwrap(), Some(mark));
         assert_eq!(reader.read().unwrap(), Some(mark));
         let later = Watermark {
             seq: 8,

@@ -21,9 +21,10 @@
 
 use super::lag::{Mode, hello_round, lag_round};
 use super::replay::{
-    decode_rate, log_num, log_of, ms_since, query_from_snapshot, remove_query_snapshots,
+    command_from_snapshot, decode_rate, log_num, log_of, ms_since, place_one_order,
+    query_from_snapshot, remove_query_snapshots,
 };
-use super::{fmt, gateway_args, service_args};
+use super::{fmt, fresh_gateway, service_args};
 use crate::runner::{Runner, remove_dir};
 use anyhow::Context as _;
 use foldbook_bench::chart::{Axis, Chart, Scale, Series};
@@ -61,12 +62,7 @@ async fn throughput(r: &mut Runner, out: &std::path::Path) -> anyhow::Result<f64
                 .await?;
             r.stop(&mut server)?;
             let name = format!("curves-c{c}-ours-{round}");
-            let dir = r.fresh_dir(&name)?;
-            let mut gateway = r.start(
-                &format!("gateway-{name}"),
-                "gateway",
-                &gateway_args(&dir, "always"),
-            )?;
+            let (mut gateway, dir) = fresh_gateway(r, &name, "always")?;
             let lua = r.lua("orders.lua");
             let report = r.wrk(&name, c, &gateway.url, Some(&lua)).await?;
             r.stop(&mut gateway)?;
@@ -196,24 +192,10 @@ async fn logs(r: &mut Runner, out: &std::path::Path) -> anyhow::Result<()> {
         let genesis_ms = ms_since(cmd.started());
         let replayed = "write side replayed the log";
         let replay_s = log_num(&cmd, replayed, "start_ms")? / 1000.0;
-        let url = format!("{}/buy/bench/1", cmd.url);
-        r.client
-            .post(&url)
-            .send()
-            .await
-            .and_then(|a| a.error_for_status())
-            .with_context(|| format!("POST {url}"))?;
-        let head = r.health_num(&cmd.url, "durable_seq").await? as u64;
+        place_one_order(r, &cmd.url).await?;
         r.stop(&mut cmd)?;
         let name = format!("curves-command-snapshot-{n}");
-        let mut cmd = r.start(&name, "command-svc", &service_args(&dir))?;
-        r.wait_ok(&cmd.url).await?;
-        let snapshot_ms = ms_since(cmd.started());
-        anyhow::ensure!(
-            cmd.logged("write side starts from a snapshot"),
-            "command-svc did not start from the snapshot (logs/{name}.log)"
-        );
-        r.stop(&mut cmd)?;
+        let (snapshot_ms, _, head) = command_from_snapshot(r, &name, &dir).await?;
 
         // query-svc from genesis (the time to applied_seq = head), stopped (its
         // snapshot); then from the snapshot.

@@ -14,7 +14,7 @@
 //! coordinated omission) against a combined gateway; goal <= 2 ms, beside the
 //! hello-world's p99 measured the same way at the same rate in the same round.
 
-use super::{fmt, gateway_args, service_args};
+use super::{fmt, fresh_gateway, gateway_args, service_args};
 use crate::runner::{Runner, remove_dir};
 use foldbook_bench::prom::{Histogram, Quantile};
 use foldbook_bench::results::{Goal, Row};
@@ -123,12 +123,7 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
 /// and `.rate`.
 async fn latency_round(r: &mut Runner, round: u32) -> anyhow::Result<()> {
     let name = format!("latency-{round}");
-    let dir = r.fresh_dir(&name)?;
-    let mut gateway = r.start(
-        &format!("gateway-{name}"),
-        "gateway",
-        &gateway_args(&dir, "always"),
-    )?;
+    let (mut gateway, dir) = fresh_gateway(r, &name, "always")?;
     let extra = loadgen_args(r, LATENCY_RATE);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let (summary, ok, first_error) = r

@@ -48,6 +48,23 @@ fn gateway_args(dir: &Path, fsync: &str) -> Vec<OsString> {
     a
 }
 
+/// A combined gateway (`--fsync FSYNC`) on a fresh data directory named `name` (a
+/// copy of the shipped init.txt), its log `gateway-NAME.log`: the running gateway
+/// and the directory, to be removed after it stops.
+fn fresh_gateway(
+    r: &Runner,
+    name: &str,
+    fsync: &str,
+) -> anyhow::Result<(test_support::Proc, std::path::PathBuf)> {
+    let dir = r.fresh_dir(name)?;
+    let gateway = r.start(
+        &format!("gateway-{name}"),
+        "gateway",
+        &gateway_args(&dir, fsync),
+    )?;
+    Ok((gateway, dir))
+}
+
 /// A query-svc (or a command-svc without `--fsync`) on `dir`, no snapshots while
 /// running.
 fn service_args(dir: &Path) -> Vec<OsString> {

@@ -3,7 +3,7 @@
 //! (shipped init.txt) against `GET /` on the warp hello-world. Goals (DESIGN.md,
 //! issue 22): >= 0.9x each.
 
-use super::{fmt, gateway_args};
+use super::{fmt, fresh_gateway};
 use crate::runner::{Runner, remove_dir};
 use foldbook_bench::results::{Goal, Row};
 
@@ -22,12 +22,7 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
         r.stop(&mut hello)?;
         r.add("reads.base", report.requests_per_s);
         let name = format!("reads-ours-{round}");
-        let dir = r.fresh_dir(&name)?;
-        let mut gateway = r.start(
-            &format!("gateway-{name}"),
-            "gateway",
-            &gateway_args(&dir, "always"),
-        )?;
+        let (mut gateway, dir) = fresh_gateway(r, &name, "always")?;
         let report = r
             .wrk(&name, 64, &format!("{}/orderbook", gateway.url), None)
             .await?;

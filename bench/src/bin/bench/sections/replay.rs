@@ -50,15 +50,7 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
         let replayed = "write side replayed the log";
         r.add("replay.cmd.rate", log_num(&cmd, replayed, "events_per_s")?);
         r.add("replay.cmd.start", log_num(&cmd, replayed, "start_ms")?);
-        // One order, so that the clean stop writes a snapshot (it does only when the
-        // state moved since the start). Price 1: rests, crosses nothing.
-        let url = format!("{}/buy/bench/1", cmd.url);
-        r.client
-            .post(&url)
-            .send()
-            .await
-            .and_then(|a| a.error_for_status())
-            .with_context(|| format!("POST {url}"))?;
+        place_one_order(r, &cmd.url).await?;
         r.stop(&mut cmd)?;
         anyhow::ensure!(
             cmd.logged("write side snapshot written"),
@@ -71,16 +63,9 @@ pub async fn run(r: &mut Runner) -> anyhow::Result<()> {
 
         // Write side from the snapshot.
         let name = format!("replay-command-snapshot-{round}");
-        let mut cmd = r.start(&name, "command-svc", &service_args(&dir))?;
-        r.wait_ok(&cmd.url).await?;
-        r.add("replay.cmdsnap.wall", ms_since(cmd.started()));
-        anyhow::ensure!(
-            cmd.logged("write side starts from a snapshot"),
-            "command-svc did not start from the snapshot (logs/{name}.log)"
-        );
-        r.add("replay.cmdsnap.start", log_num(&cmd, replayed, "start_ms")?);
-        let head = r.health_num(&cmd.url, "durable_seq").await? as u64;
-        r.stop(&mut cmd)?;
+        let (wall, start_ms, head) = command_from_snapshot(r, &name, &dir).await?;
+        r.add("replay.cmdsnap.wall", wall);
+        r.add("replay.cmdsnap.start", start_ms);
 
         // Read side from genesis (its own snapshots removed; the writer's durable
         // watermark, log.txt.durable, stays).
@@ -254,6 +239,40 @@ pub async fn log_of(
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(dir)
+}
+
+/// One order to command-svc at `url`, so that its clean stop writes a snapshot (it
+/// does only when the state moved since the start). Price 1: it rests and crosses
+/// nothing.
+pub(super) async fn place_one_order(r: &Runner, url: &str) -> anyhow::Result<()> {
+    let url = format!("{url}/buy/bench/1");
+    r.client
+        .post(&url)
+        .send()
+        .await
+        .and_then(|a| a.error_for_status())
+        .with_context(|| format!("POST {url}"))?;
+    Ok(())
+}
+
+/// Starts command-svc on `dir`, which must start from its snapshot, waits until it
+/// answers, stops it: the ms that took, its own `start_ms`, and the head it had.
+pub(super) async fn command_from_snapshot(
+    r: &mut Runner,
+    name: &str,
+    dir: &Path,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let mut cmd = r.start(name, "command-svc", &service_args(dir))?;
+    r.wait_ok(&cmd.url).await?;
+    let wall = ms_since(cmd.started());
+    anyhow::ensure!(
+        cmd.logged("write side starts from a snapshot"),
+        "command-svc did not start from the snapshot (logs/{name}.log)"
+    );
+    let start_ms = log_num(&cmd, "write side replayed the log", "start_ms")?;
+    let head = r.health_num(&cmd.url, "durable_seq").await? as u64;
+    r.stop(&mut cmd)?;
+    Ok((wall, start_ms, head))
 }
 
 /// Starts query-svc on `dir`, which must start from its snapshot, waits until it
