@@ -680,10 +680,15 @@ impl Durability {
             self.refuse(replies, &reason);
             return Err(reason);
         }
-        // Durable now: answered at once, and lazily (the answers are made from the
-        // events on the runtime, off this thread, which may have the next batch to
-        // sync). The watermark follows; readers learn of the batch a moment after
-        // its writers, and a failure to tell them is fatal but takes back nothing.
+        // Durable now: the process's own record says so first (a client answered
+        // next sees it in /health), then the batch is answered, lazily (the answers
+        // are made from the events on the runtime, off this thread, which may have
+        // the next batch to sync). The watermark file follows: readers learn of the
+        // batch a moment after its writers, and a failure to tell them is fatal but
+        // takes back nothing.
+        if landed > 0 {
+            self.durable_through(head_seq, landed, head_seq);
+        }
         let answers = (replies.into_iter()).zip(
             decided
                 .outcomes(true)
@@ -692,7 +697,6 @@ impl Durability {
         self.deliver(answers);
         if landed > 0 {
             self.publish(syncer, head_seq, end_offset).map_err(failed)?;
-            self.durable_through(head_seq, landed, head_seq);
         }
         Ok(())
     }

@@ -27,8 +27,20 @@ async fn the_durable_watermark_follows_the_sync_with_the_log_length() {
 
 async fn the_durable_watermark_follows_the_sync(disk: FakeDisk) {
     let (handle, task) = spawn_on(&disk, FsyncMode::Always);
-    handle.dispatch(buy("u", 90, 1)).await.unwrap();
-    handle.dispatch(buy("u", 91, 1)).await.unwrap();
+    for price in [90, 91] {
+        let placed = handle.dispatch(buy("u", price, 1)).await.unwrap();
+        // Answered, so durable: what the writer says of itself (/health) knows it.
+        let durable = handle
+            .stats
+            .durable_seq
+            .load(std::sync::atomic::Ordering::Acquire);
+        assert!(
+            durable >= placed.seq(),
+            "answered seq {} at durable {durable}",
+            placed.seq()
+        );
+    }
+    watermark_published(&disk, 2).await;
     let ops = disk.inner.lock().unwrap().ops.clone();
     let first = disk.inner.lock().unwrap().appends[0].len();
     let second = disk.inner.lock().unwrap().appends[1].len();
@@ -229,6 +241,7 @@ async fn commands_arriving_during_a_sync_wait_for_it_then_go_out_as_one_batch() 
     }
     seqs.sort();
     assert_eq!(seqs, (2..=9).collect::<Vec<_>>());
+    watermark_published(&disk, 9).await;
     let (appends, ops) = {
         let s = disk.inner.lock().unwrap();
         (s.appends.clone(), s.ops.clone())
@@ -284,6 +297,17 @@ async fn a_failed_sync_on_the_syncer_thread_answers_its_batch_503_and_stops_the_
         .load(std::sync::atomic::Ordering::Acquire);
     assert_eq!(durable, 1, "the failed batch was never durable");
     assert!(task.shutdown().await.unwrap_err().contains("injected"));
+}
+
+/// Waits until `disk` was told that `seq` is durable: a batch is answered as soon
+/// as its sync returns, and its watermark published just after.
+async fn watermark_published(disk: &FakeDisk, seq: u64) {
+    let disk = disk.clone();
+    let told = format!("durable {seq}@");
+    wait_until(&format!("the watermark of seq {seq}"), move || {
+        (disk.inner.lock().unwrap().ops.iter()).any(|op| op.starts_with(&told))
+    })
+    .await;
 }
 
 /// Whether `disk` took `n` appends.
